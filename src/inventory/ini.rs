@@ -1,0 +1,209 @@
+//! The Ansible INI inventory format: `[group]` host lines with `key=value`
+//! variables, `[group:vars]`, `[group:children]` and host ranges such as
+//! `web[01:20]`. No crate parses this dialect, so it is done here, by line.
+
+use super::{Error, RawInventory, Vars};
+use serde_json::Value;
+use std::path::Path;
+
+enum Section {
+    Hosts(String),
+    Vars(String),
+    Children(String),
+}
+
+/// Parses INI inventory text; `file` is only used in error messages.
+pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Error> {
+    let mut section = Section::Hosts("ungrouped".to_owned());
+    for (index, raw_line) in text.lines().enumerate() {
+        let at = |message: String| Error::at(file, index + 1, 1, message);
+        let line = raw_line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header
+                .strip_suffix(']')
+                .ok_or_else(|| at(format!("section header `{line}` is missing its closing `]`")))?;
+            section = match header.split_once(':') {
+                None => Section::Hosts(checked_group_name(header).map_err(at)?),
+                Some((group, "vars")) => Section::Vars(checked_group_name(group).map_err(at)?),
+                Some((group, "children")) => Section::Children(checked_group_name(group).map_err(at)?),
+                Some((_, other)) => {
+                    return Err(at(format!(
+                        "unknown section kind `:{other}` (expected `:vars` or `:children`)"
+                    )));
+                }
+            };
+            match &section {
+                Section::Hosts(g) | Section::Vars(g) | Section::Children(g) => inv.group_mut(g),
+            };
+            continue;
+        }
+        match &section {
+            Section::Hosts(group) => {
+                let tokens = split_words(line).map_err(at)?;
+                let (pattern, assignments) = tokens.split_first().expect("line is not empty");
+                let mut vars = Vars::new();
+                for assignment in assignments {
+                    let (key, value) = assignment.split_once('=').ok_or_else(|| {
+                        at(format!("`{assignment}` is not a `key=value` host variable"))
+                    })?;
+                    vars.insert(key.to_owned(), scalar(value));
+                }
+                for host in expand_range(pattern).map_err(at)? {
+                    inv.add_host(group, &host, vars.clone(), file, index + 1)?;
+                }
+            }
+            Section::Vars(group) => {
+                let (key, value) = line
+                    .split_once('=')
+                    .ok_or_else(|| at(format!("`{line}` is not a `key=value` group variable")))?;
+                let value = unquote(value.trim()).map_err(at)?;
+                inv.group_mut(group).vars.insert(key.trim().to_owned(), scalar(&value));
+            }
+            Section::Children(group) => {
+                let child = checked_group_name(line).map_err(at)?;
+                inv.group_mut(&child);
+                inv.group_mut(group).children.push(child);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn checked_group_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        return Err(format!("`{name}` is not a valid group name (letters, digits, `_`, `-`, `.`)"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Ansible reads INI values as Python literals; integers and booleans are the
+/// ones that matter for templates, everything else stays a string.
+fn scalar(value: &str) -> Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return Value::from(n);
+    }
+    match value {
+        "true" | "True" => Value::Bool(true),
+        "false" | "False" => Value::Bool(false),
+        _ => Value::String(value.to_owned()),
+    }
+}
+
+/// Splits a host line into words, honouring single and double quotes
+/// (`key="a value"` is one word whose value has the quotes removed).
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote = None;
+    let mut in_word = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => current.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '#') if !in_word => break,
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                current.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("unterminated {q} quote in `{line}`"));
+    }
+    if in_word {
+        words.push(current);
+    }
+    Ok(words)
+}
+
+fn unquote(value: &str) -> Result<String, String> {
+    let words = split_words(value)?;
+    Ok(if words.len() == 1 { words.into_iter().next().unwrap() } else { value.to_owned() })
+}
+
+/// Expands one host range (`web[01:20]`, `db-[a:c]`, `n[0:10:5]`); names
+/// without brackets pass through. Leading zeros set the width.
+pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('[') else {
+        return Ok(vec![pattern.to_owned()]);
+    };
+    let close = pattern[open..]
+        .find(']')
+        .map(|i| open + i)
+        .ok_or_else(|| format!("host range `{pattern}` is missing `]`"))?;
+    let (prefix, spec, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (start, end, step) = match parts.as_slice() {
+        [s, e] => (*s, *e, "1"),
+        [s, e, st] => (*s, *e, *st),
+        _ => return Err(format!("host range `[{spec}]` must be `[start:end]` or `[start:end:step]`")),
+    };
+    let step: usize = step
+        .parse()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("host range step `{step}` must be a positive number"))?;
+    let middles: Vec<String> = if let (Ok(a), Ok(b)) = (start.parse::<u64>(), end.parse::<u64>()) {
+        if a > b {
+            return Err(format!("host range `[{spec}]` runs backwards"));
+        }
+        let width = if start.starts_with('0') && start.len() > 1 { start.len() } else { 0 };
+        (a..=b).step_by(step).map(|n| format!("{n:0width$}")).collect()
+    } else if let ([a], [b]) = (start.as_bytes(), end.as_bytes()) {
+        if !a.is_ascii_alphabetic() || !b.is_ascii_alphabetic() || a > b {
+            return Err(format!("host range `[{spec}]` must run forwards over letters or numbers"));
+        }
+        (*a..=*b).step_by(step).map(|c| (c as char).to_string()).collect()
+    } else {
+        return Err(format!("host range `[{spec}]` must be numbers or single letters"));
+    };
+    let mut hosts = Vec::new();
+    for middle in middles {
+        for rest in expand_range(suffix)? {
+            hosts.push(format!("{prefix}{middle}{rest}"));
+        }
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_ranges_keep_their_leading_zeros() {
+        let hosts = expand_range("web[01:03].example.com").unwrap();
+        assert_eq!(hosts, ["web01.example.com", "web02.example.com", "web03.example.com"]);
+    }
+
+    #[test]
+    fn ranges_accept_letters_and_steps() {
+        assert_eq!(expand_range("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
+        assert_eq!(expand_range("n[0:10:5]").unwrap(), ["n0", "n5", "n10"]);
+    }
+
+    #[test]
+    fn a_backwards_range_is_an_error() {
+        assert!(expand_range("web[9:1]").unwrap_err().contains("backwards"));
+    }
+
+    #[test]
+    fn quoted_words_keep_their_spaces() {
+        let words = split_words(r#"h1 greeting="hello world" x='a b' # comment"#).unwrap();
+        assert_eq!(words, ["h1", "greeting=hello world", "x=a b"]);
+    }
+}

@@ -1,0 +1,422 @@
+//! Planning: a host's snapshot (what is there) and its rendered steps (what
+//! should be) in, the changes to make out. Pure: no SSH, no terminal.
+
+pub mod diff;
+pub mod edit;
+
+use edit::Markers;
+use regex::Regex;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a managed path is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    File { content: Vec<u8>, mode: u32, owner: String, group: String },
+    Link { target: String },
+    /// A directory, socket or anything else a step cannot manage.
+    Other { kind: String },
+}
+
+/// One round trip's worth of host state, as far as planning needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub entries: BTreeMap<String, Entry>,
+    /// Indexes of command steps whose `unless` guard exited 0.
+    pub guards_passed: BTreeSet<usize>,
+    /// Handlers an earlier run recorded and did not finish.
+    pub pending_handlers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Template { dest: String, content: Vec<u8>, attributes: Attributes },
+    Line { path: String, line: Option<String>, regexp: Option<Regex>, present: bool, create: bool },
+    Block { path: String, block: String, marker: String, present: bool, create: bool },
+    Link { path: String, target: String },
+    Command { cmd: String, creates: Option<String>, unless: Option<String> },
+}
+
+impl Action {
+    /// The paths the snapshot must read for this action.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Action::Template { dest, .. } => vec![dest],
+            Action::Line { path, .. } | Action::Block { path, .. } | Action::Link { path, .. } => vec![path],
+            Action::Command { creates, .. } => creates.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A step rendered for one host.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub index: usize,
+    pub name: String,
+    pub action: Action,
+    pub notify: Vec<String>,
+}
+
+/// What a path should become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    File { content: Vec<u8>, mode: u32, owner: Option<String>, group: Option<String> },
+    Link { target: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    pub path: String,
+    pub before: Entry,
+    pub after: Desired,
+    /// Unified diff of the content, plus a line per mode or owner change.
+    pub diff: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandRun {
+    pub index: usize,
+    pub name: String,
+    pub cmd: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub name: String,
+    pub changed: bool,
+    /// The path or command the step is about.
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub steps: Vec<StepOutcome>,
+    pub files: Vec<FileChange>,
+    pub commands: Vec<CommandRun>,
+    /// Handlers to run, in playbook order: notified now or left pending before.
+    pub handlers: Vec<String>,
+    /// Of `handlers`, those only pending from an earlier run.
+    pub carried_over: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.commands.is_empty() && self.handlers.is_empty()
+    }
+}
+
+const DEFAULT_MODE: u32 = 0o644;
+
+/// Plans one host: applies every task to an in-memory copy of the snapshot,
+/// in order, and keeps what differs from the host.
+pub fn plan(tasks: &[Task], snapshot: &Snapshot, handler_order: &[String], diff_context: usize) -> Result<Plan, String> {
+    let mut working: BTreeMap<&str, Desired> = BTreeMap::new();
+    let mut plan = Plan::default();
+    let mut notified: BTreeSet<&str> = BTreeSet::new();
+    let entry_of = |path: &str| snapshot.entries.get(path).cloned().unwrap_or(Entry::Missing);
+
+    for task in tasks {
+        let fail = |message: String| format!("step `{}`: {message}", task.name);
+        let (subject, changed) = match &task.action {
+            Action::Command { cmd, creates, unless } => {
+                let created = creates.as_deref().is_some_and(|p| !matches!(entry_of(p), Entry::Missing));
+                let guarded = unless.is_some() && snapshot.guards_passed.contains(&task.index);
+                let run = !created && !guarded;
+                if run {
+                    plan.commands.push(CommandRun { index: task.index, name: task.name.clone(), cmd: cmd.clone() });
+                }
+                (cmd.clone(), run)
+            }
+            Action::Link { path, target } => {
+                let before = working.get(path.as_str()).cloned().or_else(|| desired_of(&entry_of(path)));
+                let after = Desired::Link { target: target.clone() };
+                let changed = before.as_ref() != Some(&after);
+                working.insert(path, after);
+                (path.clone(), changed)
+            }
+            action => {
+                let path = action.paths()[0];
+                let before = match working.get(path) {
+                    Some(desired) => Some(desired.clone()),
+                    None => match entry_of(path) {
+                        Entry::Link { target } => {
+                            return Err(fail(format!("{path} is a symbolic link to {target}; edit the file it points to")));
+                        }
+                        Entry::Other { kind } => return Err(fail(format!("{path} is a {kind}, not a file"))),
+                        entry => desired_of(&entry),
+                    },
+                };
+                let after = edit_file(action, before.clone()).map_err(fail)?;
+                let changed = before != after;
+                if let Some(after) = after {
+                    working.insert(path, after);
+                }
+                (path.to_owned(), changed)
+            }
+        };
+        if changed {
+            notified.extend(task.notify.iter().map(String::as_str));
+        }
+        plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject });
+    }
+
+    for (path, after) in working {
+        let before = entry_of(path);
+        if desired_of(&before).as_ref() == Some(&after) {
+            continue;
+        }
+        let diff = describe_change(path, &before, &after, diff_context);
+        plan.files.push(FileChange { path: path.to_owned(), before, after, diff });
+    }
+    // A step that changed a path only for a later step to change it back
+    // changes nothing overall; it must not notify either.
+    if plan.files.is_empty() && plan.commands.is_empty() {
+        notified.clear();
+        for step in &mut plan.steps {
+            step.changed = false;
+        }
+    }
+    for handler in handler_order {
+        let pending = snapshot.pending_handlers.contains(handler);
+        if notified.contains(handler.as_str()) || pending {
+            plan.handlers.push(handler.clone());
+            if pending && !notified.contains(handler.as_str()) {
+                plan.carried_over.push(handler.clone());
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// The tuning guide's warning about worker concurrency: many workers at
+/// `-c 4` beat one at `-c 64`, because of lock contention in the master.
+pub fn concurrency_warnings(snapshot: &Snapshot) -> Vec<String> {
+    let worker = Regex::new(r"sentry\S*\s.*\brun\s+worker\b.*\s-c\s*(\d+)").expect("valid regex");
+    let mut warnings = Vec::new();
+    for (path, entry) in &snapshot.entries {
+        let Entry::File { content, .. } = entry else { continue };
+        for line in String::from_utf8_lossy(content).lines().filter(|l| !l.trim_start().starts_with(['#', ';'])) {
+            if let Some(c) = worker.captures(line).and_then(|c| c[1].parse::<u32>().ok()).filter(|c| *c > 4) {
+                warnings.push(format!(
+                    "{path}: Sentry workers run at concurrency -c {c}; above 4 is a smell (lock contention): \
+                     prefer more worker processes (numprocs) at -c 4"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// The desired form of what is already there (so an unchanged file compares equal).
+fn desired_of(entry: &Entry) -> Option<Desired> {
+    match entry {
+        Entry::File { content, mode, owner, group } => Some(Desired::File {
+            content: content.clone(),
+            mode: *mode,
+            owner: Some(owner.clone()),
+            group: Some(group.clone()),
+        }),
+        Entry::Link { target } => Some(Desired::Link { target: target.clone() }),
+        Entry::Missing | Entry::Other { .. } => None,
+    }
+}
+
+fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>, String> {
+    let (content, mode, owner, group) = match before {
+        Some(Desired::File { content, mode, owner, group }) => (Some(content), mode, owner, group),
+        Some(Desired::Link { target }) => return Err(format!("the path is a symbolic link to {target}")),
+        None => (None, DEFAULT_MODE, None, None),
+    };
+    let text = |content: &Option<Vec<u8>>| {
+        content.as_deref().map(|c| String::from_utf8(c.to_vec()).map_err(|_| "the file is not UTF-8 text".to_owned()))
+    };
+    let file = |content: String| Desired::File { content: content.into_bytes(), mode, owner: owner.clone(), group: group.clone() };
+    Ok(match action {
+        Action::Template { content: rendered, attributes, .. } => Some(Desired::File {
+            content: rendered.clone(),
+            mode: attributes.mode.unwrap_or(mode),
+            owner: attributes.owner.clone().or(owner.clone()),
+            group: attributes.group.clone().or(group.clone()),
+        }),
+        Action::Line { path, line, regexp, present, create } => match (text(&content).transpose()?, present) {
+            (None, false) => None,
+            (None, true) if !create => return Err(format!("{path} does not exist (set `create: true` to create it)")),
+            (current, true) => {
+                let current = current.unwrap_or_default();
+                Some(file(edit::ensure_line(&current, line.as_deref().unwrap_or_default(), regexp.as_ref())))
+            }
+            (Some(current), false) => Some(file(edit::remove_lines(&current, line.as_deref(), regexp.as_ref()))),
+        },
+        Action::Block { path, block, marker, present, create } => {
+            let markers = Markers::from_template(marker);
+            match (text(&content).transpose()?, present) {
+                (None, false) => None,
+                (None, true) if !create => return Err(format!("{path} does not exist (set `create: true` to create it)")),
+                (current, true) => Some(file(edit::set_block(&current.unwrap_or_default(), &markers, block))),
+                (Some(current), false) => Some(file(edit::remove_block(&current, &markers))),
+            }
+        }
+        Action::Link { .. } | Action::Command { .. } => unreachable!("not a file edit"),
+    })
+}
+
+fn describe_change(path: &str, before: &Entry, after: &Desired, context: usize) -> String {
+    match (before, after) {
+        (Entry::File { content, mode, owner, group }, Desired::File { content: new, mode: new_mode, owner: new_owner, group: new_group }) => {
+            let mut out = String::new();
+            if mode != new_mode {
+                out.push_str(&format!("mode {path}: {mode:04o} -> {new_mode:04o}\n"));
+            }
+            if let Some(o) = new_owner.as_ref().filter(|o| *o != owner) {
+                out.push_str(&format!("owner {path}: {owner} -> {o}\n"));
+            }
+            if let Some(g) = new_group.as_ref().filter(|g| *g != group) {
+                out.push_str(&format!("group {path}: {group} -> {g}\n"));
+            }
+            if content != new {
+                out.push_str(&diff::unified(path, Some(content), Some(new), context));
+            }
+            out
+        }
+        (Entry::Missing, Desired::File { content, .. }) => diff::unified(path, None, Some(content), context),
+        (before, Desired::Link { target }) => format!("link {path}: {} -> {target}\n", describe_entry(before)),
+        (before, Desired::File { content, .. }) => {
+            format!("replace {path}: {} -> file\n{}", describe_entry(before), diff::unified(path, None, Some(content), context))
+        }
+    }
+}
+
+fn describe_entry(entry: &Entry) -> String {
+    match entry {
+        Entry::Missing => "absent".into(),
+        Entry::File { .. } => "a file".into(),
+        Entry::Link { target } => format!("link to {target}"),
+        Entry::Other { kind } => kind.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: &str) -> Entry {
+        Entry::File { content: content.as_bytes().to_vec(), mode: 0o644, owner: "root".into(), group: "root".into() }
+    }
+
+    fn task(index: usize, name: &str, action: Action, notify: &[&str]) -> Task {
+        Task { index, name: name.into(), action, notify: notify.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn line(path: &str, line: Option<&str>, regexp: &str, present: bool) -> Action {
+        Action::Line {
+            path: path.into(),
+            line: line.map(Into::into),
+            regexp: Some(Regex::new(regexp).unwrap()),
+            present,
+            create: false,
+        }
+    }
+
+    fn redis_tasks() -> Vec<Task> {
+        vec![
+            task(0, "no snapshots", line("/r.conf", None, r"^\s*save\s+\d", false), &["redis"]),
+            task(1, "save off", line("/r.conf", Some("save \"\""), r"^\s*save\s", true), &["redis"]),
+            task(2, "maxmemory", line("/r.conf", Some("maxmemory 1gb"), r"^\s*maxmemory\s", true), &["redis"]),
+        ]
+    }
+
+    fn snapshot(entries: &[(&str, Entry)]) -> Snapshot {
+        Snapshot { entries: entries.iter().map(|(p, e)| (p.to_string(), e.clone())).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn several_edits_of_one_file_become_one_change_with_one_diff() {
+        let snap = snapshot(&[("/r.conf", file("bind 127.0.0.1\nsave 900 1\nsave 60 10000\n"))]);
+        let plan = plan(&redis_tasks(), &snap, &["redis".into()], 3).unwrap();
+        assert_eq!(plan.files.len(), 1);
+        let Desired::File { content, .. } = &plan.files[0].after else { panic!() };
+        assert_eq!(String::from_utf8_lossy(content), "bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n");
+        assert!(plan.files[0].diff.contains("-save 900 1"), "{}", plan.files[0].diff);
+        assert_eq!(plan.handlers, ["redis"]);
+        assert!(plan.steps.iter().all(|s| s.changed));
+    }
+
+    #[test]
+    fn a_converged_host_plans_nothing_and_notifies_nobody() {
+        let snap = snapshot(&[("/r.conf", file("bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n"))]);
+        let plan = plan(&redis_tasks(), &snap, &["redis".into()], 3).unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+        assert!(plan.steps.iter().all(|s| !s.changed));
+    }
+
+    #[test]
+    fn handlers_left_pending_by_an_earlier_run_run_again() {
+        let mut snap = snapshot(&[("/r.conf", file("save \"\"\nmaxmemory 1gb\n"))]);
+        snap.pending_handlers = vec!["nginx".into()];
+        let order = ["redis".to_string(), "nginx".to_string()];
+        let plan = plan(&redis_tasks(), &snap, &order, 3).unwrap();
+        assert_eq!(plan.handlers, ["nginx"]);
+        assert_eq!(plan.carried_over, ["nginx"]);
+    }
+
+    #[test]
+    fn a_template_over_a_missing_file_is_a_new_file_with_default_mode() {
+        let t = task(0, "site", Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes: Attributes::default() }, &[]);
+        let plan = plan(&[t], &Snapshot::default(), &[], 3).unwrap();
+        assert!(matches!(plan.files[0].after, Desired::File { mode: 0o644, .. }));
+        assert!(plan.files[0].diff.starts_with("--- /dev/null"));
+    }
+
+    #[test]
+    fn a_mode_change_alone_is_a_change_and_is_described() {
+        let attributes = Attributes { mode: Some(0o600), ..Default::default() };
+        let t = task(0, "secret", Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes }, &[]);
+        let plan = plan(&[t], &snapshot(&[("/s", file("x\n"))]), &[], 3).unwrap();
+        assert_eq!(plan.files[0].diff, "mode /s: 0644 -> 0600\n");
+    }
+
+    #[test]
+    fn editing_a_missing_file_without_create_is_an_error_naming_the_step() {
+        let err = plan(&redis_tasks()[1..2], &Snapshot::default(), &[], 3).unwrap_err();
+        assert!(err.contains("step `save off`") && err.contains("create: true"), "{err}");
+    }
+
+    #[test]
+    fn commands_run_unless_their_guards_say_done() {
+        let cmd = |i, creates: Option<&str>, unless: Option<&str>| {
+            task(i, "install", Action::Command { cmd: "make".into(), creates: creates.map(Into::into), unless: unless.map(Into::into) }, &[])
+        };
+        let mut snap = snapshot(&[("/bin/memmon", file(""))]);
+        snap.guards_passed.insert(1);
+        let tasks = [cmd(0, Some("/bin/memmon"), None), cmd(1, None, Some("true")), cmd(2, Some("/nope"), None)];
+        let plan = plan(&tasks, &snap, &[], 3).unwrap();
+        assert_eq!(plan.commands.iter().map(|c| c.index).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_worker_concurrency_above_four_is_called_out() {
+        let conf = "[program:worker]\ncommand=/www/sentry/bin/sentry run worker -c 64 -l WARNING\n";
+        let warnings = concurrency_warnings(&snapshot(&[("/w.conf", file(conf))]));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("-c 64"), "{warnings:?}");
+        let tuned = "command=/www/sentry/bin/sentry run worker -c 4 -l WARNING\n";
+        assert!(concurrency_warnings(&snapshot(&[("/w.conf", file(tuned))])).is_empty());
+    }
+
+    #[test]
+    fn a_link_pointing_elsewhere_is_replaced() {
+        let t = task(0, "enable", Action::Link { path: "/e/s".into(), target: "/a/s".into() }, &[]);
+        let snap = snapshot(&[("/e/s", Entry::Link { target: "/a/old".into() })]);
+        let plan = plan(std::slice::from_ref(&t), &snap, &[], 3).unwrap();
+        assert_eq!(plan.files[0].diff, "link /e/s: link to /a/old -> /a/s\n");
+        let done = snapshot(&[("/e/s", Entry::Link { target: "/a/s".into() })]);
+        assert!(super::plan(&[t], &done, &[], 3).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,362 @@
+//! The playbook: a strict serde model of plays, steps and handlers, loaded
+//! from YAML and checked before any host is touched (unknown keys, step
+//! kinds, regexes, notify targets, file modes).
+
+use crate::inventory::{Vars, kind_of};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Play {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A host pattern, as for `--limit`.
+    #[serde(default = "all_hosts")]
+    pub hosts: String,
+    /// Defaults for this play: the lowest precedence, under every inventory variable.
+    #[serde(default)]
+    pub vars: Vars,
+    #[serde(default, rename = "become")]
+    pub become_root: bool,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub handlers: Vec<Handler>,
+}
+
+fn all_hosts() -> String {
+    "all".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    #[serde(default)]
+    pub template: Option<TemplateStep>,
+    #[serde(default)]
+    pub line: Option<LineStep>,
+    #[serde(default)]
+    pub block: Option<BlockStep>,
+    #[serde(default)]
+    pub link: Option<LinkStep>,
+    #[serde(default)]
+    pub command: Option<CommandStep>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub notify: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub tags: Vec<String>,
+    /// A minijinja expression; the step is skipped on hosts where it is false.
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// The one thing a step does, borrowed from whichever key the step set.
+#[derive(Debug, Clone, Copy)]
+pub enum StepKind<'a> {
+    Template(&'a TemplateStep),
+    Line(&'a LineStep),
+    Block(&'a BlockStep),
+    Link(&'a LinkStep),
+    Command(&'a CommandStep),
+}
+
+impl Step {
+    pub fn kind(&self) -> StepKind<'_> {
+        self.kinds().into_iter().next().expect("validated: exactly one kind")
+    }
+
+    fn kinds(&self) -> Vec<StepKind<'_>> {
+        let mut kinds = Vec::new();
+        kinds.extend(self.template.as_ref().map(StepKind::Template));
+        kinds.extend(self.line.as_ref().map(StepKind::Line));
+        kinds.extend(self.block.as_ref().map(StepKind::Block));
+        kinds.extend(self.link.as_ref().map(StepKind::Link));
+        kinds.extend(self.command.as_ref().map(StepKind::Command));
+        kinds
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateStep {
+    /// Relative to the templates folder.
+    pub src: String,
+    pub dest: String,
+    #[serde(default, deserialize_with = "octal_mode")]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineStep {
+    pub path: String,
+    /// The line to ensure; not needed with `state: absent` and a `regexp`.
+    #[serde(default)]
+    pub line: Option<String>,
+    /// Lines to replace (present: the last match becomes `line`) or remove (absent: every match).
+    #[serde(default)]
+    pub regexp: Option<String>,
+    #[serde(default)]
+    pub state: State,
+    /// Create the file when it is missing (otherwise a missing file is an error).
+    #[serde(default)]
+    pub create: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockStep {
+    pub path: String,
+    #[serde(default)]
+    pub block: String,
+    /// `{mark}` becomes BEGIN and END.
+    #[serde(default = "default_marker")]
+    pub marker: String,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub create: bool,
+}
+
+fn default_marker() -> String {
+    "# {mark} SENTRY-PROVISION MANAGED BLOCK".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkStep {
+    /// What the link points to.
+    pub src: String,
+    /// The link itself.
+    pub dest: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandStep {
+    pub cmd: String,
+    /// Skip when this path exists on the host.
+    #[serde(default)]
+    pub creates: Option<String>,
+    /// Skip when this command exits 0 on the host.
+    #[serde(default)]
+    pub unless: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    pub name: String,
+    /// A shell command; it fails the host when it exits non-zero.
+    pub command: String,
+}
+
+#[derive(Debug)]
+pub struct Playbook {
+    pub path: PathBuf,
+    pub templates_dir: PathBuf,
+    pub plays: Vec<Play>,
+}
+
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Modes are quoted octal strings ("0644"): an unquoted 0644 is a YAML number
+/// whose meaning differs between YAML versions, so it is refused.
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let text = match &value {
+        serde_json::Value::String(s) => s.clone(),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "mode must be a quoted octal string such as \"0644\", found {} {other}",
+                kind_of(other)
+            )));
+        }
+    };
+    u32::from_str_radix(&text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("mode `{text}` is not an octal file mode such as \"0644\"")))
+}
+
+/// Loads and checks a playbook; templates are looked up in `templates/`
+/// beside the playbook's folder, or beside the playbook itself.
+pub fn load(path: &Path) -> Result<Playbook, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error(format!("{}: not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
+    })?;
+    let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
+    if plays.is_empty() {
+        return Err(Error(format!("{}: the playbook has no plays", path.display())));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let templates_dir = [dir.join("templates"), dir.join("../templates")]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| dir.join("templates"));
+    let playbook = Playbook { path: path.to_path_buf(), templates_dir, plays };
+    playbook.check()?;
+    Ok(playbook)
+}
+
+impl Playbook {
+    fn check(&self) -> Result<(), Error> {
+        let file = self.path.display();
+        for (p, play) in self.plays.iter().enumerate() {
+            let play_name = play.name.clone().unwrap_or_else(|| format!("play {}", p + 1));
+            if play.steps.is_empty() {
+                return Err(Error(format!("{file}: {play_name}: the play has no steps")));
+            }
+            let mut handler_names = Vec::new();
+            for handler in &play.handlers {
+                if handler_names.contains(&handler.name.as_str()) {
+                    return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
+                }
+                handler_names.push(&handler.name);
+            }
+            for step in &play.steps {
+                let at = |message: String| Error(format!("{file}: {play_name}: step `{}`: {message}", step.name));
+                match step.kinds().len() {
+                    1 => {}
+                    0 => return Err(at("names no action (one of template, line, block, link, command)".into())),
+                    _ => return Err(at("names more than one action; give each its own step".into())),
+                }
+                for target in &step.notify {
+                    if !handler_names.contains(&target.as_str()) {
+                        return Err(at(format!(
+                            "notifies `{target}`, which is not a handler of this play (handlers: {})",
+                            handler_names.join(", ")
+                        )));
+                    }
+                }
+                match step.kind() {
+                    StepKind::Line(line) => {
+                        if let Some(re) = &line.regexp {
+                            regex::Regex::new(re).map_err(|e| at(format!("regexp `{re}` is invalid: {e}")))?;
+                        }
+                        if line.state == State::Present && line.line.is_none() {
+                            return Err(at("`line` is required with state: present".into()));
+                        }
+                        if line.state == State::Absent && line.line.is_none() && line.regexp.is_none() {
+                            return Err(at("state: absent needs `regexp` or `line`".into()));
+                        }
+                    }
+                    StepKind::Block(block) if !block.marker.contains("{mark}") => {
+                        return Err(at(format!("marker `{}` must contain {{mark}}", block.marker)));
+                    }
+                    StepKind::Template(t) => {
+                        let source = self.templates_dir.join(&t.src);
+                        if !source.is_file() {
+                            return Err(at(format!("template `{}` not found (looked for {})", t.src, source.display())));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every template file the playbook names, relative to the templates folder.
+    pub fn template_sources(&self) -> Vec<&str> {
+        let mut sources: Vec<&str> = self
+            .plays
+            .iter()
+            .flat_map(|p| &p.steps)
+            .filter_map(|s| s.template.as_ref().map(|t| t.src.as_str()))
+            .collect();
+        sources.sort();
+        sources.dedup();
+        sources
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Playbook, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("templates/a.j2"), "x\n").unwrap();
+        let path = dir.path().join("play.yml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_with_line_and_column() {
+        let err = load_text("- hosts: all\n  steps:\n    - name: a\n      templat: {src: a.j2, dest: /a}\n").unwrap_err();
+        assert!(err.0.contains("play.yml:4:7"), "{err}");
+        assert!(err.0.contains("templat"), "{err}");
+    }
+
+    #[test]
+    fn a_step_without_an_action_is_refused() {
+        let err = load_text("- steps:\n    - name: nothing\n").unwrap_err();
+        assert!(err.0.contains("names no action"), "{err}");
+    }
+
+    #[test]
+    fn notifying_an_unknown_handler_is_refused() {
+        let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a}\n      notify: reload\n").unwrap_err();
+        assert!(err.0.contains("notifies `reload`"), "{err}");
+    }
+
+    #[test]
+    fn an_unquoted_mode_is_refused() {
+        let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a, mode: 644}\n").unwrap_err();
+        assert!(err.0.contains("quoted octal"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_regexp_is_refused() {
+        let err = load_text("- steps:\n    - name: a\n      line: {path: /a, regexp: 'save(', state: absent}\n").unwrap_err();
+        assert!(err.0.contains("regexp `save(` is invalid"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_template_says_where_it_looked() {
+        let err = load_text("- steps:\n    - name: a\n      template: {src: nope.j2, dest: /a}\n").unwrap_err();
+        assert!(err.0.contains("nope.j2` not found (looked for"), "{err}");
+    }
+}

@@ -1,0 +1,172 @@
+//! The minijinja environment: Jinja2 syntax, strict undefined, no
+//! auto-escaping, trailing newline kept. Templates are compiled once, up
+//! front, so a syntax error stops the run before any host is touched.
+
+use crate::inventory::Vars;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
+use serde_json::Value as Json;
+use std::path::Path;
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+/// A template error with the file (or playbook field) and line it happened at.
+pub fn describe(error: &minijinja::Error) -> String {
+    let mut text = match (error.name(), error.line()) {
+        (Some(name), Some(line)) => format!("{name}:{line}: {}", error.kind()),
+        (Some(name), None) => format!("{name}: {}", error.kind()),
+        _ => error.kind().to_string(),
+    };
+    if let Some(detail) = error.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(" ({cause})"));
+        source = cause.source();
+    }
+    text
+}
+
+impl Renderer {
+    /// Compiles each named template from `dir`; the names in errors are the
+    /// paths as the user wrote them, joined to `dir`.
+    pub fn new(dir: &Path, sources: &[&str]) -> Result<Renderer, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_syntax(
+            SyntaxConfig::builder()
+                .keep_trailing_newline(true)
+                .trim_blocks(true)
+                .build()
+                .expect("default delimiters are valid"),
+        );
+        for source in sources {
+            let path = dir.join(source);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            env.add_template_owned(path.display().to_string(), text).map_err(|e| describe(&e))?;
+        }
+        Ok(Renderer { env })
+    }
+
+    pub fn render_file(&self, dir: &Path, source: &str, vars: &Vars) -> Result<String, String> {
+        let name = dir.join(source).display().to_string();
+        let template = self.env.get_template(&name).map_err(|e| describe(&e))?;
+        template.render(context(vars)).map_err(|e| describe(&e))
+    }
+
+    /// Renders a string from the playbook; `origin` names it in errors.
+    pub fn render_str(&self, origin: &str, text: &str, vars: &Vars) -> Result<String, String> {
+        if !is_template(text) {
+            return Ok(text.to_owned());
+        }
+        self.env
+            .render_named_str(origin, text, context(vars))
+            .map_err(|e| describe(&e))
+    }
+
+    /// Evaluates a `when:` expression to a boolean.
+    pub fn test(&self, origin: &str, expression: &str, vars: &Vars) -> Result<bool, String> {
+        let compiled = self
+            .env
+            .compile_expression(expression)
+            .map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        let value = compiled.eval(context(vars)).map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        Ok(value.is_true())
+    }
+
+    /// Renders variables whose values are templates (`"{{ facts.cpus * 3 }}"`)
+    /// against the other variables, repeatedly so they may refer to each other.
+    /// A result that reads as an integer becomes a number.
+    pub fn resolve_vars(&self, vars: &Vars) -> Result<Vars, String> {
+        let mut resolved = vars.clone();
+        for _ in 0..8 {
+            let mut changed = false;
+            let snapshot = resolved.clone();
+            for (key, value) in resolved.iter_mut() {
+                if let Json::String(text) = value
+                    && is_template(text)
+                {
+                    let rendered = self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
+                    *value = match rendered.trim().parse::<i64>() {
+                        Ok(n) => Json::from(n),
+                        Err(_) => Json::String(rendered),
+                    };
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(resolved);
+            }
+        }
+        let unresolved: Vec<_> = resolved
+            .iter()
+            .filter(|(_, v)| v.as_str().is_some_and(is_template))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        Err(format!("variables refer to each other in a loop: {}", unresolved.join(", ")))
+    }
+}
+
+fn context(vars: &Vars) -> Value {
+    Value::from(minijinja::value::Serde(vars))
+}
+
+fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, Json)]) -> Vars {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    fn renderer_with(template: &str) -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), template).unwrap();
+        let renderer = Renderer::new(dir.path(), &["t.j2"]).unwrap();
+        (dir, renderer)
+    }
+
+    #[test]
+    fn the_trailing_newline_is_kept_and_nothing_is_escaped() {
+        let (dir, r) = renderer_with("a <{{ x }}> & b\n");
+        let out = r.render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())])).unwrap();
+        assert_eq!(out, "a <'\"> & b\n");
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error_naming_it() {
+        let (dir, r) = renderer_with("{{ missing }}\n");
+        let err = r.render_file(dir.path(), "t.j2", &Vars::new()).unwrap_err();
+        assert!(err.contains("t.j2:1"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), "ok\n{% if %}\n").unwrap();
+        let err = Renderer::new(dir.path(), &["t.j2"]).err().unwrap();
+        assert!(err.contains("t.j2:2"), "{err}");
+    }
+
+    #[test]
+    fn templated_variables_resolve_against_each_other_and_become_numbers() {
+        let (_dir, r) = renderer_with("");
+        let v = vars(&[
+            ("cpus", 4.into()),
+            ("workers", "{{ cpus * 3 }}".into()),
+            ("label", "w={{ workers }}".into()),
+        ]);
+        let out = r.resolve_vars(&v).unwrap();
+        assert_eq!(out["workers"], 12);
+        assert_eq!(out["label"], "w=12");
+    }
+}

@@ -1,0 +1,106 @@
+//! The human report: per host a line per changed step, diffs when asked,
+//! handlers, warnings and errors, then a summary. Colour only on a terminal
+//! and never when `NO_COLOR` is set.
+
+use crate::run::{HostReport, Status};
+use std::fmt::Write;
+use std::io::IsTerminal;
+
+pub struct Style {
+    colour: bool,
+}
+
+impl Style {
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty.
+    pub fn detect() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style { colour: std::io::stdout().is_terminal() && !no_color }
+    }
+
+    pub fn plain() -> Style {
+        Style { colour: false }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    }
+
+    fn diff_line(&self, line: &str) -> String {
+        let code = if line.starts_with("+++") || line.starts_with("---") {
+            "1"
+        } else if line.starts_with('+') {
+            "32"
+        } else if line.starts_with('-') {
+            "31"
+        } else if line.starts_with("@@") {
+            "36"
+        } else {
+            return line.to_owned();
+        };
+        self.paint(code, line)
+    }
+}
+
+pub struct Options {
+    pub check: bool,
+    pub show_diff: bool,
+}
+
+pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> String {
+    let mut out = String::new();
+    let changed_word = if options.check { "would change" } else { "changed" };
+    for report in reports {
+        let _ = writeln!(out, "{} ({})", style.paint("1", &report.name), report.address);
+        for step in report.steps.iter().filter(|s| s.changed) {
+            let _ = writeln!(out, "  {}  {}: {}", style.paint("33", changed_word), step.name, step.subject);
+        }
+        if options.show_diff {
+            for file in &report.files {
+                for line in file.diff.lines() {
+                    let _ = writeln!(out, "{}", style.diff_line(line));
+                }
+            }
+        }
+        for handler in &report.carried_over {
+            let _ = writeln!(out, "  {}  handler `{handler}` left pending by an earlier run", style.paint("33", "pending"));
+        }
+        for handler in &report.handlers {
+            let (word, code) = match (options.check, handler.ok) {
+                (true, _) => ("would run handler", "36"),
+                (false, true) => ("handler", "36"),
+                (false, false) => ("handler failed", "31"),
+            };
+            let _ = writeln!(out, "  {}  {}", style.paint(code, word), handler.name);
+        }
+        for warning in &report.warnings {
+            let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
+        }
+        if let Some(error) = &report.error {
+            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
+        }
+        let changed = report.steps.iter().filter(|s| s.changed).count();
+        let ok = report.steps.len() - changed;
+        let _ = writeln!(
+            out,
+            "  {} ok, {changed} {changed_word}, {} handler(s), {} round trip(s), {:.2}s",
+            ok,
+            report.handlers.len(),
+            report.round_trips,
+            report.elapsed.as_secs_f64()
+        );
+    }
+    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
+    let _ = writeln!(
+        out,
+        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}",
+        style.paint("1", "summary:"),
+        reports.len(),
+        count(Status::Ok),
+        count(Status::Changed),
+        count(Status::Failed),
+        count(Status::Unreachable),
+        if options.check { " (check mode: nothing was changed)" } else { "" }
+    );
+    out
+}

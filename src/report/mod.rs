@@ -1,0 +1,3 @@
+//! Reporting a run's outcome to people (and, later, machines).
+
+pub mod human;

@@ -1,0 +1,111 @@
+//! Running a shell script on a host and collecting its output: over one
+//! multiplexed SSH master per host, or locally. Each call is one round trip.
+//! Knows nothing of playbooks; the scripts themselves are built in `script`.
+
+pub mod local;
+pub mod script;
+pub mod ssh;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+pub use ssh::{HostKeys, SshOptions, SshTarget};
+
+#[derive(Debug)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_owned()
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// The host could not be reached, or the connection died.
+    Unreachable(String),
+    /// The connection works but the command could not be run.
+    Failed(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Unreachable(m) | Error::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+pub enum Transport {
+    Ssh(openssh::Session),
+    Local,
+}
+
+/// Where to reach a host, as the inventory says.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Ssh(SshTarget),
+    Local,
+}
+
+impl Transport {
+    pub async fn connect(target: &Target, options: &SshOptions) -> Result<Transport, Error> {
+        match target {
+            Target::Local => Ok(Transport::Local),
+            Target::Ssh(t) => ssh::connect(t, options).await.map(Transport::Ssh),
+        }
+    }
+
+    /// Runs `script` with `sh -s` (under `sudo -n` when `become_root`),
+    /// feeding it on stdin while reading its output, so neither side blocks.
+    pub async fn run(&self, script: &str, become_root: bool, timeout: Option<Duration>) -> Result<Output, Error> {
+        let program = if become_root { "sudo -n sh -s" } else { "sh -s" };
+        let work = async {
+            match self {
+                Transport::Ssh(session) => ssh::run(session, program, script).await,
+                Transport::Local => local::run(program, script).await,
+            }
+        };
+        match timeout {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))),
+        }
+    }
+
+    pub async fn close(self) {
+        if let Transport::Ssh(session) = self {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// A short folder for control sockets: socket paths are limited to ~100 bytes.
+pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("sp-").tempdir_in(PathBuf::from("/tmp"))
+}
+
+async fn feed_and_collect(
+    mut stdin: impl tokio::io::AsyncWrite + Unpin,
+    script: &str,
+    wait: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> std::io::Result<std::process::Output> {
+    let write = async move {
+        // A script that exits early closes its stdin; that is its own error to report.
+        let _ = stdin.write_all(script.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    };
+    let ((), output) = tokio::join!(write, wait);
+    output
+}
+
+fn piped() -> (Stdio, Stdio, Stdio) {
+    (Stdio::piped(), Stdio::piped(), Stdio::piped())
+}

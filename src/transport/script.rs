@@ -1,0 +1,381 @@
+//! The few shell scripts sent to a host, one per round trip, and the
+//! parsers of what they print: the snapshot (facts, managed paths, guards,
+//! pending handlers), the install (atomic writes, pending handlers recorded
+//! first, commands) and the handlers. Scripts are POSIX sh plus coreutils.
+//!
+//! Every value from the playbook enters a script single-quoted or base64
+//! encoded, so no path or content is ever run as a command.
+
+use crate::plan::{Desired, Entry, Snapshot};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Where a host keeps what sentry-provision must remember between runs.
+pub const STATE_DIR: &str = "/var/lib/sentry-provision";
+const PENDING_FILE: &str = "/var/lib/sentry-provision/pending-handlers";
+
+/// Quotes a value for sh: `'...'` with each `'` written as `'\''`.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+fn encode(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+fn decode(text: &str) -> Result<Vec<u8>, String> {
+    B64.decode(text.trim()).map_err(|e| format!("bad base64 from host: {e}"))
+}
+
+const PRELUDE: &str = r#"PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+export LC_ALL=C
+errlog=$(mktemp) || exit 97
+trap 'rm -f "$errlog"' EXIT
+b64() { base64 -w0; }
+"#;
+
+/// Facts are what templates may use as `facts.*`.
+pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
+
+/// The snapshot: facts, then each path, then `unless` guards, then pending handlers.
+pub fn snapshot(paths: &[&str], guards: &[(usize, &str)]) -> String {
+    let mut s = String::from(PRELUDE);
+    s.push_str(
+        r#"printf 'FACT cpus %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+printf 'FACT memory_kb %s\n' "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+( . /etc/os-release 2>/dev/null; printf 'FACT os_id %s\nFACT os_version %s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
+printf 'FACT hostname %s\n' "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
+printf 'FACT user %s\n' "$(id -un)"
+if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else echo 'FACT service_manager none'; fi
+"#,
+    );
+    for tool in TOOLS {
+        let _ = writeln!(s, "command -v {tool} >/dev/null 2>&1 && echo 'TOOL {tool}'");
+    }
+    s.push_str(
+        r#"entry() {
+    if [ -L "$2" ]; then printf 'LINK %s %s\n' "$1" "$(readlink -- "$2" | b64)"
+    elif [ -f "$2" ]; then
+        meta=$(stat -c '%a %U %G' -- "$2") || { printf 'ERROR %s\n' "$1"; return; }
+        content=$(b64 < "$2") || { printf 'ERROR %s\n' "$1"; return; }
+        printf 'FILE %s %s\n%s\n' "$1" "$meta" "$content"
+    elif [ -d "$2" ]; then printf 'OTHER %s directory\n' "$1"
+    elif [ -e "$2" ]; then printf 'OTHER %s special-file\n' "$1"
+    else printf 'MISSING %s\n' "$1"; fi
+}
+"#,
+    );
+    for (i, path) in paths.iter().enumerate() {
+        let _ = writeln!(s, "entry {i} {}", quote(path));
+    }
+    for (index, cmd) in guards {
+        let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
+    }
+    let _ = writeln!(s, "[ -f {PENDING_FILE} ] && printf 'PENDING %s\\n' \"$(b64 < {PENDING_FILE})\"");
+    s.push_str("echo END\n");
+    s
+}
+
+#[derive(Debug, Default)]
+pub struct SnapshotOutput {
+    pub facts: BTreeMap<String, String>,
+    pub tools: Vec<String>,
+    pub snapshot: Snapshot,
+}
+
+pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut out = SnapshotOutput::default();
+    let mut lines = text.lines();
+    let path_at = |i: &str| -> Result<String, String> {
+        i.parse::<usize>().ok().and_then(|i| paths.get(i)).map(|p| p.to_string()).ok_or_else(|| format!("unexpected path index {i}"))
+    };
+    let mut complete = false;
+    while let Some(line) = lines.next() {
+        let mut words = line.splitn(3, ' ');
+        let (tag, first, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+        match tag {
+            "FACT" => {
+                out.facts.insert(first.to_owned(), rest.to_owned());
+            }
+            "TOOL" => out.tools.push(first.to_owned()),
+            "MISSING" => {
+                out.snapshot.entries.insert(path_at(first)?, Entry::Missing);
+            }
+            "LINK" => {
+                let target = String::from_utf8_lossy(&decode(rest)?).trim_end_matches('\n').to_owned();
+                out.snapshot.entries.insert(path_at(first)?, Entry::Link { target });
+            }
+            "OTHER" => {
+                out.snapshot.entries.insert(path_at(first)?, Entry::Other { kind: rest.to_owned() });
+            }
+            "FILE" => {
+                let meta: Vec<&str> = rest.split(' ').collect();
+                let [mode, owner, group] = meta[..] else { return Err(format!("bad file metadata `{rest}`")) };
+                let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
+                let content = decode(lines.next().unwrap_or(""))?;
+                let entry = Entry::File { content, mode, owner: owner.to_owned(), group: group.to_owned() };
+                out.snapshot.entries.insert(path_at(first)?, entry);
+            }
+            "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
+            "GUARD" => {
+                out.snapshot.guards_passed.insert(first.parse().map_err(|_| format!("bad guard index {first}"))?);
+            }
+            "PENDING" => {
+                let names = String::from_utf8_lossy(&decode(first)?).into_owned();
+                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            }
+            "END" => complete = true,
+            _ => {}
+        }
+    }
+    if !complete {
+        return Err("the snapshot ended early".into());
+    }
+    Ok(out)
+}
+
+/// One file (or link) to put in place.
+pub struct FileWrite<'a> {
+    pub path: &'a str,
+    pub desired: &'a Desired,
+}
+
+/// The install: record pending handlers, then write each file to a temp
+/// file in its own folder, fsync, set mode and owner, rename into place;
+/// then run commands. The first failure stops the script.
+pub fn install(pending: &[String], writes: &[FileWrite<'_>], commands: &[(usize, &str)]) -> String {
+    let mut s = String::from(PRELUDE);
+    s.push_str(
+        r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; exit 1; }
+"#,
+    );
+    if !pending.is_empty() {
+        let names: String = pending.iter().map(|h| format!("{h}\n")).collect();
+        let _ = write!(
+            s,
+            r#"mkdir -p {STATE_DIR} 2>"$errlog" || fail record "cannot create {STATE_DIR}"
+tmp=$(mktemp {STATE_DIR}/.pending.XXXXXX 2>"$errlog") || fail record "cannot record pending handlers"
+printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {PENDING_FILE} 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record pending handlers"; }}
+"#,
+            names = quote(&encode(names.as_bytes())),
+        );
+    }
+    for (i, write) in writes.iter().enumerate() {
+        let path = quote(write.path);
+        let _ = writeln!(s, "p={path}; w=file:{i}; d=$(dirname -- \"$p\")");
+        s.push_str(r#"mkdir -p -- "$d" 2>"$errlog" || fail "$w" "cannot create folder $d""#);
+        s.push('\n');
+        match write.desired {
+            Desired::File { content, mode, owner, group } => {
+                s.push_str(r#"tmp=$(mktemp -- "$d/.sentry-provision.XXXXXX" 2>"$errlog") || fail "$w" "cannot create a temporary file in $d""#);
+                s.push('\n');
+                s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$p\" \"cannot write $tmp\"; }\n");
+                let encoded = encode(content);
+                for chunk in encoded.as_bytes().chunks(76) {
+                    s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                    s.push('\n');
+                }
+                s.push_str("SP_CONTENT_END\n");
+                let _ = writeln!(s, "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chmod {mode:04o}\"; }}");
+                let owner_spec = match (owner, group) {
+                    (Some(o), Some(g)) => Some(format!("{o}:{g}")),
+                    (Some(o), None) => Some(o.clone()),
+                    (None, Some(g)) => Some(format!(":{g}")),
+                    (None, None) => None,
+                };
+                if let Some(spec) = owner_spec {
+                    let spec = quote(&spec);
+                    let _ = writeln!(s, "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chown \"{spec}; }}");
+                }
+                s.push_str(r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#);
+                s.push('\n');
+            }
+            Desired::Link { target } => {
+                let _ = writeln!(s, "tmp=\"$d/.sentry-provision.$$.{i}\"; rm -f -- \"$tmp\"");
+                let _ = writeln!(s, "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$p\" \"cannot create a link\"", quote(target));
+            }
+        }
+        s.push_str(r#"mv -f -T -- "$tmp" "$p" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "cannot rename into place"; }"#);
+        s.push('\n');
+        let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'");
+    }
+    for (index, cmd) in commands {
+        let _ = writeln!(
+            s,
+            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || fail command:{index} \"exit status $?\"; echo 'RAN {index}'",
+            quote(cmd)
+        );
+    }
+    s.push_str("echo END\n");
+    s
+}
+
+#[derive(Debug, Default)]
+pub struct InstallOutput {
+    pub written: usize,
+    pub commands_ran: Vec<usize>,
+    /// What failed (`file:N` for the Nth write, `record` or `command:N`) and the message with stderr.
+    pub failure: Option<(String, String)>,
+}
+
+pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
+    let mut out = InstallOutput::default();
+    let mut complete = false;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("DONE"), Some(_), _) => out.written += 1,
+            (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
+            (Some("FAIL"), Some(what), Some(message)) => {
+                let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
+                out.failure = Some((what.to_owned(), message));
+                return Ok(out);
+            }
+            (Some("END"), _, _) => complete = true,
+            _ => {}
+        }
+    }
+    if !complete {
+        return Err("the install ended early".into());
+    }
+    Ok(out)
+}
+
+/// Runs handlers in order; each one's success removes it from the pending
+/// record, so a handler that fails (or a run that dies) is retried next time.
+pub fn handlers(handlers: &[(&str, &str)]) -> String {
+    let mut s = String::from(PRELUDE);
+    s.push_str(
+        r#"outlog=$(mktemp) || exit 97
+trap 'rm -f "$errlog" "$outlog"' EXIT
+done_with() {
+    [ -f PENDING ] || return 0
+    tmp=$(mktemp STATE/.pending.XXXXXX) || return 1
+    grep -vxF -- "$1" PENDING > "$tmp"
+    if [ -s "$tmp" ]; then sync -- "$tmp"; mv -f -- "$tmp" PENDING; else rm -f -- "$tmp" PENDING; fi
+}
+"#
+        .replace("PENDING", PENDING_FILE)
+        .replace("STATE", STATE_DIR)
+        .as_str(),
+    );
+    for (i, (name, cmd)) in handlers.iter().enumerate() {
+        let _ = writeln!(s, "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null", quote(cmd));
+        let _ = writeln!(
+            s,
+            "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
+        );
+        let _ = writeln!(s, "done_with {} || true; echo 'HOK {i}'", quote(name));
+    }
+    s.push_str("echo END\n");
+    s
+}
+
+#[derive(Debug, Default)]
+pub struct HandlersOutput {
+    pub succeeded: usize,
+    /// Index, exit status and output of the handler that failed.
+    pub failure: Option<(usize, i32, String)>,
+}
+
+pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
+    let mut out = HandlersOutput::default();
+    let mut complete = false;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["HOK", _] => out.succeeded += 1,
+            ["HFAIL", i, rc, message] => {
+                let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
+                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), message));
+                return Ok(out);
+            }
+            ["HFAIL", i, rc] => {
+                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), String::new()));
+                return Ok(out);
+            }
+            ["END"] => complete = true,
+            _ => {}
+        }
+    }
+    if !complete {
+        return Err("the handlers ended early".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sh(script: &str) -> Vec<u8> {
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+
+    #[test]
+    fn quoting_survives_quotes_dollars_and_newlines() {
+        let nasty = "it's $HOME; `x` \\ \"q\"\nnext";
+        let out = sh(&format!("printf '%s' {}", quote(nasty)));
+        assert_eq!(String::from_utf8(out).unwrap(), nasty);
+    }
+
+    #[test]
+    fn a_file_written_by_install_reads_back_byte_for_byte_through_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd name; $x 'q' é").display().to_string();
+        let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
+        let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
+        let out = parse_install(&sh(&install(&[], &[FileWrite { path: &path, desired: &desired }], &[]))).unwrap();
+        assert_eq!(out.written, 1, "{out:?}");
+        let paths = [path.as_str()];
+        let snap = parse_snapshot(&sh(&snapshot(&paths, &[])), &paths).unwrap();
+        match &snap.snapshot.entries[&path] {
+            Entry::File { content: read, mode, .. } => {
+                assert_eq!(read, &content);
+                assert_eq!(*mode, 0o640);
+            }
+            other => panic!("{other:?}"),
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_failed_write_names_the_path_and_carries_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let path = dir.path().join("file/inside").display().to_string();
+        let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
+        let out = parse_install(&sh(&install(&[], &[FileWrite { path: &path, desired: &desired }], &[]))).unwrap();
+        let (what, message) = out.failure.unwrap();
+        assert_eq!(what, "file:0");
+        assert!(message.contains("cannot create folder"), "{message}");
+    }
+
+    #[test]
+    fn the_snapshot_reports_missing_paths_links_and_guards() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        let missing = dir.path().join("none").display().to_string();
+        let link = link.display().to_string();
+        let paths = [missing.as_str(), link.as_str()];
+        let out = parse_snapshot(&sh(&snapshot(&paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+        assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
+        assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
+        assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
+        assert!(out.facts["cpus"].parse::<u32>().unwrap() >= 1);
+    }
+}

@@ -1,0 +1,99 @@
+//! SSH through the `openssh` crate: the system `ssh` with one ControlMaster
+//! per host, so every round trip after the first reuses the connection.
+//! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
+
+use super::{Error, Output, feed_and_collect};
+use openssh::{KnownHosts, Session, SessionBuilder};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Refuse unknown and changed keys.
+    Strict,
+    /// Add unknown keys; still refuse changed ones.
+    AcceptNew,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub config_file: Option<PathBuf>,
+    pub host_keys: HostKeys,
+    pub control_directory: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session, Error> {
+    let mut builder = SessionBuilder::default();
+    builder
+        .known_hosts_check(match options.host_keys {
+            HostKeys::Strict => KnownHosts::Strict,
+            HostKeys::AcceptNew => KnownHosts::Add,
+        })
+        .control_directory(&options.control_directory)
+        .connect_timeout(options.connect_timeout)
+        .server_alive_interval(Duration::from_secs(15));
+    if let Some(config) = &options.config_file {
+        builder.config_file(config);
+    }
+    if let Some(user) = &target.user {
+        builder.user(user.clone());
+    }
+    if let Some(port) = target.port {
+        builder.port(port);
+    }
+    if let Some(key) = &target.key_file {
+        builder.keyfile(key);
+    }
+    builder.connect(&target.address).await.map_err(|e| Error::Unreachable(chain(&e)))
+}
+
+pub async fn run(session: &Session, program: &str, script: &str) -> Result<Output, Error> {
+    let mut child = session
+        .raw_command(program)
+        .stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| lost_or_failed(&e))?;
+    let input = child.stdin().take().expect("stdin is piped");
+    let wait = async { child.wait_with_output().await.map_err(|e| std::io::Error::other(chain(&e))) };
+    let output = feed_and_collect(input, script, wait).await.map_err(|e| Error::Unreachable(e.to_string()))?;
+    let status = output.status.code().unwrap_or(-1);
+    // ssh reports a dropped connection as exit status 255.
+    if status == 255 {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
+    }
+    Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
+}
+
+fn lost_or_failed(error: &openssh::Error) -> Error {
+    match error {
+        openssh::Error::Disconnected | openssh::Error::RemoteProcessTerminated | openssh::Error::Master(_) => {
+            Error::Unreachable(chain(error))
+        }
+        _ => Error::Failed(chain(error)),
+    }
+}
+
+/// An error with its causes, which is where ssh's own message is.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(cause.to_string().trim());
+        source = cause.source();
+    }
+    text
+}
