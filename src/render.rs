@@ -44,6 +44,7 @@ impl Renderer {
                 .build()
                 .expect("default delimiters are valid"),
         );
+        env.add_filter("redis_bytes", redis_bytes);
         for source in sources {
             let path = dir.join(source);
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -111,6 +112,30 @@ impl Renderer {
     }
 }
 
+/// Redis' memory units (`1gb` = 1073741824, `1g` = 10^9, `100mb`, plain
+/// bytes) as a number of bytes, to compare with what `CONFIG GET` answers.
+fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
+    let text = value.to_string().trim().to_ascii_lowercase();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => u64::MAX,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale != u64::MAX)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("`{text}` is not a Redis memory size such as 1gb")))
+}
+
 fn context(vars: &Vars) -> Value {
     Value::from(minijinja::value::Serde(vars))
 }
@@ -155,6 +180,14 @@ mod tests {
         std::fs::write(dir.path().join("t.j2"), "ok\n{% if %}\n").unwrap();
         let err = Renderer::new(dir.path(), &["t.j2"]).err().unwrap();
         assert!(err.contains("t.j2:2"), "{err}");
+    }
+
+    #[test]
+    fn redis_memory_sizes_convert_to_bytes_as_redis_does() {
+        let (_dir, r) = renderer_with("");
+        let out = r.render_str("t", "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}", &Vars::new()).unwrap();
+        assert_eq!(out, "1073741824 1000000000 512");
+        assert!(r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new()).unwrap_err().contains("lots"));
     }
 
     #[test]
