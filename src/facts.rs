@@ -22,9 +22,18 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn from_snapshot(values: &BTreeMap<String, String>, tools_present: &[String], known_tools: &[&str]) -> Result<Facts, String> {
+    pub fn from_snapshot(
+        values: &BTreeMap<String, String>,
+        tools_present: &[String],
+        known_tools: &[&str],
+    ) -> Result<Facts, String> {
         let get = |key: &str| values.get(key).cloned().unwrap_or_default();
-        let number = |key: &str| get(key).trim().parse::<u64>().map_err(|_| format!("fact `{key}` is not a number: `{}`", get(key)));
+        let number = |key: &str| {
+            get(key)
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("fact `{key}` is not a number: `{}`", get(key)))
+        };
         let service_manager = get("service_manager");
         Ok(Facts {
             cpus: number("cpus")?.max(1) as u32,
@@ -35,7 +44,10 @@ impl Facts {
             user: get("user"),
             systemd: service_manager == "systemd",
             service_manager,
-            tools: known_tools.iter().map(|t| (t.to_string(), tools_present.iter().any(|p| p == t))).collect(),
+            tools: known_tools
+                .iter()
+                .map(|t| (t.to_string(), tools_present.iter().any(|p| p == t)))
+                .collect(),
         })
     }
 
@@ -71,7 +83,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let facts = Facts::from_snapshot(&values, &["nginx".into()], &["nginx", "redis-cli"]).unwrap();
+        let facts =
+            Facts::from_snapshot(&values, &["nginx".into()], &["nginx", "redis-cli"]).unwrap();
         assert_eq!(facts.cpus, 8);
         assert_eq!(facts.memory_mb, 16000);
         assert!(facts.systemd);
@@ -81,6 +94,10 @@ mod tests {
     #[test]
     fn a_garbled_fact_is_an_error() {
         let values = BTreeMap::from([("cpus".to_string(), "lots".to_string())]);
-        assert!(Facts::from_snapshot(&values, &[], &[]).unwrap_err().contains("cpus"));
+        assert!(
+            Facts::from_snapshot(&values, &[], &[])
+                .unwrap_err()
+                .contains("cpus")
+        );
     }
 }

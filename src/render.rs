@@ -47,8 +47,10 @@ impl Renderer {
         env.add_filter("redis_bytes", redis_bytes);
         for source in sources {
             let path = dir.join(source);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            env.add_template_owned(path.display().to_string(), text).map_err(|e| describe(&e))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            env.add_template_owned(path.display().to_string(), text)
+                .map_err(|e| describe(&e))?;
         }
         Ok(Renderer { env })
     }
@@ -75,7 +77,9 @@ impl Renderer {
             .env
             .compile_expression(expression)
             .map_err(|e| format!("{origin}: {}", describe(&e)))?;
-        let value = compiled.eval(context(vars)).map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        let value = compiled
+            .eval(context(vars))
+            .map_err(|e| format!("{origin}: {}", describe(&e)))?;
         Ok(value.is_true())
     }
 
@@ -91,7 +95,8 @@ impl Renderer {
                 if let Json::String(text) = value
                     && is_template(text)
                 {
-                    let rendered = self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
+                    let rendered =
+                        self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
                     *value = match rendered.trim().parse::<i64>() {
                         Ok(n) => Json::from(n),
                         Err(_) => Json::String(rendered),
@@ -108,7 +113,10 @@ impl Renderer {
             .filter(|(_, v)| v.as_str().is_some_and(is_template))
             .map(|(k, _)| k.as_str())
             .collect();
-        Err(format!("variables refer to each other in a loop: {}", unresolved.join(", ")))
+        Err(format!(
+            "variables refer to each other in a loop: {}",
+            unresolved.join(", ")
+        ))
     }
 }
 
@@ -116,7 +124,9 @@ impl Renderer {
 /// bytes) as a number of bytes, to compare with what `CONFIG GET` answers.
 fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
     let text = value.to_string().trim().to_ascii_lowercase();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let scale: u64 = match unit {
         "" | "b" => 1,
@@ -133,7 +143,12 @@ fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
         .ok()
         .filter(|_| scale != u64::MAX)
         .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("`{text}` is not a Redis memory size such as 1gb")))
+        .ok_or_else(|| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("`{text}` is not a Redis memory size such as 1gb"),
+            )
+        })
 }
 
 fn context(vars: &Vars) -> Value {
@@ -149,7 +164,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, Json)]) -> Vars {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     fn renderer_with(template: &str) -> (tempfile::TempDir, Renderer) {
@@ -162,7 +180,9 @@ mod tests {
     #[test]
     fn the_trailing_newline_is_kept_and_nothing_is_escaped() {
         let (dir, r) = renderer_with("a <{{ x }}> & b\n");
-        let out = r.render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())])).unwrap();
+        let out = r
+            .render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())]))
+            .unwrap();
         assert_eq!(out, "a <'\"> & b\n");
     }
 
@@ -185,9 +205,19 @@ mod tests {
     #[test]
     fn redis_memory_sizes_convert_to_bytes_as_redis_does() {
         let (_dir, r) = renderer_with("");
-        let out = r.render_str("t", "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}", &Vars::new()).unwrap();
+        let out = r
+            .render_str(
+                "t",
+                "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}",
+                &Vars::new(),
+            )
+            .unwrap();
         assert_eq!(out, "1073741824 1000000000 512");
-        assert!(r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new()).unwrap_err().contains("lots"));
+        assert!(
+            r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new())
+                .unwrap_err()
+                .contains("lots")
+        );
     }
 
     #[test]

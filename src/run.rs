@@ -77,28 +77,34 @@ struct Job {
     become_root: bool,
 }
 
-impl Prepared {
-    pub fn host_count(&self) -> usize {
-        self.jobs.len()
-    }
-}
-
 /// Loads inventory, playbook and templates, selects hosts, and renders every
 /// host's steps with stand-in facts, so that bad input of any kind is found
 /// here, with exit code 1 and no host touched.
 pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
-    let inventory = inventory::load(&settings.inventory, &settings.extra_vars).map_err(|e| e.to_string())?;
+    let inventory =
+        inventory::load(&settings.inventory, &settings.extra_vars).map_err(|e| e.to_string())?;
     let playbook = playbook::load(&settings.playbook).map_err(|e| e.to_string())?;
     let renderer = Renderer::new(&playbook.templates_dir, &playbook.template_sources())?;
     let limited: Option<Vec<String>> = match &settings.limit {
         None => None,
-        Some(pattern) => Some(inventory.select(pattern).map_err(|e| format!("--limit: {e}"))?.iter().map(|h| h.name.clone()).collect()),
+        Some(pattern) => Some(
+            inventory
+                .select(pattern)
+                .map_err(|e| format!("--limit: {e}"))?
+                .iter()
+                .map(|h| h.name.clone())
+                .collect(),
+        ),
     };
     let mut jobs: Vec<Job> = Vec::new();
     for (p, play) in playbook.plays.iter().enumerate() {
-        let selected = inventory
-            .select(&play.hosts)
-            .map_err(|e| format!("{}: play `{}`: hosts: {e}", playbook.path.display(), play.name.as_deref().unwrap_or("?")))?;
+        let selected = inventory.select(&play.hosts).map_err(|e| {
+            format!(
+                "{}: play `{}`: hosts: {e}",
+                playbook.path.display(),
+                play.name.as_deref().unwrap_or("?")
+            )
+        })?;
         for host in selected {
             if limited.as_ref().is_some_and(|l| !l.contains(&host.name)) {
                 continue;
@@ -108,7 +114,11 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
                     job.plays.push(p);
                     job.become_root |= play.become_root;
                 }
-                None => jobs.push(Job { host: host.clone(), plays: vec![p], become_root: host.become_root || play.become_root }),
+                None => jobs.push(Job {
+                    host: host.clone(),
+                    plays: vec![p],
+                    become_root: host.become_root || play.become_root,
+                }),
             }
         }
     }
@@ -128,7 +138,11 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
         errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
         return Err(errors.join("\n"));
     }
-    Ok(Prepared { playbook, renderer, jobs })
+    Ok(Prepared {
+        playbook,
+        renderer,
+        jobs,
+    })
 }
 
 /// A host's steps rendered for it, with its handlers in playbook order.
@@ -149,7 +163,9 @@ impl HostTasks {
         self.tasks
             .iter()
             .filter_map(|t| match &t.action {
-                Action::Command { unless: Some(cmd), .. } => Some((t.index, cmd.as_str())),
+                Action::Command {
+                    unless: Some(cmd), ..
+                } => Some((t.index, cmd.as_str())),
                 _ => None,
             })
             .collect()
@@ -157,12 +173,20 @@ impl HostTasks {
 }
 
 fn selected_by_tags(step_tags: &[String], settings: &Settings) -> bool {
-    let wanted = settings.tags.is_empty() || step_tags.iter().any(|t| settings.tags.contains(t)) || settings.tags.iter().any(|t| t == "all");
+    let wanted = settings.tags.is_empty()
+        || step_tags.iter().any(|t| settings.tags.contains(t))
+        || settings.tags.iter().any(|t| t == "all");
     let skipped = step_tags.iter().any(|t| settings.skip_tags.contains(t));
     wanted && !skipped
 }
 
-fn render_tasks(playbook: &Playbook, renderer: &Renderer, job: &Job, facts: &Facts, settings: &Settings) -> Result<HostTasks, String> {
+fn render_tasks(
+    playbook: &Playbook,
+    renderer: &Renderer,
+    job: &Job,
+    facts: &Facts,
+    settings: &Settings,
+) -> Result<HostTasks, String> {
     let file = playbook.path.display().to_string();
     let mut tasks = Vec::new();
     let mut handlers = Vec::new();
@@ -171,13 +195,19 @@ fn render_tasks(playbook: &Playbook, renderer: &Renderer, job: &Job, facts: &Fac
         let play = &playbook.plays[p];
         let mut vars = play.vars.clone();
         vars.extend(job.host.vars.clone());
-        vars.insert("facts".into(), serde_json::to_value(facts).expect("facts serialize"));
-        let vars = renderer.resolve_vars(&vars).map_err(|e| format!("{file}: {e}"))?;
+        vars.insert(
+            "facts".into(),
+            serde_json::to_value(facts).expect("facts serialize"),
+        );
+        let vars = renderer
+            .resolve_vars(&vars)
+            .map_err(|e| format!("{file}: {e}"))?;
         for step in &play.steps {
             index += 1;
             let origin = |field: &str| format!("{file}: step `{}`: {field}", step.name);
             let text = |field: &str, value: &str| renderer.render_str(&origin(field), value, &vars);
-            let path = |field: &str, value: &str| checked_path(&origin(field), &text(field, value)?);
+            let path =
+                |field: &str, value: &str| checked_path(&origin(field), &text(field, value)?);
             if !selected_by_tags(&step.tags, settings) {
                 continue;
             }
@@ -189,7 +219,9 @@ fn render_tasks(playbook: &Playbook, renderer: &Renderer, job: &Job, facts: &Fac
             let action = match step.kind() {
                 StepKind::Template(t) => Action::Template {
                     dest: path("dest", &t.dest)?,
-                    content: renderer.render_file(&playbook.templates_dir, &t.src, &vars)?.into_bytes(),
+                    content: renderer
+                        .render_file(&playbook.templates_dir, &t.src, &vars)?
+                        .into_bytes(),
                     attributes: Attributes {
                         mode: t.mode,
                         owner: t.owner.as_deref().map(|o| text("owner", o)).transpose()?,
@@ -203,7 +235,9 @@ fn render_tasks(playbook: &Playbook, renderer: &Renderer, job: &Job, facts: &Fac
                         None => None,
                         Some(re) => {
                             let re = text("regexp", re)?;
-                            Some(regex::Regex::new(&re).map_err(|e| format!("{}: `{re}` is invalid: {e}", origin("regexp")))?)
+                            Some(regex::Regex::new(&re).map_err(|e| {
+                                format!("{}: `{re}` is invalid: {e}", origin("regexp"))
+                            })?)
                         }
                     },
                     present: l.state == State::Present,
@@ -216,18 +250,33 @@ fn render_tasks(playbook: &Playbook, renderer: &Renderer, job: &Job, facts: &Fac
                     present: b.state == State::Present,
                     create: b.create,
                 },
-                StepKind::Link(l) => Action::Link { path: path("dest", &l.dest)?, target: text("src", &l.src)? },
+                StepKind::Link(l) => Action::Link {
+                    path: path("dest", &l.dest)?,
+                    target: text("src", &l.src)?,
+                },
                 StepKind::Command(c) => Action::Command {
                     cmd: text("cmd", &c.cmd)?,
-                    creates: c.creates.as_deref().map(|v| path("creates", v)).transpose()?,
+                    creates: c
+                        .creates
+                        .as_deref()
+                        .map(|v| path("creates", v))
+                        .transpose()?,
                     unless: c.unless.as_deref().map(|v| text("unless", v)).transpose()?,
                 },
             };
-            tasks.push(Task { index, name: step.name.clone(), action, notify: step.notify.clone() });
+            tasks.push(Task {
+                index,
+                name: step.name.clone(),
+                action,
+                notify: step.notify.clone(),
+            });
         }
         for handler in &play.handlers {
             let origin = format!("{file}: handler `{}`: command", handler.name);
-            handlers.push((handler.name.clone(), renderer.render_str(&origin, &handler.command, &vars)?));
+            handlers.push((
+                handler.name.clone(),
+                renderer.render_str(&origin, &handler.command, &vars)?,
+            ));
         }
     }
     Ok(HostTasks { tasks, handlers })
@@ -248,7 +297,8 @@ fn checked_path(origin: &str, path: &str) -> Result<String, String> {
 
 /// Runs every prepared host, `forks` at a time, and returns their reports in inventory order.
 pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<HostReport>, String> {
-    let control = transport::control_directory().map_err(|e| format!("cannot create a control socket folder in /tmp: {e}"))?;
+    let control = transport::control_directory()
+        .map_err(|e| format!("cannot create a control socket folder in /tmp: {e}"))?;
     let ssh = SshOptions {
         config_file: settings.ssh_config.clone(),
         host_keys: settings.host_keys,
@@ -256,7 +306,10 @@ pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<Host
         connect_timeout: settings.connect_timeout,
     };
     let progress = ProgressBar::new(prepared.jobs.len() as u64);
-    progress.set_style(ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}").expect("valid template"));
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}")
+            .expect("valid template"),
+    );
     let shared = Arc::new((prepared, ssh, settings.clone(), progress.clone()));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(settings.forks.max(1)));
     let mut running = tokio::task::JoinSet::new();
@@ -264,7 +317,10 @@ pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<Host
         let shared = shared.clone();
         let semaphore = semaphore.clone();
         running.spawn(async move {
-            let _permit = semaphore.acquire().await.expect("semaphore is never closed");
+            let _permit = semaphore
+                .acquire()
+                .await
+                .expect("semaphore is never closed");
             let (prepared, ssh, settings, progress) = &*shared;
             let report = run_host(prepared, &prepared.jobs[i], ssh, settings).await;
             progress.inc(1);
@@ -284,8 +340,18 @@ pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<Host
 fn target_of(host: &Host) -> (Target, String) {
     match &host.connection {
         Connection::Local => (Target::Local, "local".into()),
-        Connection::Ssh { address, port, user, key_file } => (
-            Target::Ssh(SshTarget { address: address.clone(), port: *port, user: user.clone(), key_file: key_file.clone() }),
+        Connection::Ssh {
+            address,
+            port,
+            user,
+            key_file,
+        } => (
+            Target::Ssh(SshTarget {
+                address: address.clone(),
+                port: *port,
+                user: user.clone(),
+                key_file: key_file.clone(),
+            }),
             match port {
                 Some(p) => format!("{address}:{p}"),
                 None => address.clone(),
@@ -294,7 +360,12 @@ fn target_of(host: &Host) -> (Target, String) {
     }
 }
 
-async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &Settings) -> HostReport {
+async fn run_host(
+    prepared: &Prepared,
+    job: &Job,
+    ssh: &SshOptions,
+    settings: &Settings,
+) -> HostReport {
     let started = Instant::now();
     let (target, address) = target_of(&job.host);
     let mut report = HostReport {
@@ -316,7 +387,9 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
             report.error = Some(format!("connect: {e}"));
         }
         Ok(transport) => {
-            if let Err((status, message)) = converge(prepared, job, &transport, settings, &mut report).await {
+            if let Err((status, message)) =
+                converge(prepared, job, &transport, settings, &mut report).await
+            {
                 report.status = status;
                 report.error = Some(message);
             }
@@ -336,7 +409,14 @@ fn transport_failure(phase: &str, e: transport::Error) -> Failure {
     }
 }
 
-async fn round_trip(transport: &Transport, job: &Job, phase: &str, script: &str, settings: &Settings, report: &mut HostReport) -> Result<transport::Output, Failure> {
+async fn round_trip(
+    transport: &Transport,
+    job: &Job,
+    phase: &str,
+    script: &str,
+    settings: &Settings,
+    report: &mut HostReport,
+) -> Result<transport::Output, Failure> {
     report.round_trips += 1;
     let output = transport
         .run(script, job.become_root, settings.command_timeout)
@@ -345,27 +425,78 @@ async fn round_trip(transport: &Transport, job: &Job, phase: &str, script: &str,
     Ok(output)
 }
 
-async fn converge(prepared: &Prepared, job: &Job, transport: &Transport, settings: &Settings, report: &mut HostReport) -> Result<(), Failure> {
+async fn converge(
+    prepared: &Prepared,
+    job: &Job,
+    transport: &Transport,
+    settings: &Settings,
+    report: &mut HostReport,
+) -> Result<(), Failure> {
     let failed = |m: String| (Status::Failed, m);
     // Paths and guards are known before facts: they may use variables but not facts.
-    let offline = render_tasks(&prepared.playbook, &prepared.renderer, job, &Facts::placeholder(script::TOOLS), settings).map_err(failed)?;
+    let offline = render_tasks(
+        &prepared.playbook,
+        &prepared.renderer,
+        job,
+        &Facts::placeholder(script::TOOLS),
+        settings,
+    )
+    .map_err(failed)?;
     let paths = offline.paths();
     let guards = offline.guards();
 
     let snapshot_script = script::snapshot(&paths, &guards);
-    let output = round_trip(transport, job, "snapshot", &snapshot_script, settings, report).await?;
-    let snap = script::parse_snapshot(&output.stdout, &paths)
-        .map_err(|e| failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text())))?;
-    let facts = Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
-    let host_tasks = render_tasks(&prepared.playbook, &prepared.renderer, job, &facts, settings).map_err(failed)?;
+    let output = round_trip(
+        transport,
+        job,
+        "snapshot",
+        &snapshot_script,
+        settings,
+        report,
+    )
+    .await?;
+    let snap = script::parse_snapshot(&output.stdout, &paths).map_err(|e| {
+        failed(format!(
+            "snapshot: {e} (exit status {}; stderr: {})",
+            output.status,
+            output.stderr_text()
+        ))
+    })?;
+    let facts = Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS)
+        .map_err(|e| failed(format!("facts: {e}")))?;
+    let host_tasks = render_tasks(
+        &prepared.playbook,
+        &prepared.renderer,
+        job,
+        &facts,
+        settings,
+    )
+    .map_err(failed)?;
     if host_tasks.paths() != paths || host_tasks.guards() != guards {
-        return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
+        return Err(failed(
+            "managed paths and `unless` guards may use variables but not facts".into(),
+        ));
     }
-    report.warnings.extend(plan::concurrency_warnings(&snap.snapshot));
+    report
+        .warnings
+        .extend(plan::concurrency_warnings(&snap.snapshot));
     let handler_order: Vec<String> = host_tasks.handlers.iter().map(|(n, _)| n.clone()).collect();
-    let planned = plan::plan(&host_tasks.tasks, &snap.snapshot, &handler_order, settings.diff_context).map_err(failed)?;
-    for stale in snap.snapshot.pending_handlers.iter().filter(|h| !handler_order.contains(h)) {
-        report.warnings.push(format!("pending handler `{stale}` from an earlier run is not in this playbook; left recorded"));
+    let planned = plan::plan(
+        &host_tasks.tasks,
+        &snap.snapshot,
+        &handler_order,
+        settings.diff_context,
+    )
+    .map_err(failed)?;
+    for stale in snap
+        .snapshot
+        .pending_handlers
+        .iter()
+        .filter(|h| !handler_order.contains(h))
+    {
+        report.warnings.push(format!(
+            "pending handler `{stale}` from an earlier run is not in this playbook; left recorded"
+        ));
     }
     report.steps = planned.steps.clone();
     report.files = planned.files.clone();
@@ -374,17 +505,40 @@ async fn converge(prepared: &Prepared, job: &Job, transport: &Transport, setting
         report.status = Status::Changed;
     }
     if settings.check {
-        report.handlers = planned.handlers.iter().map(|h| HandlerOutcome { name: h.clone(), ok: true }).collect();
+        report.handlers = planned
+            .handlers
+            .iter()
+            .map(|h| HandlerOutcome {
+                name: h.clone(),
+                ok: true,
+            })
+            .collect();
         return Ok(());
     }
 
     if !planned.files.is_empty() || !planned.commands.is_empty() {
-        let writes: Vec<script::FileWrite> = planned.files.iter().map(|f| script::FileWrite { path: &f.path, desired: &f.after }).collect();
-        let commands: Vec<(usize, &str)> = planned.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
+        let writes: Vec<script::FileWrite> = planned
+            .files
+            .iter()
+            .map(|f| script::FileWrite {
+                path: &f.path,
+                desired: &f.after,
+            })
+            .collect();
+        let commands: Vec<(usize, &str)> = planned
+            .commands
+            .iter()
+            .map(|c| (c.index, c.cmd.as_str()))
+            .collect();
         let install = script::install(&planned.handlers, &writes, &commands);
         let output = round_trip(transport, job, "install", &install, settings, report).await?;
-        let result = script::parse_install(&output.stdout)
-            .map_err(|e| failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text())))?;
+        let result = script::parse_install(&output.stdout).map_err(|e| {
+            failed(format!(
+                "install: {e} (exit status {}; stderr: {})",
+                output.status,
+                output.stderr_text()
+            ))
+        })?;
         if let Some((what, message)) = result.failure {
             let what = describe_failed_write(&what, &planned, &host_tasks);
             return Err(failed(format!("install: {what}: {message}")));
@@ -394,34 +548,73 @@ async fn converge(prepared: &Prepared, job: &Job, transport: &Transport, setting
         let to_run: Vec<(&str, &str)> = planned
             .handlers
             .iter()
-            .filter_map(|name| host_tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str())))
+            .filter_map(|name| {
+                host_tasks
+                    .handlers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(n, c)| (n.as_str(), c.as_str()))
+            })
             .collect();
-        let output = round_trip(transport, job, "handlers", &script::handlers(&to_run), settings, report).await?;
-        let result = script::parse_handlers(&output.stdout)
-            .map_err(|e| failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text())))?;
-        report.handlers = to_run[..result.succeeded].iter().map(|(n, _)| HandlerOutcome { name: n.to_string(), ok: true }).collect();
+        let output = round_trip(
+            transport,
+            job,
+            "handlers",
+            &script::handlers(&to_run),
+            settings,
+            report,
+        )
+        .await?;
+        let result = script::parse_handlers(&output.stdout).map_err(|e| {
+            failed(format!(
+                "handlers: {e} (exit status {}; stderr: {})",
+                output.status,
+                output.stderr_text()
+            ))
+        })?;
+        report.handlers = to_run[..result.succeeded]
+            .iter()
+            .map(|(n, _)| HandlerOutcome {
+                name: n.to_string(),
+                ok: true,
+            })
+            .collect();
         if let Some((i, status, message)) = result.failure {
             let (name, cmd) = to_run[i];
-            report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
-            return Err(failed(format!("handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)", cmd.trim())));
+            report.handlers.push(HandlerOutcome {
+                name: name.to_owned(),
+                ok: false,
+            });
+            return Err(failed(format!(
+                "handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)",
+                cmd.trim()
+            )));
         }
     }
     Ok(())
 }
 
 fn describe_failed_write(what: &str, planned: &plan::Plan, tasks: &HostTasks) -> String {
-    if let Some(i) = what.strip_prefix("file:").and_then(|i| i.parse::<usize>().ok()) {
-        return planned.files.get(i).map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
+    if let Some(i) = what
+        .strip_prefix("file:")
+        .and_then(|i| i.parse::<usize>().ok())
+    {
+        return planned
+            .files
+            .get(i)
+            .map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
     }
-    if let Some(i) = what.strip_prefix("command:").and_then(|i| i.parse::<usize>().ok()) {
-        return tasks
-            .tasks
-            .iter()
-            .find(|t| t.index == i)
-            .map_or_else(|| what.to_owned(), |t| match &t.action {
+    if let Some(i) = what
+        .strip_prefix("command:")
+        .and_then(|i| i.parse::<usize>().ok())
+    {
+        return tasks.tasks.iter().find(|t| t.index == i).map_or_else(
+            || what.to_owned(),
+            |t| match &t.action {
                 Action::Command { cmd, .. } => format!("step `{}`: command `{cmd}`", t.name),
                 _ => t.name.clone(),
-            });
+            },
+        );
     }
     if what == "record" {
         return "recording pending handlers".into();
@@ -431,5 +624,7 @@ fn describe_failed_write(what: &str, planned: &plan::Plan, tasks: &HostTasks) ->
 
 /// Changes were found (check) or made (apply) on any host.
 pub fn any_changes(reports: &[HostReport]) -> bool {
-    reports.iter().any(|r| r.status == Status::Changed || (r.status == Status::Failed && !r.files.is_empty()))
+    reports
+        .iter()
+        .any(|r| r.status == Status::Changed || (r.status == Status::Failed && !r.files.is_empty()))
 }

@@ -26,7 +26,8 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, String> {
-    B64.decode(text.trim()).map_err(|e| format!("bad base64 from host: {e}"))
+    B64.decode(text.trim())
+        .map_err(|e| format!("bad base64 from host: {e}"))
 }
 
 const PRELUDE: &str = r#"PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -37,7 +38,15 @@ b64() { base64 -w0; }
 "#;
 
 /// Facts are what templates may use as `facts.*`.
-pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
+pub const TOOLS: &[&str] = &[
+    "redis-cli",
+    "nginx",
+    "supervisorctl",
+    "python3",
+    "systemctl",
+    "sudo",
+    "uwsgi",
+];
 
 /// The snapshot: facts, then each path, then `unless` guards, then pending handlers.
 pub fn snapshot(paths: &[&str], guards: &[(usize, &str)]) -> String {
@@ -71,9 +80,16 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
         let _ = writeln!(s, "entry {i} {}", quote(path));
     }
     for (index, cmd) in guards {
-        let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
+        let _ = writeln!(
+            s,
+            "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi",
+            quote(cmd)
+        );
     }
-    let _ = writeln!(s, "[ -f {PENDING_FILE} ] && printf 'PENDING %s\\n' \"$(b64 < {PENDING_FILE})\"");
+    let _ = writeln!(
+        s,
+        "[ -f {PENDING_FILE} ] && printf 'PENDING %s\\n' \"$(b64 < {PENDING_FILE})\""
+    );
     s.push_str("echo END\n");
     s
 }
@@ -90,12 +106,20 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
     let mut out = SnapshotOutput::default();
     let mut lines = text.lines();
     let path_at = |i: &str| -> Result<String, String> {
-        i.parse::<usize>().ok().and_then(|i| paths.get(i)).map(|p| p.to_string()).ok_or_else(|| format!("unexpected path index {i}"))
+        i.parse::<usize>()
+            .ok()
+            .and_then(|i| paths.get(i))
+            .map(|p| p.to_string())
+            .ok_or_else(|| format!("unexpected path index {i}"))
     };
     let mut complete = false;
     while let Some(line) = lines.next() {
         let mut words = line.splitn(3, ' ');
-        let (tag, first, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let (tag, first, rest) = (
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+        );
         match tag {
             "FACT" => {
                 out.facts.insert(first.to_owned(), rest.to_owned());
@@ -105,27 +129,52 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                 out.snapshot.entries.insert(path_at(first)?, Entry::Missing);
             }
             "LINK" => {
-                let target = String::from_utf8_lossy(&decode(rest)?).trim_end_matches('\n').to_owned();
-                out.snapshot.entries.insert(path_at(first)?, Entry::Link { target });
+                let target = String::from_utf8_lossy(&decode(rest)?)
+                    .trim_end_matches('\n')
+                    .to_owned();
+                out.snapshot
+                    .entries
+                    .insert(path_at(first)?, Entry::Link { target });
             }
             "OTHER" => {
-                out.snapshot.entries.insert(path_at(first)?, Entry::Other { kind: rest.to_owned() });
+                out.snapshot.entries.insert(
+                    path_at(first)?,
+                    Entry::Other {
+                        kind: rest.to_owned(),
+                    },
+                );
             }
             "FILE" => {
                 let meta: Vec<&str> = rest.split(' ').collect();
-                let [mode, owner, group] = meta[..] else { return Err(format!("bad file metadata `{rest}`")) };
-                let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
+                let [mode, owner, group] = meta[..] else {
+                    return Err(format!("bad file metadata `{rest}`"));
+                };
+                let mode =
+                    u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
                 let content = decode(lines.next().unwrap_or(""))?;
-                let entry = Entry::File { content, mode, owner: owner.to_owned(), group: group.to_owned() };
+                let entry = Entry::File {
+                    content,
+                    mode,
+                    owner: owner.to_owned(),
+                    group: group.to_owned(),
+                };
                 out.snapshot.entries.insert(path_at(first)?, entry);
             }
             "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
             "GUARD" => {
-                out.snapshot.guards_passed.insert(first.parse().map_err(|_| format!("bad guard index {first}"))?);
+                out.snapshot.guards_passed.insert(
+                    first
+                        .parse()
+                        .map_err(|_| format!("bad guard index {first}"))?,
+                );
             }
             "PENDING" => {
                 let names = String::from_utf8_lossy(&decode(first)?).into_owned();
-                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                out.snapshot.pending_handlers = names
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
             }
             "END" => complete = true,
             _ => {}
@@ -169,7 +218,12 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
         s.push_str(r#"mkdir -p -- "$d" 2>"$errlog" || fail "$w" "cannot create folder $d""#);
         s.push('\n');
         match write.desired {
-            Desired::File { content, mode, owner, group } => {
+            Desired::File {
+                content,
+                mode,
+                owner,
+                group,
+            } => {
                 s.push_str(r#"tmp=$(mktemp -- "$d/.sentry-provision.XXXXXX" 2>"$errlog") || fail "$w" "cannot create a temporary file in $d""#);
                 s.push('\n');
                 s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$p\" \"cannot write $tmp\"; }\n");
@@ -179,7 +233,10 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
                     s.push('\n');
                 }
                 s.push_str("SP_CONTENT_END\n");
-                let _ = writeln!(s, "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chmod {mode:04o}\"; }}");
+                let _ = writeln!(
+                    s,
+                    "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chmod {mode:04o}\"; }}"
+                );
                 let owner_spec = match (owner, group) {
                     (Some(o), Some(g)) => Some(format!("{o}:{g}")),
                     (Some(o), None) => Some(o.clone()),
@@ -188,14 +245,23 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
                 };
                 if let Some(spec) = owner_spec {
                     let spec = quote(&spec);
-                    let _ = writeln!(s, "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chown \"{spec}; }}");
+                    let _ = writeln!(
+                        s,
+                        "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chown \"{spec}; }}"
+                    );
                 }
-                s.push_str(r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#);
+                s.push_str(
+                    r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#,
+                );
                 s.push('\n');
             }
             Desired::Link { target } => {
                 let _ = writeln!(s, "tmp=\"$d/.sentry-provision.$$.{i}\"; rm -f -- \"$tmp\"");
-                let _ = writeln!(s, "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$p\" \"cannot create a link\"", quote(target));
+                let _ = writeln!(
+                    s,
+                    "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$p\" \"cannot create a link\"",
+                    quote(target)
+                );
             }
         }
         s.push_str(r#"mv -f -T -- "$tmp" "$p" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "cannot rename into place"; }"#);
@@ -228,7 +294,9 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("DONE"), Some(_), _) => out.written += 1,
-            (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
+            (Some("RAN"), Some(i), _) => out
+                .commands_ran
+                .push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("FAIL"), Some(what), Some(message)) => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
                 out.failure = Some((what.to_owned(), message));
@@ -263,7 +331,11 @@ done_with() {
         .as_str(),
     );
     for (i, (name, cmd)) in handlers.iter().enumerate() {
-        let _ = writeln!(s, "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null", quote(cmd));
+        let _ = writeln!(
+            s,
+            "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null",
+            quote(cmd)
+        );
         let _ = writeln!(
             s,
             "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
@@ -294,7 +366,11 @@ pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
                 return Ok(out);
             }
             ["HFAIL", i, rc] => {
-                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), String::new()));
+                out.failure = Some((
+                    i.parse().unwrap_or(0),
+                    rc.parse().unwrap_or(-1),
+                    String::new(),
+                ));
                 return Ok(out);
             }
             ["END"] => complete = true,
@@ -320,7 +396,12 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap().stdout
     }
 
@@ -336,13 +417,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("odd name; $x 'q' é").display().to_string();
         let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
-        let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
-        let out = parse_install(&sh(&install(&[], &[FileWrite { path: &path, desired: &desired }], &[]))).unwrap();
+        let desired = Desired::File {
+            content: content.clone(),
+            mode: 0o640,
+            owner: None,
+            group: None,
+        };
+        let out = parse_install(&sh(&install(
+            &[],
+            &[FileWrite {
+                path: &path,
+                desired: &desired,
+            }],
+            &[],
+        )))
+        .unwrap();
         assert_eq!(out.written, 1, "{out:?}");
         let paths = [path.as_str()];
         let snap = parse_snapshot(&sh(&snapshot(&paths, &[])), &paths).unwrap();
         match &snap.snapshot.entries[&path] {
-            Entry::File { content: read, mode, .. } => {
+            Entry::File {
+                content: read,
+                mode,
+                ..
+            } => {
                 assert_eq!(read, &content);
                 assert_eq!(*mode, 0o640);
             }
@@ -357,8 +455,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
         let path = dir.path().join("file/inside").display().to_string();
-        let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
-        let out = parse_install(&sh(&install(&[], &[FileWrite { path: &path, desired: &desired }], &[]))).unwrap();
+        let desired = Desired::File {
+            content: b"x".to_vec(),
+            mode: 0o644,
+            owner: None,
+            group: None,
+        };
+        let out = parse_install(&sh(&install(
+            &[],
+            &[FileWrite {
+                path: &path,
+                desired: &desired,
+            }],
+            &[],
+        )))
+        .unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(message.contains("cannot create folder"), "{message}");
@@ -372,10 +483,18 @@ mod tests {
         let missing = dir.path().join("none").display().to_string();
         let link = link.display().to_string();
         let paths = [missing.as_str(), link.as_str()];
-        let out = parse_snapshot(&sh(&snapshot(&paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+        let out =
+            parse_snapshot(&sh(&snapshot(&paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
         assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
-        assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
-        assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
+        assert_eq!(
+            out.snapshot.entries[&link],
+            Entry::Link {
+                target: "/etc/hostname".into()
+            }
+        );
+        assert!(
+            out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5)
+        );
         assert!(out.facts["cpus"].parse::<u32>().unwrap() >= 1);
     }
 }

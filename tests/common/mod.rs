@@ -1,0 +1,177 @@
+//! A small builder for integration tests against a sandbox fleet: bring up
+//! real hosts (scripts/sandbox), run sentry-provision against them, and read
+//! the hosts' real state. Each fleet has its own namespaces and subnet, so
+//! tests run side by side; dropping the fleet takes it down.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static INSTALL: Once = Once::new();
+static NEXT_ID: AtomicU8 = AtomicU8::new(0);
+
+pub struct Fleet {
+    pub id: u8,
+    pub hosts: usize,
+    dir: tempfile::TempDir,
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn has_bit(&self, bit: i32) -> bool {
+        self.code & bit != 0
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn sandbox(id: u8, dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(repo().join("scripts/sandbox"))
+        .args(args)
+        .env("SANDBOX_ID", id.to_string())
+        .env("SANDBOX_DIR", dir)
+        .output()
+        .expect("scripts/sandbox runs")
+}
+
+impl Fleet {
+    /// Brings up `hosts` sandbox hosts in the tuning guide's "before" state.
+    pub fn up(hosts: usize) -> Fleet {
+        INSTALL.call_once(|| {
+            let out = Command::new(repo().join("scripts/sandbox"))
+                .arg("install")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "sandbox install: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        // Distinct from the default fleet (7) that the demo uses.
+        let id = 100 + NEXT_ID.fetch_add(1, Ordering::SeqCst);
+        let dir = tempfile::Builder::new()
+            .prefix("sp-fleet")
+            .tempdir()
+            .unwrap();
+        let out = sandbox(id, dir.path(), &["up", &hosts.to_string()]);
+        assert!(
+            out.status.success(),
+            "sandbox up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Fleet { id, hosts, dir }
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.path().join("inventory")
+    }
+
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.path().join("ssh_config")
+    }
+
+    pub fn address(&self, host: usize) -> String {
+        format!("10.213.{}.{}", self.id, 10 + host)
+    }
+
+    /// Runs a shell command inside host `host` (1-based) and returns its stdout;
+    /// panics with its stderr when it fails.
+    pub fn exec(&self, host: usize, cmd: &str) -> String {
+        let out = self.try_exec(host, cmd);
+        assert_eq!(out.code, 0, "host{host}: `{cmd}` failed: {out:?}");
+        out.stdout
+    }
+
+    pub fn try_exec(&self, host: usize, cmd: &str) -> Outcome {
+        let out = sandbox(self.id, self.dir.path(), &["exec", &host.to_string(), cmd]);
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `sentry-provision <args> -i <fleet inventory> --ssh-config <fleet ssh config>`.
+    pub fn provision(&self, args: &[&str]) -> Outcome {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+        cmd.args(args)
+            .arg("-i")
+            .arg(self.inventory())
+            .arg("--ssh-config")
+            .arg(self.ssh_config());
+        run(cmd)
+    }
+
+    /// Content hash and mtime of every file the shipped playbook manages, and
+    /// the PIDs of the processes a handler would replace.
+    pub fn fingerprint(&self, host: usize) -> String {
+        self.exec(
+            host,
+            "for f in /etc/redis/redis.conf /etc/sentry/sentry.conf.py /etc/nginx/sites-available/sentry \
+                     /etc/nginx/sites-enabled/sentry /etc/supervisor/conf.d/sentry-worker.conf \
+                     /etc/supervisor/conf.d/memmon.conf; do \
+                 if [ -e $f ]; then echo \"$f $(sha256sum < $f | cut -c1-16) $(stat -c %Y.%y $f)\"; else echo \"$f absent\"; fi; \
+             done; \
+             echo nginx workers: $(pgrep -P $(cat /run/nginx.pid) | sort | tr '\\n' ' '); \
+             echo supervised: $(supervisorctl pid all | sort | tr '\\n' ' '); \
+             echo redis: $(redis-cli config get maxmemory | tail -1); \
+             ls /var/lib/sentry-provision 2>/dev/null; true",
+        )
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let out = sandbox(self.id, self.dir.path(), &["down"]);
+        if !out.status.success() {
+            eprintln!("sandbox down: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+pub fn run(mut cmd: Command) -> Outcome {
+    let out = cmd
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("sentry-provision runs");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The shipped playbook and templates copied to a folder the test may break.
+pub fn playbook_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["playbooks", "templates"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
