@@ -96,11 +96,7 @@ impl RunArgs {
             check: self.check || force_check,
             diff_context: self.diff_context,
             ssh_config: self.ssh_config.clone(),
-            host_keys: if self.accept_new_host_keys {
-                HostKeys::AcceptNew
-            } else {
-                HostKeys::Strict
-            },
+            host_keys: if self.accept_new_host_keys { HostKeys::AcceptNew } else { HostKeys::Strict },
             connect_timeout: Duration::from_secs(self.connect_timeout),
             command_timeout: self.command_timeout.map(Duration::from_secs),
         })
@@ -113,8 +109,8 @@ pub fn parse_extra_vars(items: &[String]) -> Result<Vars, String> {
     let mut vars = Vars::new();
     for item in items {
         if let Some(file) = item.strip_prefix('@') {
-            let loaded = crate::inventory::read_vars_file(std::path::Path::new(file))
-                .map_err(|e| format!("-e {item}: {e}"))?;
+            let loaded =
+                crate::inventory::read_vars_file(std::path::Path::new(file)).map_err(|e| format!("-e {item}: {e}"))?;
             vars.extend(loaded);
         } else if item.trim_start().starts_with('{') {
             match serde_yaml::from_str::<serde_json::Value>(item) {
@@ -122,17 +118,15 @@ pub fn parse_extra_vars(items: &[String]) -> Result<Vars, String> {
                 _ => return Err(format!("-e `{item}`: not a mapping of variables")),
             }
         } else {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                format!("-e `{item}`: expected KEY=VALUE, @FILE or a {{...}} mapping")
-            })?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("-e `{item}`: expected KEY=VALUE, @FILE or a {{...}} mapping"))?;
             let key = key.trim();
             if key.is_empty()
                 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || key.starts_with(|c: char| c.is_ascii_digit())
             {
-                return Err(format!(
-                    "-e `{item}`: `{key}` is not a variable name (letters, digits, _)"
-                ));
+                return Err(format!("-e `{item}`: `{key}` is not a variable name (letters, digits, _)"));
             }
             let value = match serde_yaml::from_str::<serde_json::Value>(value) {
                 Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
@@ -150,13 +144,8 @@ mod tests {
 
     #[test]
     fn extra_variables_read_numbers_as_numbers_and_the_rest_as_text() {
-        let vars = parse_extra_vars(&[
-            "n=4".into(),
-            "maxmemory=2gb".into(),
-            "flag=true".into(),
-            "empty=".into(),
-        ])
-        .unwrap();
+        let vars =
+            parse_extra_vars(&["n=4".into(), "maxmemory=2gb".into(), "flag=true".into(), "empty=".into()]).unwrap();
         assert_eq!(vars["n"], 4);
         assert_eq!(vars["maxmemory"], "2gb");
         assert_eq!(vars["flag"], true);
@@ -165,15 +154,7 @@ mod tests {
 
     #[test]
     fn a_malformed_extra_variable_names_itself() {
-        assert!(
-            parse_extra_vars(&["novalue".into()])
-                .unwrap_err()
-                .contains("`novalue`")
-        );
-        assert!(
-            parse_extra_vars(&["bad key=1".into()])
-                .unwrap_err()
-                .contains("`bad key`")
-        );
+        assert!(parse_extra_vars(&["novalue".into()]).unwrap_err().contains("`novalue`"));
+        assert!(parse_extra_vars(&["bad key=1".into()]).unwrap_err().contains("`bad key`"));
     }
 }

@@ -29,10 +29,7 @@ impl Facts {
     ) -> Result<Facts, String> {
         let get = |key: &str| values.get(key).cloned().unwrap_or_default();
         let number = |key: &str| {
-            get(key)
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("fact `{key}` is not a number: `{}`", get(key)))
+            get(key).trim().parse::<u64>().map_err(|_| format!("fact `{key}` is not a number: `{}`", get(key)))
         };
         let service_manager = get("service_manager");
         Ok(Facts {
@@ -44,10 +41,7 @@ impl Facts {
             user: get("user"),
             systemd: service_manager == "systemd",
             service_manager,
-            tools: known_tools
-                .iter()
-                .map(|t| (t.to_string(), tools_present.iter().any(|p| p == t)))
-                .collect(),
+            tools: known_tools.iter().map(|t| (t.to_string(), tools_present.iter().any(|p| p == t))).collect(),
         })
     }
 
@@ -74,17 +68,12 @@ mod tests {
 
     #[test]
     fn facts_are_read_from_the_snapshot_values() {
-        let values: BTreeMap<String, String> = [
-            ("cpus", "8"),
-            ("memory_kb", "16384000"),
-            ("os_id", "debian"),
-            ("service_manager", "systemd"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let facts =
-            Facts::from_snapshot(&values, &["nginx".into()], &["nginx", "redis-cli"]).unwrap();
+        let values: BTreeMap<String, String> =
+            [("cpus", "8"), ("memory_kb", "16384000"), ("os_id", "debian"), ("service_manager", "systemd")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let facts = Facts::from_snapshot(&values, &["nginx".into()], &["nginx", "redis-cli"]).unwrap();
         assert_eq!(facts.cpus, 8);
         assert_eq!(facts.memory_mb, 16000);
         assert!(facts.systemd);
@@ -94,10 +83,6 @@ mod tests {
     #[test]
     fn a_garbled_fact_is_an_error() {
         let values = BTreeMap::from([("cpus".to_string(), "lots".to_string())]);
-        assert!(
-            Facts::from_snapshot(&values, &[], &[])
-                .unwrap_err()
-                .contains("cpus")
-        );
+        assert!(Facts::from_snapshot(&values, &[], &[]).unwrap_err().contains("cpus"));
     }
 }

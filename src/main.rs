@@ -44,22 +44,13 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return bad_input(&e),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let reports = match runtime.block_on(run::execute(prepared, &settings)) {
         Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let options = report::human::Options {
-        check: settings.check,
-        show_diff,
-    };
-    print!(
-        "{}",
-        report::human::render(&reports, &options, &report::human::Style::detect())
-    );
+    let options = report::human::Options { check: settings.check, show_diff };
+    print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
 
     let mut code = 0;
     if settings.check && run::any_changes(&reports) {

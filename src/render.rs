@@ -47,10 +47,8 @@ impl Renderer {
         env.add_filter("redis_bytes", redis_bytes);
         for source in sources {
             let path = dir.join(source);
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            env.add_template_owned(path.display().to_string(), text)
-                .map_err(|e| describe(&e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            env.add_template_owned(path.display().to_string(), text).map_err(|e| describe(&e))?;
         }
         Ok(Renderer { env })
     }
@@ -66,20 +64,13 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        self.env
-            .render_named_str(origin, text, context(vars))
-            .map_err(|e| describe(&e))
+        self.env.render_named_str(origin, text, context(vars)).map_err(|e| describe(&e))
     }
 
     /// Evaluates a `when:` expression to a boolean.
     pub fn test(&self, origin: &str, expression: &str, vars: &Vars) -> Result<bool, String> {
-        let compiled = self
-            .env
-            .compile_expression(expression)
-            .map_err(|e| format!("{origin}: {}", describe(&e)))?;
-        let value = compiled
-            .eval(context(vars))
-            .map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        let compiled = self.env.compile_expression(expression).map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        let value = compiled.eval(context(vars)).map_err(|e| format!("{origin}: {}", describe(&e)))?;
         Ok(value.is_true())
     }
 
@@ -95,8 +86,7 @@ impl Renderer {
                 if let Json::String(text) = value
                     && is_template(text)
                 {
-                    let rendered =
-                        self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
+                    let rendered = self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
                     *value = match rendered.trim().parse::<i64>() {
                         Ok(n) => Json::from(n),
                         Err(_) => Json::String(rendered),
@@ -108,15 +98,9 @@ impl Renderer {
                 return Ok(resolved);
             }
         }
-        let unresolved: Vec<_> = resolved
-            .iter()
-            .filter(|(_, v)| v.as_str().is_some_and(is_template))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        Err(format!(
-            "variables refer to each other in a loop: {}",
-            unresolved.join(", ")
-        ))
+        let unresolved: Vec<_> =
+            resolved.iter().filter(|(_, v)| v.as_str().is_some_and(is_template)).map(|(k, _)| k.as_str()).collect();
+        Err(format!("variables refer to each other in a loop: {}", unresolved.join(", ")))
     }
 }
 
@@ -124,9 +108,7 @@ impl Renderer {
 /// bytes) as a number of bytes, to compare with what `CONFIG GET` answers.
 fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
     let text = value.to_string().trim().to_ascii_lowercase();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let scale: u64 = match unit {
         "" | "b" => 1,
@@ -138,17 +120,12 @@ fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
         "gb" => 1024 * 1024 * 1024,
         _ => u64::MAX,
     };
-    number
-        .parse::<u64>()
-        .ok()
-        .filter(|_| scale != u64::MAX)
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| {
-            minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!("`{text}` is not a Redis memory size such as 1gb"),
-            )
-        })
+    number.parse::<u64>().ok().filter(|_| scale != u64::MAX).and_then(|n| n.checked_mul(scale)).ok_or_else(|| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("`{text}` is not a Redis memory size such as 1gb"),
+        )
+    })
 }
 
 fn context(vars: &Vars) -> Value {
@@ -164,10 +141,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, Json)]) -> Vars {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
     }
 
     fn renderer_with(template: &str) -> (tempfile::TempDir, Renderer) {
@@ -180,9 +154,7 @@ mod tests {
     #[test]
     fn the_trailing_newline_is_kept_and_nothing_is_escaped() {
         let (dir, r) = renderer_with("a <{{ x }}> & b\n");
-        let out = r
-            .render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())]))
-            .unwrap();
+        let out = r.render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())])).unwrap();
         assert_eq!(out, "a <'\"> & b\n");
     }
 
@@ -206,28 +178,16 @@ mod tests {
     fn redis_memory_sizes_convert_to_bytes_as_redis_does() {
         let (_dir, r) = renderer_with("");
         let out = r
-            .render_str(
-                "t",
-                "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}",
-                &Vars::new(),
-            )
+            .render_str("t", "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}", &Vars::new())
             .unwrap();
         assert_eq!(out, "1073741824 1000000000 512");
-        assert!(
-            r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new())
-                .unwrap_err()
-                .contains("lots")
-        );
+        assert!(r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new()).unwrap_err().contains("lots"));
     }
 
     #[test]
     fn templated_variables_resolve_against_each_other_and_become_numbers() {
         let (_dir, r) = renderer_with("");
-        let v = vars(&[
-            ("cpus", 4.into()),
-            ("workers", "{{ cpus * 3 }}".into()),
-            ("label", "w={{ workers }}".into()),
-        ]);
+        let v = vars(&[("cpus", 4.into()), ("workers", "{{ cpus * 3 }}".into()), ("label", "w={{ workers }}".into())]);
         let out = r.resolve_vars(&v).unwrap();
         assert_eq!(out["workers"], 12);
         assert_eq!(out["label"], "w=12");

@@ -34,35 +34,18 @@ fn check_with_diff_shows_the_tuning_and_touches_no_host() {
         "+events=TICK_60",
         "would run handler  test and reload nginx",
     ] {
-        assert!(
-            out.stdout.contains(expected),
-            "missing `{expected}`: {out:?}"
-        );
+        assert!(out.stdout.contains(expected), "missing `{expected}`: {out:?}");
     }
-    assert_eq!(
-        out.stdout.matches("-c 64; above 4 is a smell").count(),
-        3,
-        "{out:?}"
-    );
+    assert_eq!(out.stdout.matches("-c 64; above 4 is a smell").count(), 3, "{out:?}");
 
     let shorter = fleet.provision(&["diff", "-p", &playbook()]);
     assert_eq!(shorter.code, 2, "{shorter:?}");
-    let without_timings = |text: &str| {
-        text.lines()
-            .map(|l| l.split(" round trip(s), ").next().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        without_timings(&shorter.stdout),
-        without_timings(&out.stdout),
-        "diff is apply --check --diff"
-    );
+    let without_timings =
+        |text: &str| text.lines().map(|l| l.split(" round trip(s), ").next().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(without_timings(&shorter.stdout), without_timings(&out.stdout), "diff is apply --check --diff");
 
     let after: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
-    assert_eq!(
-        before, after,
-        "hashes, mtimes and daemon PIDs are unchanged"
-    );
+    assert_eq!(before, after, "hashes, mtimes and daemon PIDs are unchanged");
 }
 
 #[test]
@@ -70,74 +53,35 @@ fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
     let fleet = Fleet::up(3);
     let out = fleet.provision(&["apply", "-p", &playbook()]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout
-            .contains("summary: 3 host(s): 0 ok, 3 changed, 0 failed, 0 unreachable"),
-        "{out:?}"
-    );
-    assert_eq!(
-        out.stdout
-            .matches("  handler  test and reload nginx")
-            .count(),
-        3,
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("summary: 3 host(s): 0 ok, 3 changed, 0 failed, 0 unreachable"), "{out:?}");
+    assert_eq!(out.stdout.matches("  handler  test and reload nginx").count(), 3, "{out:?}");
 
     for host in 1..=3 {
         let config = |key: &str| {
-            fleet
-                .exec(host, &format!("redis-cli config get {key} | sed -n 2p"))
-                .trim_end_matches('\n')
-                .to_owned()
+            fleet.exec(host, &format!("redis-cli config get {key} | sed -n 2p")).trim_end_matches('\n').to_owned()
         };
         assert_eq!(config("maxmemory"), "1073741824");
         assert_eq!(config("maxmemory-policy"), "allkeys-lru");
         assert_eq!(config("save"), "");
         assert_eq!(config("appendonly"), "no");
 
-        assert!(
-            fleet
-                .exec(host, "nginx -T 2>/dev/null")
-                .contains("uwsgi_pass 127.0.0.1:9000;")
-        );
+        assert!(fleet.exec(host, "nginx -T 2>/dev/null").contains("uwsgi_pass 127.0.0.1:9000;"));
         let response = std::process::Command::new("curl")
-            .args([
-                "-si",
-                "--max-time",
-                "5",
-                &format!("http://{}/", fleet.address(host)),
-            ])
+            .args(["-si", "--max-time", "5", &format!("http://{}/", fleet.address(host))])
             .output()
             .unwrap();
         let response = String::from_utf8_lossy(&response.stdout);
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "host{host}: {response}"
-        );
-        assert!(
-            response.contains("X-Sentry-Web-Protocol: uwsgi"),
-            "answered over uwsgi: {response}"
-        );
+        assert!(response.starts_with("HTTP/1.1 200"), "host{host}: {response}");
+        assert!(response.contains("X-Sentry-Web-Protocol: uwsgi"), "answered over uwsgi: {response}");
 
         let status = fleet.exec(host, "supervisorctl status");
-        let running = status
-            .lines()
-            .filter(|l| l.starts_with("worker:worker-") && l.contains("RUNNING"))
-            .count();
+        let running = status.lines().filter(|l| l.starts_with("worker:worker-") && l.contains("RUNNING")).count();
         assert_eq!(running, 16, "{status}");
-        assert!(
-            status
-                .lines()
-                .any(|l| l.starts_with("memmon") && l.contains("RUNNING")),
-            "{status}"
-        );
+        assert!(status.lines().any(|l| l.starts_with("memmon") && l.contains("RUNNING")), "{status}");
 
         // Redis restarted from its file: snapshots stay off.
         fleet.exec(host, "redis-cli shutdown nosave >/dev/null 2>&1; sleep 0.3; redis-server /etc/redis/redis.conf");
-        fleet.exec(
-            host,
-            "for i in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done",
-        );
+        fleet.exec(host, "for i in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done");
         assert_eq!(config("save"), "", "no snapshots after a restart");
         assert_eq!(config("maxmemory"), "1073741824");
     }
@@ -145,24 +89,9 @@ fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
     let before: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
     let again = fleet.provision(&["apply", "-p", &playbook()]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert!(
-        again
-            .stdout
-            .contains("summary: 3 host(s): 3 ok, 0 changed, 0 failed, 0 unreachable"),
-        "{again:?}"
-    );
-    assert!(
-        !again.stdout.contains("handler  "),
-        "no handler runs: {again:?}"
-    );
-    assert_eq!(
-        again
-            .stdout
-            .matches(" 0 changed, 0 handler(s), 1 round trip(s)")
-            .count(),
-        3,
-        "{again:?}"
-    );
+    assert!(again.stdout.contains("summary: 3 host(s): 3 ok, 0 changed, 0 failed, 0 unreachable"), "{again:?}");
+    assert!(!again.stdout.contains("handler  "), "no handler runs: {again:?}");
+    assert_eq!(again.stdout.matches(" 0 changed, 0 handler(s), 1 round trip(s)").count(), 3, "{again:?}");
     let after: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
     assert_eq!(before, after, "nothing written, nothing reloaded");
 }
@@ -177,17 +106,9 @@ fn an_unreachable_host_sets_bit_8_and_the_others_still_converge() {
     assert!(out.has_bit(8), "{out:?}");
     assert!(!out.has_bit(1), "{out:?}");
     assert!(out.stdout.contains("unreachable  connect:"), "{out:?}");
-    assert!(
-        out.stdout.contains("2 changed, 0 failed, 1 unreachable"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("2 changed, 0 failed, 1 unreachable"), "{out:?}");
     for host in [1, 3] {
-        assert_eq!(
-            fleet
-                .exec(host, "redis-cli config get maxmemory | sed -n 2p")
-                .trim(),
-            "1073741824"
-        );
+        assert_eq!(fleet.exec(host, "redis-cli config get maxmemory | sed -n 2p").trim(), "1073741824");
     }
     assert_eq!(fleet.fingerprint(2), untouched);
 }
@@ -200,10 +121,7 @@ fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
     let text = std::fs::read_to_string(&template).unwrap();
     std::fs::write(
         &template,
-        text.replace(
-            "server_name {{ nginx_server_name }};",
-            "server_name {{ nginx_server_name ;",
-        ),
+        text.replace("server_name {{ nginx_server_name }};", "server_name {{ nginx_server_name ;"),
     )
     .unwrap();
     let before = fleet.fingerprint(1);
@@ -211,10 +129,7 @@ fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
     let playbook = copy.path().join(PLAYBOOK).display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("nginx-sentry.conf.j2:4"),
-        "names the file and line: {out:?}"
-    );
+    assert!(out.stderr.contains("nginx-sentry.conf.j2:4"), "names the file and line: {out:?}");
     assert!(out.stdout.is_empty(), "no host was contacted: {out:?}");
     assert_eq!(fleet.fingerprint(1), before);
 }
@@ -224,18 +139,11 @@ fn an_undefined_variable_exits_1_before_any_host_is_touched() {
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     let template = copy.path().join("templates/supervisor-memmon.conf.j2");
-    std::fs::write(
-        &template,
-        "[eventlistener:memmon]\ncommand=memmon -a {{ memmon_limt }}\n",
-    )
-    .unwrap();
+    std::fs::write(&template, "[eventlistener:memmon]\ncommand=memmon -a {{ memmon_limt }}\n").unwrap();
     let before = fleet.fingerprint(1);
     let playbook = copy.path().join(PLAYBOOK).display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("supervisor-memmon.conf.j2:2") && out.stderr.contains("undefined"),
-        "{out:?}"
-    );
+    assert!(out.stderr.contains("supervisor-memmon.conf.j2:2") && out.stderr.contains("undefined"), "{out:?}");
     assert_eq!(fleet.fingerprint(1), before);
 }

@@ -22,21 +22,15 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
             continue;
         }
         if let Some(header) = line.strip_prefix('[') {
-            let header = header.strip_suffix(']').ok_or_else(|| {
-                at(format!(
-                    "section header `{line}` is missing its closing `]`"
-                ))
-            })?;
+            let header = header
+                .strip_suffix(']')
+                .ok_or_else(|| at(format!("section header `{line}` is missing its closing `]`")))?;
             section = match header.split_once(':') {
                 None => Section::Hosts(checked_group_name(header).map_err(at)?),
                 Some((group, "vars")) => Section::Vars(checked_group_name(group).map_err(at)?),
-                Some((group, "children")) => {
-                    Section::Children(checked_group_name(group).map_err(at)?)
-                }
+                Some((group, "children")) => Section::Children(checked_group_name(group).map_err(at)?),
                 Some((_, other)) => {
-                    return Err(at(format!(
-                        "unknown section kind `:{other}` (expected `:vars` or `:children`)"
-                    )));
+                    return Err(at(format!("unknown section kind `:{other}` (expected `:vars` or `:children`)")));
                 }
             };
             match &section {
@@ -50,9 +44,9 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
                 let (pattern, assignments) = tokens.split_first().expect("line is not empty");
                 let mut vars = Vars::new();
                 for assignment in assignments {
-                    let (key, value) = assignment.split_once('=').ok_or_else(|| {
-                        at(format!("`{assignment}` is not a `key=value` host variable"))
-                    })?;
+                    let (key, value) = assignment
+                        .split_once('=')
+                        .ok_or_else(|| at(format!("`{assignment}` is not a `key=value` host variable")))?;
                     vars.insert(key.to_owned(), scalar(value));
                 }
                 for host in expand_range(pattern).map_err(at)? {
@@ -60,13 +54,10 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
                 }
             }
             Section::Vars(group) => {
-                let (key, value) = line
-                    .split_once('=')
-                    .ok_or_else(|| at(format!("`{line}` is not a `key=value` group variable")))?;
+                let (key, value) =
+                    line.split_once('=').ok_or_else(|| at(format!("`{line}` is not a `key=value` group variable")))?;
                 let value = unquote(value.trim()).map_err(at)?;
-                inv.group_mut(group)
-                    .vars
-                    .insert(key.trim().to_owned(), scalar(&value));
+                inv.group_mut(group).vars.insert(key.trim().to_owned(), scalar(&value));
             }
             Section::Children(group) => {
                 let child = checked_group_name(line).map_err(at)?;
@@ -80,14 +71,8 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
 
 fn checked_group_name(name: &str) -> Result<String, String> {
     let name = name.trim();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-    {
-        return Err(format!(
-            "`{name}` is not a valid group name (letters, digits, `_`, `-`, `.`)"
-        ));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        return Err(format!("`{name}` is not a valid group name (letters, digits, `_`, `-`, `.`)"));
     }
     Ok(name.to_owned())
 }
@@ -144,11 +129,7 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
 
 fn unquote(value: &str) -> Result<String, String> {
     let words = split_words(value)?;
-    Ok(if words.len() == 1 {
-        words.into_iter().next().unwrap()
-    } else {
-        value.to_owned()
-    })
+    Ok(if words.len() == 1 { words.into_iter().next().unwrap() } else { value.to_owned() })
 }
 
 /// Expands one host range (`web[01:20]`, `db-[a:c]`, `n[0:10:5]`); names
@@ -157,23 +138,15 @@ pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
     let Some(open) = pattern.find('[') else {
         return Ok(vec![pattern.to_owned()]);
     };
-    let close = pattern[open..]
-        .find(']')
-        .map(|i| open + i)
-        .ok_or_else(|| format!("host range `{pattern}` is missing `]`"))?;
-    let (prefix, spec, suffix) = (
-        &pattern[..open],
-        &pattern[open + 1..close],
-        &pattern[close + 1..],
-    );
+    let close =
+        pattern[open..].find(']').map(|i| open + i).ok_or_else(|| format!("host range `{pattern}` is missing `]`"))?;
+    let (prefix, spec, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
     let parts: Vec<&str> = spec.split(':').collect();
     let (start, end, step) = match parts.as_slice() {
         [s, e] => (*s, *e, "1"),
         [s, e, st] => (*s, *e, *st),
         _ => {
-            return Err(format!(
-                "host range `[{spec}]` must be `[start:end]` or `[start:end:step]`"
-            ));
+            return Err(format!("host range `[{spec}]` must be `[start:end]` or `[start:end:step]`"));
         }
     };
     let step: usize = step
@@ -185,29 +158,15 @@ pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
         if a > b {
             return Err(format!("host range `[{spec}]` runs backwards"));
         }
-        let width = if start.starts_with('0') && start.len() > 1 {
-            start.len()
-        } else {
-            0
-        };
-        (a..=b)
-            .step_by(step)
-            .map(|n| format!("{n:0width$}"))
-            .collect()
+        let width = if start.starts_with('0') && start.len() > 1 { start.len() } else { 0 };
+        (a..=b).step_by(step).map(|n| format!("{n:0width$}")).collect()
     } else if let ([a], [b]) = (start.as_bytes(), end.as_bytes()) {
         if !a.is_ascii_alphabetic() || !b.is_ascii_alphabetic() || a > b {
-            return Err(format!(
-                "host range `[{spec}]` must run forwards over letters or numbers"
-            ));
+            return Err(format!("host range `[{spec}]` must run forwards over letters or numbers"));
         }
-        (*a..=*b)
-            .step_by(step)
-            .map(|c| (c as char).to_string())
-            .collect()
+        (*a..=*b).step_by(step).map(|c| (c as char).to_string()).collect()
     } else {
-        return Err(format!(
-            "host range `[{spec}]` must be numbers or single letters"
-        ));
+        return Err(format!("host range `[{spec}]` must be numbers or single letters"));
     };
     let mut hosts = Vec::new();
     for middle in middles {
@@ -225,14 +184,7 @@ mod tests {
     #[test]
     fn numeric_ranges_keep_their_leading_zeros() {
         let hosts = expand_range("web[01:03].example.com").unwrap();
-        assert_eq!(
-            hosts,
-            [
-                "web01.example.com",
-                "web02.example.com",
-                "web03.example.com"
-            ]
-        );
+        assert_eq!(hosts, ["web01.example.com", "web02.example.com", "web03.example.com"]);
     }
 
     #[test]

@@ -52,29 +52,14 @@ impl RawInventory {
         self.groups.entry(name.to_owned()).or_default()
     }
 
-    pub fn add_host(
-        &mut self,
-        group: &str,
-        host: &str,
-        vars: Vars,
-        file: &Path,
-        line: usize,
-    ) -> Result<(), Error> {
+    pub fn add_host(&mut self, group: &str, host: &str, vars: Vars, file: &Path, line: usize) -> Result<(), Error> {
         if self.groups.contains_key(host) {
-            return Err(Error::at(
-                file,
-                line,
-                1,
-                format!("`{host}` is already a group name and cannot be a host"),
-            ));
+            return Err(Error::at(file, line, 1, format!("`{host}` is already a group name and cannot be a host")));
         }
         if !self.host_vars.contains_key(host) {
             self.host_order.push(host.to_owned());
         }
-        self.host_vars
-            .entry(host.to_owned())
-            .or_default()
-            .extend(vars);
+        self.host_vars.entry(host.to_owned()).or_default().extend(vars);
         let members = &mut self.group_mut(group).hosts;
         if !members.iter().any(|h| h == host) {
             members.push(host.to_owned());
@@ -86,12 +71,7 @@ impl RawInventory {
 /// How to reach a host, from Ansible's connection variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
-    Ssh {
-        address: String,
-        port: Option<u16>,
-        user: Option<String>,
-        key_file: Option<PathBuf>,
-    },
+    Ssh { address: String, port: Option<u16>, user: Option<String>, key_file: Option<PathBuf> },
     Local,
 }
 
@@ -120,10 +100,7 @@ pub fn load(path: &Path, extra_vars: &Vars) -> Result<Inventory, Error> {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error(format!(
-                "{}: no inventory file in this folder",
-                path.display()
-            )));
+            return Err(Error(format!("{}: no inventory file in this folder", path.display())));
         }
         for file in &files {
             load_file(file, &mut raw)?;
@@ -140,10 +117,7 @@ pub fn load(path: &Path, extra_vars: &Vars) -> Result<Inventory, Error> {
     let host_vars_dir = base.join("host_vars");
     load_vars_dir(&host_vars_dir, &mut |name, vars| {
         if known_hosts.contains(name) {
-            raw.host_vars
-                .get_mut(name)
-                .expect("known host")
-                .extend(vars);
+            raw.host_vars.get_mut(name).expect("known host").extend(vars);
         }
     })?;
     resolve(raw, extra_vars)
@@ -162,25 +136,14 @@ fn is_inventory_file(path: &Path) -> bool {
 
 fn load_file(file: &Path, raw: &mut RawInventory) -> Result<(), Error> {
     let bytes = std::fs::read(file).map_err(|e| Error(format!("{}: {e}", file.display())))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error(format!(
-            "{}: not valid UTF-8 (byte {})",
-            file.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    let is_yaml = matches!(
-        file.extension().and_then(|e| e.to_str()),
-        Some("yml" | "yaml")
-    ) || text
-        .lines()
-        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .is_some_and(|l| l.trim_end().ends_with(':') || l.starts_with("---"));
-    if is_yaml {
-        yaml::parse(&text, file, raw)
-    } else {
-        ini::parse(&text, file, raw)
-    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error(format!("{}: not valid UTF-8 (byte {})", file.display(), e.utf8_error().valid_up_to())))?;
+    let is_yaml = matches!(file.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+        || text
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .is_some_and(|l| l.trim_end().ends_with(':') || l.starts_with("---"));
+    if is_yaml { yaml::parse(&text, file, raw) } else { ini::parse(&text, file, raw) }
 }
 
 /// Reads `<dir>/<name>.yml` (or `.yaml`, or a `<name>/` folder of them).
@@ -191,11 +154,7 @@ fn load_vars_dir(dir: &Path, apply: &mut dyn FnMut(&str, Vars)) -> Result<(), Er
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        let name = path
-            .file_stem()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
                 .map_err(|e| Error(format!("{}: {e}", path.display())))?
@@ -214,16 +173,12 @@ fn load_vars_dir(dir: &Path, apply: &mut dyn FnMut(&str, Vars)) -> Result<(), Er
 }
 
 fn is_yaml_file(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yml" | "yaml")
-    )
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
 }
 
 /// A YAML mapping of variables; an empty file is no variables.
 pub fn read_vars_file(file: &Path) -> Result<Vars, Error> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Error(format!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| Error(format!("{}: {e}", file.display())))?;
     if text.trim().is_empty() {
         return Ok(Vars::new());
     }
@@ -231,11 +186,7 @@ pub fn read_vars_file(file: &Path) -> Result<Vars, Error> {
     match value {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Vars::new()),
-        other => Err(Error(format!(
-            "{}: expected a mapping of variables, found {}",
-            file.display(),
-            kind_of(&other)
-        ))),
+        other => Err(Error(format!("{}: expected a mapping of variables, found {}", file.display(), kind_of(&other)))),
     }
 }
 
@@ -266,30 +217,15 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
     let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in raw.groups.keys() {
         let mut seen = BTreeSet::new();
-        collect_members(
-            &raw,
-            name,
-            &mut seen,
-            members.entry(name.clone()).or_default(),
-        );
+        collect_members(&raw, name, &mut seen, members.entry(name.clone()).or_default());
     }
     let all_hosts: BTreeSet<String> = raw.host_order.iter().cloned().collect();
     members.insert("all".to_owned(), all_hosts);
 
     let mut hosts = Vec::new();
     for name in &raw.host_order {
-        let mut groups: Vec<&String> = members
-            .iter()
-            .filter(|(_, m)| m.contains(name))
-            .map(|(g, _)| g)
-            .collect();
-        groups.sort_by_key(|g| {
-            (
-                g.as_str() != "all",
-                depth.get(*g).copied().unwrap_or(0),
-                g.as_str(),
-            )
-        });
+        let mut groups: Vec<&String> = members.iter().filter(|(_, m)| m.contains(name)).map(|(g, _)| g).collect();
+        groups.sort_by_key(|g| (g.as_str() != "all", depth.get(*g).copied().unwrap_or(0), g.as_str()));
         let mut vars = Vars::new();
         for group in &groups {
             vars.extend(raw.groups[*group].vars.clone());
@@ -298,50 +234,22 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
         vars.extend(extra_vars.clone());
         let connection = connection_of(name, &vars)?;
         let become_root = matches!(vars.get("ansible_become"), Some(Value::Bool(true)))
-            || matches!(
-                vars.get("ansible_become").and_then(Value::as_str),
-                Some("true" | "yes" | "True")
-            );
+            || matches!(vars.get("ansible_become").and_then(Value::as_str), Some("true" | "yes" | "True"));
         vars.insert("inventory_hostname".to_owned(), Value::String(name.clone()));
         vars.insert(
             "group_names".to_owned(),
-            Value::Array(
-                groups
-                    .iter()
-                    .filter(|g| g.as_str() != "all")
-                    .map(|g| Value::String((*g).clone()))
-                    .collect(),
-            ),
+            Value::Array(groups.iter().filter(|g| g.as_str() != "all").map(|g| Value::String((*g).clone())).collect()),
         );
-        hosts.push(Host {
-            name: name.clone(),
-            vars,
-            connection,
-            become_root,
-        });
+        hosts.push(Host { name: name.clone(), vars, connection, become_root });
     }
     let groups = members
         .into_iter()
-        .map(|(g, m)| {
-            (
-                g,
-                raw.host_order
-                    .iter()
-                    .filter(|h| m.contains(*h))
-                    .cloned()
-                    .collect(),
-            )
-        })
+        .map(|(g, m)| (g, raw.host_order.iter().filter(|h| m.contains(*h)).cloned().collect()))
         .collect();
     Ok(Inventory { hosts, groups })
 }
 
-fn collect_members(
-    raw: &RawInventory,
-    group: &str,
-    seen: &mut BTreeSet<String>,
-    into: &mut BTreeSet<String>,
-) {
+fn collect_members(raw: &RawInventory, group: &str, seen: &mut BTreeSet<String>, into: &mut BTreeSet<String>) {
     if !seen.insert(group.to_owned()) {
         return;
     }
@@ -365,10 +273,7 @@ fn group_depths(raw: &RawInventory) -> Result<BTreeMap<String, usize>, Error> {
         if let Some(start) = path.iter().position(|g| g == group) {
             let mut cycle = path[start..].to_vec();
             cycle.push(group.to_owned());
-            return Err(Error(format!(
-                "inventory groups form a cycle: {}",
-                cycle.join(" -> ")
-            )));
+            return Err(Error(format!("inventory groups form a cycle: {}", cycle.join(" -> "))));
         }
         let entry = out.entry(group.to_owned()).or_insert(0);
         *entry = (*entry).max(depth);
@@ -397,22 +302,16 @@ fn connection_of(host: &str, vars: &Vars) -> Result<Connection, Error> {
         return Ok(Connection::Local);
     }
     if let Some(other) = text("ansible_connection").filter(|c| c != "ssh" && c != "smart") {
-        return Err(Error(format!(
-            "host `{host}`: ansible_connection `{other}` is not supported (use ssh or local)"
-        )));
+        return Err(Error(format!("host `{host}`: ansible_connection `{other}` is not supported (use ssh or local)")));
     }
     let port = match text("ansible_port").or_else(|| text("ansible_ssh_port")) {
         None => None,
-        Some(p) => Some(p.parse::<u16>().map_err(|_| {
-            Error(format!(
-                "host `{host}`: ansible_port `{p}` is not a port number"
-            ))
-        })?),
+        Some(p) => Some(
+            p.parse::<u16>().map_err(|_| Error(format!("host `{host}`: ansible_port `{p}` is not a port number")))?,
+        ),
     };
     Ok(Connection::Ssh {
-        address: text("ansible_host")
-            .or_else(|| text("ansible_ssh_host"))
-            .unwrap_or_else(|| host.to_owned()),
+        address: text("ansible_host").or_else(|| text("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
         port,
         user: text("ansible_user").or_else(|| text("ansible_ssh_user")),
         key_file: text("ansible_ssh_private_key_file").map(PathBuf::from),
@@ -426,11 +325,7 @@ impl Inventory {
         let mut chosen: Vec<&str> = Vec::new();
         let mut excluded = BTreeSet::new();
         let mut required: Option<BTreeSet<&str>> = None;
-        for term in pattern
-            .split([',', ':'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
+        for term in pattern.split([',', ':']).map(str::trim).filter(|t| !t.is_empty()) {
             let (kind, name) = match term.as_bytes()[0] {
                 b'!' => ('!', &term[1..]),
                 b'&' => ('&', &term[1..]),
@@ -460,11 +355,7 @@ impl Inventory {
             .iter()
             .filter(|h| chosen.contains(&h.name.as_str()))
             .filter(|h| !excluded.contains(h.name.as_str()))
-            .filter(|h| {
-                required
-                    .as_ref()
-                    .is_none_or(|r| r.contains(h.name.as_str()))
-            })
+            .filter(|h| required.as_ref().is_none_or(|r| r.contains(h.name.as_str())))
             .collect())
     }
 
@@ -491,9 +382,7 @@ fn glob_match(pattern: &str, name: &str) -> bool {
             let Some(tail) = name.strip_prefix(prefix) else {
                 return false;
             };
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| glob_match(rest, &tail[i..]))
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob_match(rest, &tail[i..]))
         }
     }
 }
@@ -539,12 +428,7 @@ tier=sentry
         let cache = &inv.hosts[2];
         assert_eq!(
             cache.connection,
-            Connection::Ssh {
-                address: "10.0.0.9".into(),
-                port: Some(2222),
-                user: None,
-                key_file: None
-            }
+            Connection::Ssh { address: "10.0.0.9".into(), port: Some(2222), user: None, key_file: None }
         );
     }
 
@@ -587,9 +471,7 @@ tier=sentry
     #[test]
     fn an_unknown_yaml_key_names_file_line_and_column() {
         let dir = inventory_dir(&[("hosts.yml", "all:\n  hostz:\n    r1:\n")]);
-        let err = load(&dir.path().join("hosts.yml"), &Vars::new())
-            .unwrap_err()
-            .to_string();
+        let err = load(&dir.path().join("hosts.yml"), &Vars::new()).unwrap_err().to_string();
         assert!(err.contains("hosts.yml:2:3"), "{err}");
         assert!(err.contains("hostz"), "{err}");
     }
@@ -597,18 +479,14 @@ tier=sentry
     #[test]
     fn cyclic_groups_are_refused() {
         let dir = inventory_dir(&[("hosts.ini", "[a:children]\nb\n[b:children]\na\n")]);
-        let err = load(&dir.path().join("hosts.ini"), &Vars::new())
-            .unwrap_err()
-            .to_string();
+        let err = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
     }
 
     #[test]
     fn a_bad_ini_line_names_file_and_line() {
         let dir = inventory_dir(&[("hosts.ini", "[web]\nweb1 ansible_port\n")]);
-        let err = load(&dir.path().join("hosts.ini"), &Vars::new())
-            .unwrap_err()
-            .to_string();
+        let err = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap_err().to_string();
         assert!(err.contains("hosts.ini:2:1"), "{err}");
     }
 
@@ -616,21 +494,10 @@ tier=sentry
     fn limit_patterns_select_groups_hosts_and_exclusions() {
         let dir = inventory_dir(&[("hosts.ini", INI)]);
         let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
-        let names = |p: &str| {
-            inv.select(p)
-                .unwrap()
-                .iter()
-                .map(|h| h.name.clone())
-                .collect::<Vec<_>>()
-        };
+        let names = |p: &str| inv.select(p).unwrap().iter().map(|h| h.name.clone()).collect::<Vec<_>>();
         assert_eq!(names("web"), ["web01", "web02"]);
         assert_eq!(names("sentry:!web01"), ["web02", "cache1"]);
         assert_eq!(names("web0*"), ["web01", "web02"]);
-        assert!(
-            inv.select("nosuch")
-                .unwrap_err()
-                .to_string()
-                .contains("matches no host")
-        );
+        assert!(inv.select("nosuch").unwrap_err().to_string().contains("matches no host"));
     }
 }

@@ -19,29 +19,20 @@ struct Group {
 }
 
 pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Error> {
-    let top: Option<BTreeMap<String, Option<Group>>> =
-        serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    let top: Option<BTreeMap<String, Option<Group>>> = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
     for (name, group) in top.unwrap_or_default() {
         add_group(&name, group, file, inv)?;
     }
     Ok(())
 }
 
-fn add_group(
-    name: &str,
-    group: Option<Group>,
-    file: &Path,
-    inv: &mut RawInventory,
-) -> Result<(), Error> {
+fn add_group(name: &str, group: Option<Group>, file: &Path, inv: &mut RawInventory) -> Result<(), Error> {
     inv.group_mut(name);
     let Some(group) = group else { return Ok(()) };
     for (host, vars) in group.hosts.unwrap_or_default() {
         let host = match host {
             serde_yaml::Value::String(s) => s,
-            other => serde_yaml::to_string(&other)
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_owned(),
         };
         let vars: Vars = match vars {
             serde_yaml::Value::Null => Vars::new(),
@@ -57,15 +48,11 @@ fn add_group(
                 Err(e) => return Err(Error(format!("{}: host `{host}`: {e}", file.display()))),
             },
         };
-        for expanded in super::ini::expand_range(&host)
-            .map_err(|e| Error(format!("{}: {e}", file.display())))?
-        {
+        for expanded in super::ini::expand_range(&host).map_err(|e| Error(format!("{}: {e}", file.display())))? {
             inv.add_host(name, &expanded, vars.clone(), file, 0)?;
         }
     }
-    inv.group_mut(name)
-        .vars
-        .extend(group.vars.unwrap_or_default());
+    inv.group_mut(name).vars.extend(group.vars.unwrap_or_default());
     for (child, body) in group.children.unwrap_or_default() {
         inv.group_mut(name).children.push(child.clone());
         add_group(&child, body, file, inv)?;

@@ -12,20 +12,9 @@ pub fn unified(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, context: usiz
         }
     };
     let diff = TextDiff::from_lines(old_text, new_text);
-    let old_name = if old.is_some() {
-        format!("a{path}")
-    } else {
-        "/dev/null".to_owned()
-    };
-    let new_name = if new.is_some() {
-        format!("b{path}")
-    } else {
-        "/dev/null".to_owned()
-    };
-    diff.unified_diff()
-        .context_radius(context)
-        .header(&old_name, &new_name)
-        .to_string()
+    let old_name = if old.is_some() { format!("a{path}") } else { "/dev/null".to_owned() };
+    let new_name = if new.is_some() { format!("b{path}") } else { "/dev/null".to_owned() };
+    diff.unified_diff().context_radius(context).header(&old_name, &new_name).to_string()
 }
 
 fn text_of(bytes: Option<&[u8]>) -> Option<&str> {
@@ -47,21 +36,13 @@ mod tests {
     #[test]
     fn a_missing_file_is_diffed_against_nothing() {
         let diff = unified("/etc/x.conf", None, Some(b"a\n"), 3);
-        assert!(
-            diff.starts_with("--- /dev/null\n+++ b/etc/x.conf\n"),
-            "{diff}"
-        );
+        assert!(diff.starts_with("--- /dev/null\n+++ b/etc/x.conf\n"), "{diff}");
         assert!(diff.contains("+a\n"), "{diff}");
     }
 
     #[test]
     fn a_changed_line_shows_as_removed_and_added_with_context() {
-        let diff = unified(
-            "/r.conf",
-            Some(b"a\nsave 900 1\nb\n"),
-            Some(b"a\nsave \"\"\nb\n"),
-            1,
-        );
+        let diff = unified("/r.conf", Some(b"a\nsave 900 1\nb\n"), Some(b"a\nsave \"\"\nb\n"), 1);
         assert!(diff.contains("@@ -1,3 +1,3 @@"), "{diff}");
         assert!(diff.contains("-save 900 1\n+save \"\"\n"), "{diff}");
     }

@@ -50,10 +50,7 @@ pub struct Markers {
 
 impl Markers {
     pub fn from_template(marker: &str) -> Markers {
-        Markers {
-            begin: marker.replace("{mark}", "BEGIN"),
-            end: marker.replace("{mark}", "END"),
-        }
+        Markers { begin: marker.replace("{mark}", "BEGIN"), end: marker.replace("{mark}", "END") }
     }
 }
 
@@ -84,10 +81,7 @@ pub fn remove_block(text: &str, markers: &Markers) -> String {
 
 fn find_block(lines: &[&str], markers: &Markers) -> Option<(usize, usize)> {
     let begin = lines.iter().position(|l| l.trim_end() == markers.begin)?;
-    let end = lines[begin..]
-        .iter()
-        .position(|l| l.trim_end() == markers.end)?
-        + begin;
+    let end = lines[begin..].iter().position(|l| l.trim_end() == markers.end)? + begin;
     Some((begin, end))
 }
 
@@ -115,10 +109,7 @@ mod tests {
     #[test]
     fn ensuring_a_present_line_changes_nothing() {
         let text = "appendonly no\n";
-        assert_eq!(
-            ensure_line(text, "appendonly no", Some(&re("^appendonly "))),
-            text
-        );
+        assert_eq!(ensure_line(text, "appendonly no", Some(&re("^appendonly "))), text);
         assert_eq!(ensure_line(text, "appendonly no", None), text);
     }
 
@@ -131,10 +122,7 @@ mod tests {
     #[test]
     fn every_matching_line_is_removed() {
         let text = "save 900 1\n# save 1 1\nsave 60 10000\nappendonly no\n";
-        assert_eq!(
-            remove_lines(text, None, Some(&re(r"^\s*save\s+\d"))),
-            "# save 1 1\nappendonly no\n"
-        );
+        assert_eq!(remove_lines(text, None, Some(&re(r"^\s*save\s+\d"))), "# save 1 1\nappendonly no\n");
         assert_eq!(remove_lines("a\nb\na\n", Some("a"), None), "b\n");
     }
 
@@ -145,19 +133,13 @@ mod tests {
         assert_eq!(once, "head\n# BEGIN MANAGED\nx = 1\n# END MANAGED\n");
         let edited = format!("{once}tail\n");
         let twice = set_block(&edited, &markers, "x = 2\ny = 3\n");
-        assert_eq!(
-            twice,
-            "head\n# BEGIN MANAGED\nx = 2\ny = 3\n# END MANAGED\ntail\n"
-        );
+        assert_eq!(twice, "head\n# BEGIN MANAGED\nx = 2\ny = 3\n# END MANAGED\ntail\n");
         assert_eq!(set_block(&twice, &markers, "x = 2\ny = 3\n"), twice);
     }
 
     #[test]
     fn a_removed_block_takes_its_markers_with_it() {
         let markers = Markers::from_template("# {mark} M");
-        assert_eq!(
-            remove_block("a\n# BEGIN M\nx\n# END M\nb\n", &markers),
-            "a\nb\n"
-        );
+        assert_eq!(remove_block("a\n# BEGIN M\nx\n# END M\nb\n", &markers), "a\nb\n");
     }
 }

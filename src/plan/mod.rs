@@ -46,34 +46,11 @@ pub struct Attributes {
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Template {
-        dest: String,
-        content: Vec<u8>,
-        attributes: Attributes,
-    },
-    Line {
-        path: String,
-        line: Option<String>,
-        regexp: Option<Regex>,
-        present: bool,
-        create: bool,
-    },
-    Block {
-        path: String,
-        block: String,
-        marker: String,
-        present: bool,
-        create: bool,
-    },
-    Link {
-        path: String,
-        target: String,
-    },
-    Command {
-        cmd: String,
-        creates: Option<String>,
-        unless: Option<String>,
-    },
+    Template { dest: String, content: Vec<u8>, attributes: Attributes },
+    Line { path: String, line: Option<String>, regexp: Option<Regex>, present: bool, create: bool },
+    Block { path: String, block: String, marker: String, present: bool, create: bool },
+    Link { path: String, target: String },
+    Command { cmd: String, creates: Option<String>, unless: Option<String> },
 }
 
 impl Action {
@@ -101,15 +78,8 @@ pub struct Task {
 /// What a path should become.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Desired {
-    File {
-        content: Vec<u8>,
-        mode: u32,
-        owner: Option<String>,
-        group: Option<String>,
-    },
-    Link {
-        target: String,
-    },
+    File { content: Vec<u8>, mode: u32, owner: Option<String>, group: Option<String> },
+    Link { target: String },
 }
 
 #[derive(Debug, Clone)]
@@ -164,43 +134,23 @@ pub fn plan(
     let mut working: BTreeMap<&str, Desired> = BTreeMap::new();
     let mut plan = Plan::default();
     let mut notified: BTreeSet<&str> = BTreeSet::new();
-    let entry_of = |path: &str| {
-        snapshot
-            .entries
-            .get(path)
-            .cloned()
-            .unwrap_or(Entry::Missing)
-    };
+    let entry_of = |path: &str| snapshot.entries.get(path).cloned().unwrap_or(Entry::Missing);
 
     for task in tasks {
         let fail = |message: String| format!("step `{}`: {message}", task.name);
         let (subject, changed) = match &task.action {
-            Action::Command {
-                cmd,
-                creates,
-                unless,
-            } => {
-                let created = creates
-                    .as_deref()
-                    .is_some_and(|p| !matches!(entry_of(p), Entry::Missing));
+            Action::Command { cmd, creates, unless } => {
+                let created = creates.as_deref().is_some_and(|p| !matches!(entry_of(p), Entry::Missing));
                 let guarded = unless.is_some() && snapshot.guards_passed.contains(&task.index);
                 let run = !created && !guarded;
                 if run {
-                    plan.commands.push(CommandRun {
-                        index: task.index,
-                        cmd: cmd.clone(),
-                    });
+                    plan.commands.push(CommandRun { index: task.index, cmd: cmd.clone() });
                 }
                 (cmd.clone(), run)
             }
             Action::Link { path, target } => {
-                let before = working
-                    .get(path.as_str())
-                    .cloned()
-                    .or_else(|| desired_of(&entry_of(path)));
-                let after = Desired::Link {
-                    target: target.clone(),
-                };
+                let before = working.get(path.as_str()).cloned().or_else(|| desired_of(&entry_of(path)));
+                let after = Desired::Link { target: target.clone() };
                 let changed = before.as_ref() != Some(&after);
                 working.insert(path, after);
                 (path.clone(), changed)
@@ -232,11 +182,7 @@ pub fn plan(
         if changed {
             notified.extend(task.notify.iter().map(String::as_str));
         }
-        plan.steps.push(StepOutcome {
-            name: task.name.clone(),
-            changed,
-            subject,
-        });
+        plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject });
     }
 
     for (path, after) in working {
@@ -245,11 +191,7 @@ pub fn plan(
             continue;
         }
         let diff = describe_change(path, &before, &after, diff_context);
-        plan.files.push(FileChange {
-            path: path.to_owned(),
-            after,
-            diff,
-        });
+        plan.files.push(FileChange { path: path.to_owned(), after, diff });
     }
     // A step that changed a path only for a later step to change it back
     // changes nothing overall; it must not notify either.
@@ -280,15 +222,8 @@ pub fn concurrency_warnings(snapshot: &Snapshot) -> Vec<String> {
         let Entry::File { content, .. } = entry else {
             continue;
         };
-        for line in String::from_utf8_lossy(content)
-            .lines()
-            .filter(|l| !l.trim_start().starts_with(['#', ';']))
-        {
-            if let Some(c) = worker
-                .captures(line)
-                .and_then(|c| c[1].parse::<u32>().ok())
-                .filter(|c| *c > 4)
-            {
+        for line in String::from_utf8_lossy(content).lines().filter(|l| !l.trim_start().starts_with(['#', ';'])) {
+            if let Some(c) = worker.captures(line).and_then(|c| c[1].parse::<u32>().ok()).filter(|c| *c > 4) {
                 warnings.push(format!(
                     "{path}: Sentry workers run at concurrency -c {c}; above 4 is a smell (lock contention): \
                      prefer more worker processes (numprocs) at -c 4"
@@ -302,41 +237,27 @@ pub fn concurrency_warnings(snapshot: &Snapshot) -> Vec<String> {
 /// The desired form of what is already there (so an unchanged file compares equal).
 fn desired_of(entry: &Entry) -> Option<Desired> {
     match entry {
-        Entry::File {
-            content,
-            mode,
-            owner,
-            group,
-        } => Some(Desired::File {
+        Entry::File { content, mode, owner, group } => Some(Desired::File {
             content: content.clone(),
             mode: *mode,
             owner: Some(owner.clone()),
             group: Some(group.clone()),
         }),
-        Entry::Link { target } => Some(Desired::Link {
-            target: target.clone(),
-        }),
+        Entry::Link { target } => Some(Desired::Link { target: target.clone() }),
         Entry::Missing | Entry::Other { .. } => None,
     }
 }
 
 fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>, String> {
     let (content, mode, owner, group) = match before {
-        Some(Desired::File {
-            content,
-            mode,
-            owner,
-            group,
-        }) => (Some(content), mode, owner, group),
+        Some(Desired::File { content, mode, owner, group }) => (Some(content), mode, owner, group),
         Some(Desired::Link { target }) => {
             return Err(format!("the path is a symbolic link to {target}"));
         }
         None => (None, DEFAULT_MODE, None, None),
     };
     let text = |content: &Option<Vec<u8>>| {
-        content.as_deref().map(|c| {
-            String::from_utf8(c.to_vec()).map_err(|_| "the file is not UTF-8 text".to_owned())
-        })
+        content.as_deref().map(|c| String::from_utf8(c.to_vec()).map_err(|_| "the file is not UTF-8 text".to_owned()))
     };
     let file = |content: String| Desired::File {
         content: content.into_bytes(),
@@ -345,63 +266,31 @@ fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>
         group: group.clone(),
     };
     Ok(match action {
-        Action::Template {
-            content: rendered,
-            attributes,
-            ..
-        } => Some(Desired::File {
+        Action::Template { content: rendered, attributes, .. } => Some(Desired::File {
             content: rendered.clone(),
             mode: attributes.mode.unwrap_or(mode),
             owner: attributes.owner.clone().or(owner.clone()),
             group: attributes.group.clone().or(group.clone()),
         }),
-        Action::Line {
-            path,
-            line,
-            regexp,
-            present,
-            create,
-        } => match (text(&content).transpose()?, present) {
+        Action::Line { path, line, regexp, present, create } => match (text(&content).transpose()?, present) {
             (None, false) => None,
             (None, true) if !create => {
-                return Err(format!(
-                    "{path} does not exist (set `create: true` to create it)"
-                ));
+                return Err(format!("{path} does not exist (set `create: true` to create it)"));
             }
             (current, true) => {
                 let current = current.unwrap_or_default();
-                Some(file(edit::ensure_line(
-                    &current,
-                    line.as_deref().unwrap_or_default(),
-                    regexp.as_ref(),
-                )))
+                Some(file(edit::ensure_line(&current, line.as_deref().unwrap_or_default(), regexp.as_ref())))
             }
-            (Some(current), false) => Some(file(edit::remove_lines(
-                &current,
-                line.as_deref(),
-                regexp.as_ref(),
-            ))),
+            (Some(current), false) => Some(file(edit::remove_lines(&current, line.as_deref(), regexp.as_ref()))),
         },
-        Action::Block {
-            path,
-            block,
-            marker,
-            present,
-            create,
-        } => {
+        Action::Block { path, block, marker, present, create } => {
             let markers = Markers::from_template(marker);
             match (text(&content).transpose()?, present) {
                 (None, false) => None,
                 (None, true) if !create => {
-                    return Err(format!(
-                        "{path} does not exist (set `create: true` to create it)"
-                    ));
+                    return Err(format!("{path} does not exist (set `create: true` to create it)"));
                 }
-                (current, true) => Some(file(edit::set_block(
-                    &current.unwrap_or_default(),
-                    &markers,
-                    block,
-                ))),
+                (current, true) => Some(file(edit::set_block(&current.unwrap_or_default(), &markers, block))),
                 (Some(current), false) => Some(file(edit::remove_block(&current, &markers))),
             }
         }
@@ -412,18 +301,8 @@ fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>
 fn describe_change(path: &str, before: &Entry, after: &Desired, context: usize) -> String {
     match (before, after) {
         (
-            Entry::File {
-                content,
-                mode,
-                owner,
-                group,
-            },
-            Desired::File {
-                content: new,
-                mode: new_mode,
-                owner: new_owner,
-                group: new_group,
-            },
+            Entry::File { content, mode, owner, group },
+            Desired::File { content: new, mode: new_mode, owner: new_owner, group: new_group },
         ) => {
             let mut out = String::new();
             if mode != new_mode {
@@ -440,9 +319,7 @@ fn describe_change(path: &str, before: &Entry, after: &Desired, context: usize) 
             }
             out
         }
-        (Entry::Missing, Desired::File { content, .. }) => {
-            diff::unified(path, None, Some(content), context)
-        }
+        (Entry::Missing, Desired::File { content, .. }) => diff::unified(path, None, Some(content), context),
         (before, Desired::Link { target }) => {
             format!("link {path}: {} -> {target}\n", describe_entry(before))
         }
@@ -470,21 +347,11 @@ mod tests {
     use super::*;
 
     fn file(content: &str) -> Entry {
-        Entry::File {
-            content: content.as_bytes().to_vec(),
-            mode: 0o644,
-            owner: "root".into(),
-            group: "root".into(),
-        }
+        Entry::File { content: content.as_bytes().to_vec(), mode: 0o644, owner: "root".into(), group: "root".into() }
     }
 
     fn task(index: usize, name: &str, action: Action, notify: &[&str]) -> Task {
-        Task {
-            index,
-            name: name.into(),
-            action,
-            notify: notify.iter().map(|s| s.to_string()).collect(),
-        }
+        Task { index, name: name.into(), action, notify: notify.iter().map(|s| s.to_string()).collect() }
     }
 
     fn line(path: &str, line: Option<&str>, regexp: &str, present: bool) -> Action {
@@ -499,67 +366,31 @@ mod tests {
 
     fn redis_tasks() -> Vec<Task> {
         vec![
-            task(
-                0,
-                "no snapshots",
-                line("/r.conf", None, r"^\s*save\s+\d", false),
-                &["redis"],
-            ),
-            task(
-                1,
-                "save off",
-                line("/r.conf", Some("save \"\""), r"^\s*save\s", true),
-                &["redis"],
-            ),
-            task(
-                2,
-                "maxmemory",
-                line("/r.conf", Some("maxmemory 1gb"), r"^\s*maxmemory\s", true),
-                &["redis"],
-            ),
+            task(0, "no snapshots", line("/r.conf", None, r"^\s*save\s+\d", false), &["redis"]),
+            task(1, "save off", line("/r.conf", Some("save \"\""), r"^\s*save\s", true), &["redis"]),
+            task(2, "maxmemory", line("/r.conf", Some("maxmemory 1gb"), r"^\s*maxmemory\s", true), &["redis"]),
         ]
     }
 
     fn snapshot(entries: &[(&str, Entry)]) -> Snapshot {
-        Snapshot {
-            entries: entries
-                .iter()
-                .map(|(p, e)| (p.to_string(), e.clone()))
-                .collect(),
-            ..Default::default()
-        }
+        Snapshot { entries: entries.iter().map(|(p, e)| (p.to_string(), e.clone())).collect(), ..Default::default() }
     }
 
     #[test]
     fn several_edits_of_one_file_become_one_change_with_one_diff() {
-        let snap = snapshot(&[(
-            "/r.conf",
-            file("bind 127.0.0.1\nsave 900 1\nsave 60 10000\n"),
-        )]);
+        let snap = snapshot(&[("/r.conf", file("bind 127.0.0.1\nsave 900 1\nsave 60 10000\n"))]);
         let plan = plan(&redis_tasks(), &snap, &["redis".into()], 3).unwrap();
         assert_eq!(plan.files.len(), 1);
-        let Desired::File { content, .. } = &plan.files[0].after else {
-            panic!()
-        };
-        assert_eq!(
-            String::from_utf8_lossy(content),
-            "bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n"
-        );
-        assert!(
-            plan.files[0].diff.contains("-save 900 1"),
-            "{}",
-            plan.files[0].diff
-        );
+        let Desired::File { content, .. } = &plan.files[0].after else { panic!() };
+        assert_eq!(String::from_utf8_lossy(content), "bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n");
+        assert!(plan.files[0].diff.contains("-save 900 1"), "{}", plan.files[0].diff);
         assert_eq!(plan.handlers, ["redis"]);
         assert!(plan.steps.iter().all(|s| s.changed));
     }
 
     #[test]
     fn a_converged_host_plans_nothing_and_notifies_nobody() {
-        let snap = snapshot(&[(
-            "/r.conf",
-            file("bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n"),
-        )]);
+        let snap = snapshot(&[("/r.conf", file("bind 127.0.0.1\nsave \"\"\nmaxmemory 1gb\n"))]);
         let plan = plan(&redis_tasks(), &snap, &["redis".into()], 3).unwrap();
         assert!(plan.is_empty(), "{plan:?}");
         assert!(plan.steps.iter().all(|s| !s.changed));
@@ -580,37 +411,18 @@ mod tests {
         let t = task(
             0,
             "site",
-            Action::Template {
-                dest: "/s".into(),
-                content: b"x\n".to_vec(),
-                attributes: Attributes::default(),
-            },
+            Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes: Attributes::default() },
             &[],
         );
         let plan = plan(&[t], &Snapshot::default(), &[], 3).unwrap();
-        assert!(matches!(
-            plan.files[0].after,
-            Desired::File { mode: 0o644, .. }
-        ));
+        assert!(matches!(plan.files[0].after, Desired::File { mode: 0o644, .. }));
         assert!(plan.files[0].diff.starts_with("--- /dev/null"));
     }
 
     #[test]
     fn a_mode_change_alone_is_a_change_and_is_described() {
-        let attributes = Attributes {
-            mode: Some(0o600),
-            ..Default::default()
-        };
-        let t = task(
-            0,
-            "secret",
-            Action::Template {
-                dest: "/s".into(),
-                content: b"x\n".to_vec(),
-                attributes,
-            },
-            &[],
-        );
+        let attributes = Attributes { mode: Some(0o600), ..Default::default() };
+        let t = task(0, "secret", Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes }, &[]);
         let plan = plan(&[t], &snapshot(&[("/s", file("x\n"))]), &[], 3).unwrap();
         assert_eq!(plan.files[0].diff, "mode /s: 0644 -> 0600\n");
     }
@@ -618,10 +430,7 @@ mod tests {
     #[test]
     fn editing_a_missing_file_without_create_is_an_error_naming_the_step() {
         let err = plan(&redis_tasks()[1..2], &Snapshot::default(), &[], 3).unwrap_err();
-        assert!(
-            err.contains("step `save off`") && err.contains("create: true"),
-            "{err}"
-        );
+        assert!(err.contains("step `save off`") && err.contains("create: true"), "{err}");
     }
 
     #[test]
@@ -640,16 +449,9 @@ mod tests {
         };
         let mut snap = snapshot(&[("/bin/memmon", file(""))]);
         snap.guards_passed.insert(1);
-        let tasks = [
-            cmd(0, Some("/bin/memmon"), None),
-            cmd(1, None, Some("true")),
-            cmd(2, Some("/nope"), None),
-        ];
+        let tasks = [cmd(0, Some("/bin/memmon"), None), cmd(1, None, Some("true")), cmd(2, Some("/nope"), None)];
         let plan = plan(&tasks, &snap, &[], 3).unwrap();
-        assert_eq!(
-            plan.commands.iter().map(|c| c.index).collect::<Vec<_>>(),
-            [2]
-        );
+        assert_eq!(plan.commands.iter().map(|c| c.index).collect::<Vec<_>>(), [2]);
     }
 
     #[test]
@@ -664,29 +466,11 @@ mod tests {
 
     #[test]
     fn a_link_pointing_elsewhere_is_replaced() {
-        let t = task(
-            0,
-            "enable",
-            Action::Link {
-                path: "/e/s".into(),
-                target: "/a/s".into(),
-            },
-            &[],
-        );
-        let snap = snapshot(&[(
-            "/e/s",
-            Entry::Link {
-                target: "/a/old".into(),
-            },
-        )]);
+        let t = task(0, "enable", Action::Link { path: "/e/s".into(), target: "/a/s".into() }, &[]);
+        let snap = snapshot(&[("/e/s", Entry::Link { target: "/a/old".into() })]);
         let plan = plan(std::slice::from_ref(&t), &snap, &[], 3).unwrap();
         assert_eq!(plan.files[0].diff, "link /e/s: link to /a/old -> /a/s\n");
-        let done = snapshot(&[(
-            "/e/s",
-            Entry::Link {
-                target: "/a/s".into(),
-            },
-        )]);
+        let done = snapshot(&[("/e/s", Entry::Link { target: "/a/s".into() })]);
         assert!(super::plan(&[t], &done, &[], 3).unwrap().is_empty());
     }
 }

@@ -65,10 +65,7 @@ pub enum StepKind<'a> {
 
 impl Step {
     pub fn kind(&self) -> StepKind<'_> {
-        self.kinds()
-            .into_iter()
-            .next()
-            .expect("validated: exactly one kind")
+        self.kinds().into_iter().next().expect("validated: exactly one kind")
     }
 
     fn kinds(&self) -> Vec<StepKind<'_>> {
@@ -217,42 +214,25 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> 
         .ok()
         .filter(|m| *m <= 0o7777)
         .map(Some)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "mode `{text}` is not an octal file mode such as \"0644\""
-            ))
-        })
+        .ok_or_else(|| serde::de::Error::custom(format!("mode `{text}` is not an octal file mode such as \"0644\"")))
 }
 
 /// Loads and checks a playbook; templates are looked up in `templates/`
 /// beside the playbook's folder, or beside the playbook itself.
 pub fn load(path: &Path) -> Result<Playbook, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error(format!("{}: {e}", path.display())))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error(format!(
-            "{}: not valid UTF-8 (byte {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    let plays: Vec<Play> =
-        serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error(format!("{}: not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())))?;
+    let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
     if plays.is_empty() {
-        return Err(Error(format!(
-            "{}: the playbook has no plays",
-            path.display()
-        )));
+        return Err(Error(format!("{}: the playbook has no plays", path.display())));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let templates_dir = [dir.join("templates"), dir.join("../templates")]
         .into_iter()
         .find(|d| d.is_dir())
         .unwrap_or_else(|| dir.join("templates"));
-    let playbook = Playbook {
-        path: path.to_path_buf(),
-        templates_dir,
-        plays,
-    };
+    let playbook = Playbook { path: path.to_path_buf(), templates_dir, plays };
     playbook.check()?;
     Ok(playbook)
 }
@@ -261,41 +241,26 @@ impl Playbook {
     fn check(&self) -> Result<(), Error> {
         let file = self.path.display();
         for (p, play) in self.plays.iter().enumerate() {
-            let play_name = play
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("play {}", p + 1));
+            let play_name = play.name.clone().unwrap_or_else(|| format!("play {}", p + 1));
             if play.steps.is_empty() {
                 return Err(Error(format!("{file}: {play_name}: the play has no steps")));
             }
             let mut handler_names = Vec::new();
             for handler in &play.handlers {
                 if handler_names.contains(&handler.name.as_str()) {
-                    return Err(Error(format!(
-                        "{file}: {play_name}: handler `{}` is defined twice",
-                        handler.name
-                    )));
+                    return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
                 handler_names.push(&handler.name);
             }
             for step in &play.steps {
-                let at = |message: String| {
-                    Error(format!(
-                        "{file}: {play_name}: step `{}`: {message}",
-                        step.name
-                    ))
-                };
+                let at = |message: String| Error(format!("{file}: {play_name}: step `{}`: {message}", step.name));
                 match step.kinds().len() {
                     1 => {}
                     0 => {
-                        return Err(at(
-                            "names no action (one of template, line, block, link, command)".into(),
-                        ));
+                        return Err(at("names no action (one of template, line, block, link, command)".into()));
                     }
                     _ => {
-                        return Err(at(
-                            "names more than one action; give each its own step".into()
-                        ));
+                        return Err(at("names more than one action; give each its own step".into()));
                     }
                 }
                 for target in &step.notify {
@@ -309,24 +274,17 @@ impl Playbook {
                 match step.kind() {
                     StepKind::Line(line) => {
                         if let Some(re) = &line.regexp {
-                            regex::Regex::new(re)
-                                .map_err(|e| at(format!("regexp `{re}` is invalid: {e}")))?;
+                            regex::Regex::new(re).map_err(|e| at(format!("regexp `{re}` is invalid: {e}")))?;
                         }
                         if line.state == State::Present && line.line.is_none() {
                             return Err(at("`line` is required with state: present".into()));
                         }
-                        if line.state == State::Absent
-                            && line.line.is_none()
-                            && line.regexp.is_none()
-                        {
+                        if line.state == State::Absent && line.line.is_none() && line.regexp.is_none() {
                             return Err(at("state: absent needs `regexp` or `line`".into()));
                         }
                     }
                     StepKind::Block(block) if !block.marker.contains("{mark}") => {
-                        return Err(at(format!(
-                            "marker `{}` must contain {{mark}}",
-                            block.marker
-                        )));
+                        return Err(at(format!("marker `{}` must contain {{mark}}", block.marker)));
                     }
                     StepKind::Template(t) => {
                         let source = self.templates_dir.join(&t.src);
@@ -374,10 +332,8 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_reported_with_line_and_column() {
-        let err = load_text(
-            "- hosts: all\n  steps:\n    - name: a\n      templat: {src: a.j2, dest: /a}\n",
-        )
-        .unwrap_err();
+        let err =
+            load_text("- hosts: all\n  steps:\n    - name: a\n      templat: {src: a.j2, dest: /a}\n").unwrap_err();
         assert!(err.0.contains("play.yml:4:7"), "{err}");
         assert!(err.0.contains("templat"), "{err}");
     }
@@ -390,32 +346,27 @@ mod tests {
 
     #[test]
     fn notifying_an_unknown_handler_is_refused() {
-        let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a}\n      notify: reload\n").unwrap_err();
+        let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a}\n      notify: reload\n")
+            .unwrap_err();
         assert!(err.0.contains("notifies `reload`"), "{err}");
     }
 
     #[test]
     fn an_unquoted_mode_is_refused() {
-        let err = load_text(
-            "- steps:\n    - name: a\n      template: {src: a.j2, dest: /a, mode: 644}\n",
-        )
-        .unwrap_err();
+        let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a, mode: 644}\n").unwrap_err();
         assert!(err.0.contains("quoted octal"), "{err}");
     }
 
     #[test]
     fn a_bad_regexp_is_refused() {
-        let err = load_text(
-            "- steps:\n    - name: a\n      line: {path: /a, regexp: 'save(', state: absent}\n",
-        )
-        .unwrap_err();
+        let err =
+            load_text("- steps:\n    - name: a\n      line: {path: /a, regexp: 'save(', state: absent}\n").unwrap_err();
         assert!(err.0.contains("regexp `save(` is invalid"), "{err}");
     }
 
     #[test]
     fn a_missing_template_says_where_it_looked() {
-        let err = load_text("- steps:\n    - name: a\n      template: {src: nope.j2, dest: /a}\n")
-            .unwrap_err();
+        let err = load_text("- steps:\n    - name: a\n      template: {src: nope.j2, dest: /a}\n").unwrap_err();
         assert!(err.0.contains("nope.j2` not found (looked for"), "{err}");
     }
 }

@@ -14,17 +14,11 @@ impl Style {
     /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty.
     pub fn detect() -> Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Style {
-            colour: std::io::stdout().is_terminal() && !no_color,
-        }
+        Style { colour: std::io::stdout().is_terminal() && !no_color }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
+        if self.colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }
 
     fn diff_line(&self, line: &str) -> String {
@@ -50,26 +44,11 @@ pub struct Options {
 
 pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> String {
     let mut out = String::new();
-    let changed_word = if options.check {
-        "would change"
-    } else {
-        "changed"
-    };
+    let changed_word = if options.check { "would change" } else { "changed" };
     for report in reports {
-        let _ = writeln!(
-            out,
-            "{} ({})",
-            style.paint("1", &report.name),
-            report.address
-        );
+        let _ = writeln!(out, "{} ({})", style.paint("1", &report.name), report.address);
         for step in report.steps.iter().filter(|s| s.changed) {
-            let _ = writeln!(
-                out,
-                "  {}  {}: {}",
-                style.paint("33", changed_word),
-                step.name,
-                step.subject
-            );
+            let _ = writeln!(out, "  {}  {}: {}", style.paint("33", changed_word), step.name, step.subject);
         }
         if options.show_diff {
             for file in &report.files {
@@ -79,11 +58,8 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             }
         }
         for handler in &report.carried_over {
-            let _ = writeln!(
-                out,
-                "  {}  handler `{handler}` left pending by an earlier run",
-                style.paint("33", "pending")
-            );
+            let _ =
+                writeln!(out, "  {}  handler `{handler}` left pending by an earlier run", style.paint("33", "pending"));
         }
         for handler in &report.handlers {
             let (word, code) = match (options.check, handler.ok) {
@@ -97,17 +73,8 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }
         if let Some(error) = &report.error {
-            let word = if report.status == Status::Unreachable {
-                "unreachable"
-            } else {
-                "failed"
-            };
-            let _ = writeln!(
-                out,
-                "  {}  {}",
-                style.paint("1;31", word),
-                error.replace('\n', "\n      ")
-            );
+            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
         let changed = report.steps.iter().filter(|s| s.changed).count();
         let ok = report.steps.len() - changed;
@@ -130,11 +97,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
         count(Status::Changed),
         count(Status::Failed),
         count(Status::Unreachable),
-        if options.check {
-            " (check mode: nothing was changed)"
-        } else {
-            ""
-        }
+        if options.check { " (check mode: nothing was changed)" } else { "" }
     );
     out
 }

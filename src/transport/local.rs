@@ -18,9 +18,5 @@ pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
     let output = feed_and_collect(input, script, child.wait_with_output())
         .await
         .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
-    Ok(Output {
-        status: output.status.code().unwrap_or(-1),
-        stdout: output.stdout,
-        stderr: output.stderr,
-    })
+    Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
 }

@@ -64,17 +64,8 @@ impl Transport {
 
     /// Runs `script` with `sh -s` (under `sudo -n` when `become_root`),
     /// feeding it on stdin while reading its output, so neither side blocks.
-    pub async fn run(
-        &self,
-        script: &str,
-        become_root: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Output, Error> {
-        let program = if become_root {
-            "sudo -n sh -s"
-        } else {
-            "sh -s"
-        };
+    pub async fn run(&self, script: &str, become_root: bool, timeout: Option<Duration>) -> Result<Output, Error> {
+        let program = if become_root { "sudo -n sh -s" } else { "sh -s" };
         let work = async {
             match self {
                 Transport::Ssh(session) => ssh::run(session, program, script).await,
@@ -84,10 +75,7 @@ impl Transport {
         match timeout {
             None => work.await,
             Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                Err(Error::Failed(format!(
-                    "the command did not finish within {}s",
-                    limit.as_secs()
-                )))
+                Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))
             }),
         }
     }
@@ -101,9 +89,7 @@ impl Transport {
 
 /// A short folder for control sockets: socket paths are limited to ~100 bytes.
 pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("sp-")
-        .tempdir_in(PathBuf::from("/tmp"))
+    tempfile::Builder::new().prefix("sp-").tempdir_in(PathBuf::from("/tmp"))
 }
 
 async fn feed_and_collect(

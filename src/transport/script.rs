@@ -12,9 +12,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// Where a host keeps what sentry-provision must remember between runs.
+/// Where a host keeps what sentry-provision must remember between runs,
+/// unless the inventory sets `sentry_provision_state_dir`.
 pub const STATE_DIR: &str = "/var/lib/sentry-provision";
-const PENDING_FILE: &str = "/var/lib/sentry-provision/pending-handlers";
+
+/// Names the record of pending handlers for the scripts: `$pending`, in `$state`.
+fn state_files(pending_file: &str) -> String {
+    format!("pending={}; state=$(dirname -- \"$pending\")\n", quote(pending_file))
+}
 
 /// Quotes a value for sh: `'...'` with each `'` written as `'\''`.
 pub fn quote(value: &str) -> String {
@@ -26,31 +31,27 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, String> {
-    B64.decode(text.trim())
-        .map_err(|e| format!("bad base64 from host: {e}"))
+    B64.decode(text.trim()).map_err(|e| format!("bad base64 from host: {e}"))
 }
 
+/// Every script starts here. The snapshot writes nothing on the host, not
+/// even a temporary file; the scripts that change things keep stderr in one.
 const PRELUDE: &str = r#"PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 export LC_ALL=C
-errlog=$(mktemp) || exit 97
-trap 'rm -f "$errlog"' EXIT
 b64() { base64 -w0; }
 "#;
 
+const ERRLOG: &str = r#"errlog=$(mktemp) || exit 97
+trap 'rm -f "$errlog"' EXIT
+"#;
+
 /// Facts are what templates may use as `facts.*`.
-pub const TOOLS: &[&str] = &[
-    "redis-cli",
-    "nginx",
-    "supervisorctl",
-    "python3",
-    "systemctl",
-    "sudo",
-    "uwsgi",
-];
+pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
 
 /// The snapshot: facts, then each path, then `unless` guards, then pending handlers.
-pub fn snapshot(paths: &[&str], guards: &[(usize, &str)]) -> String {
+pub fn snapshot(pending_file: &str, paths: &[&str], guards: &[(usize, &str)]) -> String {
     let mut s = String::from(PRELUDE);
+    s.push_str(&state_files(pending_file));
     s.push_str(
         r#"printf 'FACT cpus %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 printf 'FACT memory_kb %s\n' "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
@@ -80,16 +81,9 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
         let _ = writeln!(s, "entry {i} {}", quote(path));
     }
     for (index, cmd) in guards {
-        let _ = writeln!(
-            s,
-            "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi",
-            quote(cmd)
-        );
+        let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
     }
-    let _ = writeln!(
-        s,
-        "[ -f {PENDING_FILE} ] && printf 'PENDING %s\\n' \"$(b64 < {PENDING_FILE})\""
-    );
+    let _ = writeln!(s, "[ -f \"$pending\" ] && printf 'PENDING %s\\n' \"$(b64 < \"$pending\")\"");
     s.push_str("echo END\n");
     s
 }
@@ -115,11 +109,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
     let mut complete = false;
     while let Some(line) = lines.next() {
         let mut words = line.splitn(3, ' ');
-        let (tag, first, rest) = (
-            words.next().unwrap_or(""),
-            words.next().unwrap_or(""),
-            words.next().unwrap_or(""),
-        );
+        let (tag, first, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
         match tag {
             "FACT" => {
                 out.facts.insert(first.to_owned(), rest.to_owned());
@@ -129,52 +119,29 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                 out.snapshot.entries.insert(path_at(first)?, Entry::Missing);
             }
             "LINK" => {
-                let target = String::from_utf8_lossy(&decode(rest)?)
-                    .trim_end_matches('\n')
-                    .to_owned();
-                out.snapshot
-                    .entries
-                    .insert(path_at(first)?, Entry::Link { target });
+                let target = String::from_utf8_lossy(&decode(rest)?).trim_end_matches('\n').to_owned();
+                out.snapshot.entries.insert(path_at(first)?, Entry::Link { target });
             }
             "OTHER" => {
-                out.snapshot.entries.insert(
-                    path_at(first)?,
-                    Entry::Other {
-                        kind: rest.to_owned(),
-                    },
-                );
+                out.snapshot.entries.insert(path_at(first)?, Entry::Other { kind: rest.to_owned() });
             }
             "FILE" => {
                 let meta: Vec<&str> = rest.split(' ').collect();
                 let [mode, owner, group] = meta[..] else {
                     return Err(format!("bad file metadata `{rest}`"));
                 };
-                let mode =
-                    u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
+                let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
                 let content = decode(lines.next().unwrap_or(""))?;
-                let entry = Entry::File {
-                    content,
-                    mode,
-                    owner: owner.to_owned(),
-                    group: group.to_owned(),
-                };
+                let entry = Entry::File { content, mode, owner: owner.to_owned(), group: group.to_owned() };
                 out.snapshot.entries.insert(path_at(first)?, entry);
             }
             "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
             "GUARD" => {
-                out.snapshot.guards_passed.insert(
-                    first
-                        .parse()
-                        .map_err(|_| format!("bad guard index {first}"))?,
-                );
+                out.snapshot.guards_passed.insert(first.parse().map_err(|_| format!("bad guard index {first}"))?);
             }
             "PENDING" => {
                 let names = String::from_utf8_lossy(&decode(first)?).into_owned();
-                out.snapshot.pending_handlers = names
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
             }
             "END" => complete = true,
             _ => {}
@@ -195,8 +162,10 @@ pub struct FileWrite<'a> {
 /// The install: record pending handlers, then write each file to a temp
 /// file in its own folder, fsync, set mode and owner, rename into place;
 /// then run commands. The first failure stops the script.
-pub fn install(pending: &[String], writes: &[FileWrite<'_>], commands: &[(usize, &str)]) -> String {
+pub fn install(pending_file: &str, pending: &[String], writes: &[FileWrite<'_>], commands: &[(usize, &str)]) -> String {
     let mut s = String::from(PRELUDE);
+    s.push_str(ERRLOG);
+    s.push_str(&state_files(pending_file));
     s.push_str(
         r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; exit 1; }
 "#,
@@ -205,9 +174,9 @@ pub fn install(pending: &[String], writes: &[FileWrite<'_>], commands: &[(usize,
         let names: String = pending.iter().map(|h| format!("{h}\n")).collect();
         let _ = write!(
             s,
-            r#"mkdir -p {STATE_DIR} 2>"$errlog" || fail record "cannot create {STATE_DIR}"
-tmp=$(mktemp {STATE_DIR}/.pending.XXXXXX 2>"$errlog") || fail record "cannot record pending handlers"
-printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {PENDING_FILE} 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record pending handlers"; }}
+            r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
+tmp=$(mktemp -- "$state/.pending.XXXXXX" 2>"$errlog") || fail record "cannot record pending handlers"
+printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record pending handlers in $pending"; }}
 "#,
             names = quote(&encode(names.as_bytes())),
         );
@@ -218,12 +187,7 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
         s.push_str(r#"mkdir -p -- "$d" 2>"$errlog" || fail "$w" "cannot create folder $d""#);
         s.push('\n');
         match write.desired {
-            Desired::File {
-                content,
-                mode,
-                owner,
-                group,
-            } => {
+            Desired::File { content, mode, owner, group } => {
                 s.push_str(r#"tmp=$(mktemp -- "$d/.sentry-provision.XXXXXX" 2>"$errlog") || fail "$w" "cannot create a temporary file in $d""#);
                 s.push('\n');
                 s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$p\" \"cannot write $tmp\"; }\n");
@@ -250,9 +214,7 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
                         "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chown \"{spec}; }}"
                     );
                 }
-                s.push_str(
-                    r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#,
-                );
+                s.push_str(r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#);
                 s.push('\n');
             }
             Desired::Link { target } => {
@@ -264,7 +226,9 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" {P
                 );
             }
         }
-        s.push_str(r#"mv -f -T -- "$tmp" "$p" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "cannot rename into place"; }"#);
+        s.push_str(
+            r#"mv -f -T -- "$tmp" "$p" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "cannot rename into place"; }"#,
+        );
         s.push('\n');
         let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'");
     }
@@ -294,9 +258,7 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("DONE"), Some(_), _) => out.written += 1,
-            (Some("RAN"), Some(i), _) => out
-                .commands_ran
-                .push(i.parse().map_err(|_| format!("bad index {i}"))?),
+            (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("FAIL"), Some(what), Some(message)) => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
                 out.failure = Some((what.to_owned(), message));
@@ -314,28 +276,23 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
 
 /// Runs handlers in order; each one's success removes it from the pending
 /// record, so a handler that fails (or a run that dies) is retried next time.
-pub fn handlers(handlers: &[(&str, &str)]) -> String {
+pub fn handlers(pending_file: &str, handlers: &[(&str, &str)]) -> String {
     let mut s = String::from(PRELUDE);
+    s.push_str(ERRLOG);
+    s.push_str(&state_files(pending_file));
     s.push_str(
         r#"outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
 done_with() {
-    [ -f PENDING ] || return 0
-    tmp=$(mktemp STATE/.pending.XXXXXX) || return 1
-    grep -vxF -- "$1" PENDING > "$tmp"
-    if [ -s "$tmp" ]; then sync -- "$tmp"; mv -f -- "$tmp" PENDING; else rm -f -- "$tmp" PENDING; fi
+    [ -f "$pending" ] || return 0
+    tmp=$(mktemp -- "$state/.pending.XXXXXX") || return 1
+    grep -vxF -- "$1" "$pending" > "$tmp"
+    if [ -s "$tmp" ]; then sync -- "$tmp"; mv -f -- "$tmp" "$pending"; else rm -f -- "$tmp" "$pending"; fi
 }
-"#
-        .replace("PENDING", PENDING_FILE)
-        .replace("STATE", STATE_DIR)
-        .as_str(),
+"#,
     );
     for (i, (name, cmd)) in handlers.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null",
-            quote(cmd)
-        );
+        let _ = writeln!(s, "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null", quote(cmd));
         let _ = writeln!(
             s,
             "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
@@ -366,11 +323,7 @@ pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
                 return Ok(out);
             }
             ["HFAIL", i, rc] => {
-                out.failure = Some((
-                    i.parse().unwrap_or(0),
-                    rc.parse().unwrap_or(-1),
-                    String::new(),
-                ));
+                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), String::new()));
                 return Ok(out);
             }
             ["END"] => complete = true,
@@ -396,12 +349,7 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
         child.wait_with_output().unwrap().stdout
     }
 
@@ -417,30 +365,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("odd name; $x 'q' é").display().to_string();
         let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
-        let desired = Desired::File {
-            content: content.clone(),
-            mode: 0o640,
-            owner: None,
-            group: None,
-        };
-        let out = parse_install(&sh(&install(
-            &[],
-            &[FileWrite {
-                path: &path,
-                desired: &desired,
-            }],
-            &[],
-        )))
-        .unwrap();
+        let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
+        let out =
+            parse_install(&sh(&install("/nonexistent/p", &[], &[FileWrite { path: &path, desired: &desired }], &[])))
+                .unwrap();
         assert_eq!(out.written, 1, "{out:?}");
         let paths = [path.as_str()];
-        let snap = parse_snapshot(&sh(&snapshot(&paths, &[])), &paths).unwrap();
+        let snap = parse_snapshot(&sh(&snapshot("/nonexistent/p", &paths, &[])), &paths).unwrap();
         match &snap.snapshot.entries[&path] {
-            Entry::File {
-                content: read,
-                mode,
-                ..
-            } => {
+            Entry::File { content: read, mode, .. } => {
                 assert_eq!(read, &content);
                 assert_eq!(*mode, 0o640);
             }
@@ -455,21 +388,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
         let path = dir.path().join("file/inside").display().to_string();
-        let desired = Desired::File {
-            content: b"x".to_vec(),
-            mode: 0o644,
-            owner: None,
-            group: None,
-        };
-        let out = parse_install(&sh(&install(
-            &[],
-            &[FileWrite {
-                path: &path,
-                desired: &desired,
-            }],
-            &[],
-        )))
-        .unwrap();
+        let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
+        let out =
+            parse_install(&sh(&install("/nonexistent/p", &[], &[FileWrite { path: &path, desired: &desired }], &[])))
+                .unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(message.contains("cannot create folder"), "{message}");
@@ -484,17 +406,10 @@ mod tests {
         let link = link.display().to_string();
         let paths = [missing.as_str(), link.as_str()];
         let out =
-            parse_snapshot(&sh(&snapshot(&paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+            parse_snapshot(&sh(&snapshot("/nonexistent/p", &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
         assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
-        assert_eq!(
-            out.snapshot.entries[&link],
-            Entry::Link {
-                target: "/etc/hostname".into()
-            }
-        );
-        assert!(
-            out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5)
-        );
+        assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
+        assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
         assert!(out.facts["cpus"].parse::<u32>().unwrap() >= 1);
     }
 }

@@ -53,10 +53,7 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
     if let Some(key) = &target.key_file {
         builder.keyfile(key);
     }
-    builder
-        .connect(&target.address)
-        .await
-        .map_err(|e| Error::Unreachable(chain(&e)))
+    builder.connect(&target.address).await.map_err(|e| Error::Unreachable(chain(&e)))
 }
 
 pub async fn run(session: &Session, program: &str, script: &str) -> Result<Output, Error> {
@@ -69,35 +66,22 @@ pub async fn run(session: &Session, program: &str, script: &str) -> Result<Outpu
         .await
         .map_err(|e| lost_or_failed(&e))?;
     let input = child.stdin().take().expect("stdin is piped");
-    let wait = async {
-        child
-            .wait_with_output()
-            .await
-            .map_err(|e| std::io::Error::other(chain(&e)))
-    };
-    let output = feed_and_collect(input, script, wait)
-        .await
-        .map_err(|e| Error::Unreachable(e.to_string()))?;
+    let wait = async { child.wait_with_output().await.map_err(|e| std::io::Error::other(chain(&e))) };
+    let output = feed_and_collect(input, script, wait).await.map_err(|e| Error::Unreachable(e.to_string()))?;
     let status = output.status.code().unwrap_or(-1);
     // ssh reports a dropped connection as exit status 255.
     if status == 255 {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        return Err(Error::Unreachable(format!(
-            "the connection was lost: {stderr}"
-        )));
+        return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
     }
-    Ok(Output {
-        status,
-        stdout: output.stdout,
-        stderr: output.stderr,
-    })
+    Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
 }
 
 fn lost_or_failed(error: &openssh::Error) -> Error {
     match error {
-        openssh::Error::Disconnected
-        | openssh::Error::RemoteProcessTerminated
-        | openssh::Error::Master(_) => Error::Unreachable(chain(error)),
+        openssh::Error::Disconnected | openssh::Error::RemoteProcessTerminated | openssh::Error::Master(_) => {
+            Error::Unreachable(chain(error))
+        }
         _ => Error::Failed(chain(error)),
     }
 }

@@ -37,11 +37,7 @@ impl Outcome {
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -58,22 +54,12 @@ impl Fleet {
     /// Brings up `hosts` sandbox hosts in the tuning guide's "before" state.
     pub fn up(hosts: usize) -> Fleet {
         INSTALL.call_once(|| {
-            let out = Command::new(repo().join("scripts/sandbox"))
-                .arg("install")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "sandbox install: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(repo().join("scripts/sandbox")).arg("install").output().unwrap();
+            assert!(out.status.success(), "sandbox install: {}", String::from_utf8_lossy(&out.stderr));
         });
         // Distinct from the default fleet (7) that the demo uses.
         let id = 100 + NEXT_ID.fetch_add(1, Ordering::SeqCst);
-        let dir = tempfile::Builder::new()
-            .prefix("sp-fleet")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("sp-fleet").tempdir().unwrap();
         let out = sandbox(id, dir.path(), &["up", &hosts.to_string()]);
         assert!(
             out.status.success(),
@@ -116,11 +102,7 @@ impl Fleet {
     /// `sentry-provision <args> -i <fleet inventory> --ssh-config <fleet ssh config>`.
     pub fn provision(&self, args: &[&str]) -> Outcome {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
-        cmd.args(args)
-            .arg("-i")
-            .arg(self.inventory())
-            .arg("--ssh-config")
-            .arg(self.ssh_config());
+        cmd.args(args).arg("-i").arg(self.inventory()).arg("--ssh-config").arg(self.ssh_config());
         run(cmd)
     }
 
@@ -152,10 +134,7 @@ impl Drop for Fleet {
 }
 
 pub fn run(mut cmd: Command) -> Outcome {
-    let out = cmd
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("sentry-provision runs");
+    let out = cmd.env("NO_COLOR", "1").output().expect("sentry-provision runs");
     Outcome {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

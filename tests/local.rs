@@ -1,0 +1,178 @@
+//! Every step kind, handlers, tags and limits, end to end through the
+//! `local` connection (`ansible_connection=local`) on files in a temporary
+//! folder: no SSH needed, the same scripts as on a remote host.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(playbook: &str, inventory: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        fs::create_dir_all(dir.path().join("templates")).unwrap();
+        fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+        fs::create_dir_all(dir.path().join("inventory")).unwrap();
+        fs::create_dir_all(dir.path().join("host")).unwrap();
+        fs::write(dir.path().join("playbooks/site.yml"), playbook.replace("ROOT", &root)).unwrap();
+        fs::write(dir.path().join("inventory/hosts.ini"), inventory.replace("ROOT", &root)).unwrap();
+        Project { dir }
+    }
+
+    fn template(self, name: &str, text: &str) -> Project {
+        fs::write(self.dir.path().join("templates").join(name), text).unwrap();
+        self
+    }
+
+    fn file(&self, path: &str) -> String {
+        fs::read_to_string(self.path(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn path(&self, path: &str) -> std::path::PathBuf {
+        self.dir.path().join("host").join(path)
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        fs::write(self.path(path), text).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> common::Outcome {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+        cmd.args(args)
+            .arg("-i")
+            .arg(self.dir.path().join("inventory"))
+            .arg("-p")
+            .arg(self.dir.path().join("playbooks/site.yml"));
+        common::run(cmd)
+    }
+}
+
+const PLAYBOOK: &str = r#"
+- name: every step kind
+  hosts: all
+  vars:
+    greeting: hello
+    root: ROOT/host
+  steps:
+    - name: render the app config
+      template: {src: app.conf.j2, dest: "{{ root }}/app.conf", mode: "0640"}
+      notify: reload app
+      tags: [app]
+    - name: drop old settings
+      line: {path: "{{ root }}/settings", regexp: '^old_', state: absent}
+      notify: reload app
+    - name: set the port
+      line: {path: "{{ root }}/settings", regexp: '^port\s*=', line: "port = {{ port }}"}
+      notify: reload app
+    - name: manage a block
+      block: {path: "{{ root }}/settings", block: "a = 1\nb = {{ greeting }}\n"}
+    - name: link the config
+      link: {src: "{{ root }}/app.conf", dest: "{{ root }}/current.conf"}
+    - name: make the cache once
+      command: {cmd: "echo made >> {{ root }}/made", creates: "{{ root }}/made"}
+  handlers:
+    - name: reload app
+      command: echo reloaded >> {{ root }}/reloads
+"#;
+
+const INVENTORY: &str = "[local]\nbox ansible_connection=local port=8080 sentry_provision_state_dir=ROOT/state\n";
+
+fn project() -> Project {
+    let p =
+        Project::new(PLAYBOOK, INVENTORY).template("app.conf.j2", "greeting={{ greeting }}\ncpus={{ facts.cpus }}\n");
+    p.write("settings", "old_a = 1\nport = 1\nold_b = 2\n");
+    p
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn apply_runs_every_step_kind_once_and_then_changes_nothing() {
+    let p = project();
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(p.file("app.conf").starts_with("greeting=hello\ncpus="));
+    assert_eq!(mode_of(&p.path("app.conf")), 0o640);
+    assert_eq!(
+        p.file("settings"),
+        "port = 8080\n# BEGIN SENTRY-PROVISION MANAGED BLOCK\na = 1\nb = hello\n# END SENTRY-PROVISION MANAGED BLOCK\n"
+    );
+    assert_eq!(fs::read_link(p.path("current.conf")).unwrap(), p.path("app.conf"));
+    assert_eq!(p.file("made"), "made\n");
+    assert_eq!(p.file("reloads"), "reloaded\n", "the handler ran once for three notifying steps");
+
+    let again = p.run(&["apply"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("summary: 1 host(s): 1 ok, 0 changed"), "{again:?}");
+    assert_eq!(p.file("reloads"), "reloaded\n", "no handler on a converged host");
+    assert_eq!(p.file("made"), "made\n");
+}
+
+#[test]
+fn check_reports_pending_changes_with_exit_2_and_writes_nothing() {
+    let p = project();
+    let out = p.run(&["apply", "--check", "--diff"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.contains("+port = 8080") && out.stdout.contains("-old_a = 1"), "{out:?}");
+    assert!(out.stdout.contains("would run handler  reload app"), "{out:?}");
+    assert!(!p.path("app.conf").exists() && !p.path("made").exists() && !p.path("reloads").exists());
+    assert_eq!(p.file("settings"), "old_a = 1\nport = 1\nold_b = 2\n");
+}
+
+#[test]
+fn tags_select_steps_and_extra_variables_win() {
+    let p = project();
+    let out = p.run(&["apply", "-t", "app", "-e", "greeting=bonjour"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(p.file("app.conf").starts_with("greeting=bonjour\n"));
+    assert_eq!(p.file("settings"), "old_a = 1\nport = 1\nold_b = 2\n", "untagged steps did not run");
+}
+
+#[test]
+fn a_handler_that_fails_is_reported_with_its_command_and_stderr_and_runs_again_next_time() {
+    let p = Project::new(
+        &PLAYBOOK.replace("command: echo reloaded >> {{ root }}/reloads", "command: \"test -e {{ root }}/ready || { echo not ready >&2; exit 3; }; echo reloaded >> {{ root }}/reloads\""),
+        INVENTORY,
+    )
+    .template("app.conf.j2", "x\n");
+    p.write("settings", "port = 1\n");
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("handler `reload app`") && out.stdout.contains("exited 3: not ready"), "{out:?}");
+
+    p.write("ready", "");
+    let retry = p.run(&["apply"]);
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert!(retry.stdout.contains("handler `reload app` left pending by an earlier run"), "{retry:?}");
+    assert_eq!(p.file("reloads"), "reloaded\n");
+}
+
+#[test]
+fn a_limit_that_matches_nothing_is_bad_input() {
+    let p = project();
+    let out = p.run(&["apply", "-l", "nosuchhost"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("`nosuchhost` matches no host or group"), "{out:?}");
+    assert!(!p.path("app.conf").exists());
+}
+
+#[test]
+fn an_unknown_playbook_key_is_bad_input_with_file_line_and_column() {
+    let p = Project::new(
+        &PLAYBOOK.replace("    - name: link the config\n", "    - name: link the config\n      notfy: x\n"),
+        INVENTORY,
+    )
+    .template("app.conf.j2", "x\n");
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("site.yml:21:7") && out.stderr.contains("notfy"), "{out:?}");
+}
