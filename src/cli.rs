@@ -1,7 +1,7 @@
 //! The command line: clap commands and options, and their translation into run settings.
 
 use crate::inventory::Vars;
-use crate::run::Settings;
+use crate::run::{Mode, Remediate, Settings};
 use crate::transport::HostKeys;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::time::Duration;
     name = "sentry-provision",
     version,
     about = "Agentless, idempotent provisioning of Sentry's self-hosted performance tuning over SSH",
-    after_help = "Examples:\n  sentry-provision diff -i inventory\n  sentry-provision apply -i inventory\n  sentry-provision apply -i inventory --check --diff -l web"
+    after_help = "Examples:\n  sentry-provision diff -i inventory\n  sentry-provision apply -i inventory\n  sentry-provision drift -i inventory --every 15m --format prometheus --output /var/lib/node_exporter/textfile/sentry_provision.prom"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,14 +23,85 @@ pub struct Cli {
 pub enum Command {
     /// Converge every selected host to the playbook (or show what would change with --check).
     #[command(after_help = "Example:\n  sentry-provision apply -i inventory --check --diff")]
-    Apply(RunArgs),
+    Apply(ApplyArgs),
     /// Show what `apply` would change, as unified diffs; touches nothing (same as apply --check --diff).
     #[command(after_help = "Example:\n  sentry-provision diff -i inventory -l host1")]
-    Diff(RunArgs),
+    Diff(CommonArgs),
+    /// Detect drift: files and live state against the playbook and the last apply.
+    #[command(
+        after_help = "Examples:\n  sentry-provision drift -i inventory\n  sentry-provision drift -i inventory --every 15m --format json --output drift.json\n  sentry-provision drift -i inventory --remediate"
+    )]
+    Drift(DriftArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct RunArgs {
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Show what would change; touch nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// Show unified diffs of changed files.
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Prometheus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RemediateArg {
+    /// Put back what moved on drifted hosts.
+    Drifted,
+    /// Also apply pending playbook changes.
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Run a pass every DURATION (`30s`, `15m`, `1h`) until SIGINT or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<Duration>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Write each pass's report to FILE (replaced atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Append each pass's summary to FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Put drifted hosts back (`--remediate`), or also apply pending changes (`--remediate=all`).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "drifted")]
+    pub remediate: Option<RemediateArg>,
+    /// Show the unified diff of each drifted file.
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+    /// Write a systemd service and timer running this drift check every --every (default 15m), and print the cron equivalent.
+    #[arg(long)]
+    pub install_timer: bool,
+    /// Where --install-timer writes its units.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub timer_dir: PathBuf,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 30s, 15m or 1h: {e}"))?;
+    if duration < Duration::from_millis(100) {
+        return Err(format!("`{text}` is too short; at least 100ms"));
+    }
+    Ok(duration)
+}
+
+#[derive(Args, Debug)]
+pub struct CommonArgs {
     /// Inventory file or folder (Ansible INI or YAML; group_vars/ and host_vars/ beside it).
     #[arg(short, long)]
     pub inventory: PathBuf,
@@ -52,12 +123,6 @@ pub struct RunArgs {
     /// How many hosts to work on at once.
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub forks: u32,
-    /// Show what would change; touch nothing.
-    #[arg(short = 'C', long)]
-    pub check: bool,
-    /// Show unified diffs of changed files.
-    #[arg(short = 'D', long)]
-    pub diff: bool,
     /// Lines of context around each change in diffs.
     #[arg(long, default_value_t = 3)]
     pub diff_context: usize,
@@ -75,8 +140,8 @@ pub struct RunArgs {
     pub command_timeout: Option<u64>,
 }
 
-impl RunArgs {
-    pub fn settings(&self, force_check: bool) -> Result<Settings, String> {
+impl CommonArgs {
+    pub fn settings(&self, mode: Mode) -> Result<Settings, String> {
         if let Some(config) = &self.ssh_config
             && !config.is_file()
         {
@@ -93,13 +158,23 @@ impl RunArgs {
             skip_tags: self.skip_tags.clone(),
             extra_vars: parse_extra_vars(&self.extra_vars)?,
             forks: self.forks as usize,
-            check: self.check || force_check,
+            mode,
             diff_context: self.diff_context,
             ssh_config: self.ssh_config.clone(),
             host_keys: if self.accept_new_host_keys { HostKeys::AcceptNew } else { HostKeys::Strict },
             connect_timeout: Duration::from_secs(self.connect_timeout),
             command_timeout: self.command_timeout.map(Duration::from_secs),
         })
+    }
+}
+
+impl DriftArgs {
+    pub fn remediation(&self) -> Remediate {
+        match self.remediate {
+            None => Remediate::Nothing,
+            Some(RemediateArg::Drifted) => Remediate::HostDrift,
+            Some(RemediateArg::All) => Remediate::All,
+        }
     }
 }
 

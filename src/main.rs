@@ -1,10 +1,11 @@
 //! sentry-provision: parse the command line, run, map the outcome to an exit code.
 //!
 //! Exit codes are bits that combine: 0 fine; 1 bad input or internal error
-//! (no host touched); 2 changes pending (check, diff); 4 a host failed;
-//! 8 a host unreachable.
+//! (no host touched); 2 changes pending (check, diff, drift); 4 a host
+//! failed; 8 a host unreachable.
 
 mod cli;
+mod drift;
 mod facts;
 mod inventory;
 mod plan;
@@ -16,13 +17,13 @@ mod transport;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use run::Status;
+use run::{HostReport, Mode, Status};
 use std::process::ExitCode;
 
-const BAD_INPUT: u8 = 1;
-const CHANGES_PENDING: u8 = 2;
-const HOST_FAILED: u8 = 4;
-const HOST_UNREACHABLE: u8 = 8;
+pub const BAD_INPUT: u8 = 1;
+pub const CHANGES_PENDING: u8 = 2;
+pub const HOST_FAILED: u8 = 4;
+pub const HOST_UNREACHABLE: u8 = 8;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -32,11 +33,20 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { BAD_INPUT } else { 0 });
         }
     };
-    let (args, force_check, show_diff) = match &cli.command {
-        Command::Apply(args) => (args, false, args.diff),
-        Command::Diff(args) => (args, true, true),
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = match &cli.command {
+        Command::Apply(args) => {
+            let mode = if args.check { Mode::Check } else { Mode::Apply };
+            runtime.block_on(apply(&args.common, mode, args.diff))
+        }
+        Command::Diff(args) => runtime.block_on(apply(args, Mode::Check, true)),
+        Command::Drift(args) => runtime.block_on(drift::main(args)),
     };
-    let settings = match args.settings(force_check) {
+    ExitCode::from(code)
+}
+
+async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool) -> u8 {
+    let settings = match args.settings(mode) {
         Ok(s) => s,
         Err(e) => return bad_input(&e),
     };
@@ -44,28 +54,33 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return bad_input(&e),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let reports = match runtime.block_on(run::execute(prepared, &settings)) {
+    let reports = match run::execute(prepared, &settings, std::time::Duration::ZERO).await {
         Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let options = report::human::Options { check: settings.check, show_diff };
+    let check = mode == Mode::Check;
+    let options = report::human::Options { check, show_diff };
     print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
-
-    let mut code = 0;
-    if settings.check && run::any_changes(&reports) {
+    let mut code = host_bits(&reports);
+    if check && run::any_changes(&reports) {
         code |= CHANGES_PENDING;
     }
+    code
+}
+
+/// The failed and unreachable bits.
+pub fn host_bits(reports: &[HostReport]) -> u8 {
+    let mut code = 0;
     if reports.iter().any(|r| r.status == Status::Failed) {
         code |= HOST_FAILED;
     }
     if reports.iter().any(|r| r.status == Status::Unreachable) {
         code |= HOST_UNREACHABLE;
     }
-    ExitCode::from(code)
+    code
 }
 
-fn bad_input(message: &str) -> ExitCode {
+pub fn bad_input(message: &str) -> u8 {
     eprintln!("sentry-provision: error: {message}");
-    ExitCode::from(BAD_INPUT)
+    BAD_INPUT
 }

@@ -1,16 +1,20 @@
 //! A run: load and check everything offline, then per host, concurrently
 //! (bounded by `--forks`), over one SSH master each: a snapshot round trip,
-//! a local plan, then (unless checking) one install round trip and one
-//! handlers round trip. The round trips are fixed by these phases, not by
-//! the number of steps.
+//! a local plan, then (apply) one install round trip and one handlers round
+//! trip, or (drift) one round trip of live probes. The round trips are fixed
+//! by these phases, not by the number of steps.
 
 use crate::facts::Facts;
 use crate::inventory::{self, Connection, Host, Vars};
-use crate::plan::{self, Action, Attributes, FileChange, StepOutcome, Task};
+use crate::plan::drift::{Applied, ItemState};
+use crate::plan::{self, Action, Attributes, FileChange, Plan, Snapshot, StepOutcome, Task};
 use crate::playbook::{self, Playbook, State, StepKind};
 use crate::render::Renderer;
+use crate::transport::script::StateFiles;
 use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport, script};
 use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,12 +28,52 @@ pub struct Settings {
     pub skip_tags: Vec<String>,
     pub extra_vars: Vars,
     pub forks: usize,
-    pub check: bool,
+    pub mode: Mode,
     pub diff_context: usize,
     pub ssh_config: Option<PathBuf>,
     pub host_keys: HostKeys,
     pub connect_timeout: Duration,
     pub command_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    /// Plan and report; touch nothing.
+    Check,
+    /// Plan, probe live state, classify; remediate if asked.
+    Drift(Remediate),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remediate {
+    Nothing,
+    /// Put back what moved on the host (files and live state), nothing else.
+    HostDrift,
+    /// Also apply what the playbook changed since the last apply.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    File,
+    Live,
+    Handler,
+}
+
+/// One thing that is not as the playbook wants it, found by `drift`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DriftItem {
+    pub kind: ItemKind,
+    /// The path, probe or handler name.
+    pub subject: String,
+    pub state: ItemState,
+    pub expected: String,
+    pub actual: String,
+    /// Unified diff, for files.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +105,23 @@ pub struct HostReport {
     pub error: Option<String>,
     pub round_trips: u32,
     pub elapsed: Duration,
+    /// Drift found (drift mode).
+    pub drift: Vec<DriftItem>,
+    /// What remediation put back (drift mode).
+    pub remediated: Vec<String>,
+}
+
+impl HostReport {
+    /// `in_sync`, `drifted`, `pending`, `failed` or `unreachable`.
+    pub fn drift_status(&self) -> &'static str {
+        match self.status {
+            Status::Unreachable => "unreachable",
+            Status::Failed => "failed",
+            _ if self.drift.iter().any(|i| i.state == ItemState::HostDrift) => "drifted",
+            _ if !self.drift.is_empty() => "pending",
+            _ => "in_sync",
+        }
+    }
 }
 
 /// Everything loaded and checked before any host is contacted.
@@ -68,6 +129,8 @@ pub struct Prepared {
     playbook: Playbook,
     renderer: Renderer,
     jobs: Vec<Job>,
+    /// sha256 of the playbook and its templates.
+    pub digest: String,
 }
 
 struct Job {
@@ -75,8 +138,8 @@ struct Job {
     plays: Vec<usize>,
     /// Run the scripts under `sudo -n` (the host's `ansible_become` or a play's `become`).
     become_root: bool,
-    /// The host's record of handlers owed by this playbook.
-    pending_file: String,
+    /// Where the host keeps this playbook's pending handlers and applied record.
+    state: StateFiles,
 }
 
 /// Loads inventory, playbook and templates, selects hosts, and renders every
@@ -110,7 +173,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
                     host: host.clone(),
                     plays: vec![p],
                     become_root: host.become_root || play.become_root,
-                    pending_file: pending_file(host, &playbook)?,
+                    state: state_files(host, &playbook)?,
                 }),
             }
         }
@@ -131,13 +194,27 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
         errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
         return Err(errors.join("\n"));
     }
-    Ok(Prepared { playbook, renderer, jobs })
+    let digest = digest_of(&playbook)?;
+    Ok(Prepared { playbook, renderer, jobs, digest })
+}
+
+fn digest_of(playbook: &Playbook) -> Result<String, String> {
+    let mut hasher = Sha256::new();
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    hasher.update(read(&playbook.path)?);
+    for source in playbook.template_sources() {
+        hasher.update(source.as_bytes());
+        hasher.update(read(&playbook.templates_dir.join(source))?);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A host's steps rendered for it, with its handlers in playbook order.
 struct HostTasks {
     tasks: Vec<Task>,
     handlers: Vec<(String, String)>,
+    /// Name, command and remedy of each live-state probe.
+    probes: Vec<(String, String, Option<String>)>,
 }
 
 impl HostTasks {
@@ -177,6 +254,7 @@ fn render_tasks(
     let file = playbook.path.display().to_string();
     let mut tasks = Vec::new();
     let mut handlers = Vec::new();
+    let mut probes = Vec::new();
     let mut index = 0;
     for &p in &job.plays {
         let play = &playbook.plays[p];
@@ -243,13 +321,18 @@ fn render_tasks(
             let origin = format!("{file}: handler `{}`: command", handler.name);
             handlers.push((handler.name.clone(), renderer.render_str(&origin, &handler.command, &vars)?));
         }
+        for probe in &play.verify {
+            let origin = format!("{file}: probe `{}`: command", probe.name);
+            let command = renderer.render_str(&origin, &probe.command, &vars)?;
+            probes.push((probe.name.clone(), command, probe.remedy.clone()));
+        }
     }
-    Ok(HostTasks { tasks, handlers })
+    Ok(HostTasks { tasks, handlers, probes })
 }
 
-/// `<state dir>/<playbook name>.pending`: handlers are owed per playbook, so
+/// `<state dir>/<playbook name>.pending` and `.applied`: kept per playbook, so
 /// two playbooks on one host do not settle each other's debts.
-fn pending_file(host: &Host, playbook: &Playbook) -> Result<String, String> {
+fn state_files(host: &Host, playbook: &Playbook) -> Result<StateFiles, String> {
     let dir = match host.vars.get("sentry_provision_state_dir") {
         None => script::STATE_DIR.to_owned(),
         Some(serde_json::Value::String(dir)) => {
@@ -260,7 +343,7 @@ fn pending_file(host: &Host, playbook: &Playbook) -> Result<String, String> {
         }
     };
     let name = playbook.path.file_stem().and_then(|s| s.to_str()).unwrap_or("playbook");
-    Ok(format!("{dir}/{name}.pending"))
+    Ok(StateFiles::new(&dir, name))
 }
 
 fn checked_path(origin: &str, path: &str) -> Result<String, String> {
@@ -277,7 +360,9 @@ fn checked_path(origin: &str, path: &str) -> Result<String, String> {
 }
 
 /// Runs every prepared host, `forks` at a time, and returns their reports in inventory order.
-pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<HostReport>, String> {
+/// `splay` delays each host's start by a random part of it, so scheduled
+/// passes do not hit every host at the same instant.
+pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -> Result<Vec<HostReport>, String> {
     let control =
         transport::control_directory().map_err(|e| format!("cannot create a control socket folder in /tmp: {e}"))?;
     let ssh = SshOptions {
@@ -295,6 +380,9 @@ pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<Host
         let shared = shared.clone();
         let semaphore = semaphore.clone();
         running.spawn(async move {
+            if !splay.is_zero() {
+                tokio::time::sleep(splay.mul_f64(random_fraction())).await;
+            }
             let _permit = semaphore.acquire().await.expect("semaphore is never closed");
             let (prepared, ssh, settings, progress) = &*shared;
             let report = run_host(prepared, &prepared.jobs[i], ssh, settings).await;
@@ -310,6 +398,14 @@ pub async fn execute(prepared: Prepared, settings: &Settings) -> Result<Vec<Host
     progress.finish_and_clear();
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A number in [0, 1) from the standard library's randomly keyed hasher.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn target_of(host: &Host) -> (Target, String) {
@@ -345,6 +441,8 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
         error: None,
         round_trips: 0,
         elapsed: Duration::ZERO,
+        drift: Vec::new(),
+        remediated: Vec::new(),
     };
     match Transport::connect(&target, ssh).await {
         Err(e) => {
@@ -352,7 +450,8 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
             report.error = Some(format!("connect: {e}"));
         }
         Ok(transport) => {
-            if let Err((status, message)) = converge(prepared, job, &transport, settings, &mut report).await {
+            let mut host = HostRun { prepared, job, transport: &transport, settings, report: &mut report };
+            if let Err((status, message)) = host.run().await {
                 report.status = status;
                 report.error = Some(message);
             }
@@ -365,6 +464,10 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
 
 type Failure = (Status, String);
 
+fn failed(message: String) -> Failure {
+    (Status::Failed, message)
+}
+
 fn transport_failure(phase: &str, e: transport::Error) -> Failure {
     match e {
         transport::Error::Unreachable(m) => (Status::Unreachable, format!("{phase}: {m}")),
@@ -372,111 +475,305 @@ fn transport_failure(phase: &str, e: transport::Error) -> Failure {
     }
 }
 
-async fn round_trip(
-    transport: &Transport,
-    job: &Job,
-    phase: &str,
-    script: &str,
-    settings: &Settings,
-    report: &mut HostReport,
-) -> Result<transport::Output, Failure> {
-    report.round_trips += 1;
-    let output = transport
-        .run(script, job.become_root, settings.command_timeout)
-        .await
-        .map_err(|e| transport_failure(phase, e))?;
-    Ok(output)
+/// What the snapshot round trip found, and the plan made from it.
+struct Inspection {
+    tasks: HostTasks,
+    snapshot: Snapshot,
+    applied: Option<Applied>,
+    plan: Plan,
 }
 
-async fn converge(
-    prepared: &Prepared,
-    job: &Job,
-    transport: &Transport,
-    settings: &Settings,
-    report: &mut HostReport,
-) -> Result<(), Failure> {
-    let failed = |m: String| (Status::Failed, m);
-    // Paths and guards are known before facts: they may use variables but not facts.
-    let offline =
-        render_tasks(&prepared.playbook, &prepared.renderer, job, &Facts::placeholder(script::TOOLS), settings)
-            .map_err(failed)?;
-    let paths = offline.paths();
-    let guards = offline.guards();
+/// One host's run over an open connection: the phases, each a round trip.
+struct HostRun<'a> {
+    prepared: &'a Prepared,
+    job: &'a Job,
+    transport: &'a Transport,
+    settings: &'a Settings,
+    report: &'a mut HostReport,
+}
 
-    let snapshot_script = script::snapshot(&job.pending_file, &paths, &guards);
-    let output = round_trip(transport, job, "snapshot", &snapshot_script, settings, report).await?;
-    let snap = script::parse_snapshot(&output.stdout, &paths).map_err(|e| {
-        failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-    })?;
-    let facts =
-        Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
-    let host_tasks = render_tasks(&prepared.playbook, &prepared.renderer, job, &facts, settings).map_err(failed)?;
-    if host_tasks.paths() != paths || host_tasks.guards() != guards {
-        return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
-    }
-    report.warnings.extend(plan::concurrency_warnings(&snap.snapshot));
-    let handler_order: Vec<String> = host_tasks.handlers.iter().map(|(n, _)| n.clone()).collect();
-    let planned =
-        plan::plan(&host_tasks.tasks, &snap.snapshot, &handler_order, settings.diff_context).map_err(failed)?;
-    for stale in snap.snapshot.pending_handlers.iter().filter(|h| !handler_order.contains(h)) {
-        report
-            .warnings
-            .push(format!("pending handler `{stale}` from an earlier run is not in this playbook; left recorded"));
-    }
-    report.steps = planned.steps.clone();
-    report.files = planned.files.clone();
-    report.carried_over = planned.carried_over.clone();
-    if !planned.is_empty() {
-        report.status = Status::Changed;
-    }
-    if settings.check {
-        report.handlers = planned.handlers.iter().map(|h| HandlerOutcome { name: h.clone(), ok: true }).collect();
-        return Ok(());
-    }
-
-    if !planned.files.is_empty() || !planned.commands.is_empty() {
-        let writes: Vec<script::FileWrite> =
-            planned.files.iter().map(|f| script::FileWrite { path: &f.path, desired: &f.after }).collect();
-        let commands: Vec<(usize, &str)> = planned.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
-        let install = script::install(&job.pending_file, &planned.handlers, &writes, &commands);
-        let output = round_trip(transport, job, "install", &install, settings, report).await?;
-        let result = script::parse_install(&output.stdout).map_err(|e| {
-            failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-        })?;
-        if let Some((what, message)) = result.failure {
-            let what = describe_failed_write(&what, &planned, &host_tasks);
-            return Err(failed(format!("install: {what}: {message}")));
+impl HostRun<'_> {
+    async fn run(&mut self) -> Result<(), Failure> {
+        let inspection = self.inspect().await?;
+        self.report.steps = inspection.plan.steps.clone();
+        let secrets = secret_values(&self.job.host.vars);
+        self.report.files = inspection.plan.files.clone();
+        for file in &mut self.report.files {
+            file.diff = mask(&file.diff, &secrets);
+        }
+        self.report.carried_over = inspection.plan.carried_over.clone();
+        match self.settings.mode {
+            Mode::Check => {
+                if !inspection.plan.is_empty() {
+                    self.report.status = Status::Changed;
+                }
+                self.report.handlers =
+                    inspection.plan.handlers.iter().map(|h| HandlerOutcome { name: h.clone(), ok: true }).collect();
+                Ok(())
+            }
+            Mode::Apply => {
+                if !inspection.plan.is_empty() {
+                    self.report.status = Status::Changed;
+                }
+                self.install_and_reload(&inspection, &inspection.plan).await
+            }
+            Mode::Drift(remediate) => self.drift(&inspection, remediate).await,
         }
     }
-    if !planned.handlers.is_empty() {
-        let to_run: Vec<(&str, &str)> = planned
+
+    async fn round_trip(&mut self, phase: &str, script: &str) -> Result<transport::Output, Failure> {
+        self.report.round_trips += 1;
+        self.transport
+            .run(script, self.job.become_root, self.settings.command_timeout)
+            .await
+            .map_err(|e| transport_failure(phase, e))
+    }
+
+    fn render(&self, facts: &Facts) -> Result<HostTasks, Failure> {
+        render_tasks(&self.prepared.playbook, &self.prepared.renderer, self.job, facts, self.settings).map_err(failed)
+    }
+
+    /// Round trip 1: facts, managed paths, guards, pending handlers, the
+    /// applied record; then the plan, made locally.
+    async fn inspect(&mut self) -> Result<Inspection, Failure> {
+        // Paths and guards are known before facts: they may use variables but not facts.
+        let offline = self.render(&Facts::placeholder(script::TOOLS))?;
+        let paths: Vec<String> = offline.paths().into_iter().map(str::to_owned).collect();
+        let guards: Vec<(usize, String)> = offline.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect();
+        let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
+
+        let output = self.round_trip("snapshot", &script::snapshot(&self.job.state, &path_refs, &guard_refs)).await?;
+        let snap = script::parse_snapshot(&output.stdout, &path_refs).map_err(|e| {
+            failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
+        })?;
+        let facts =
+            Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
+        let tasks = self.render(&facts)?;
+        if tasks.paths() != path_refs || tasks.guards() != guard_refs {
+            return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
+        }
+        let applied = match &snap.applied {
+            None => None,
+            Some(text) => match serde_json::from_str::<Applied>(text) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    self.report
+                        .warnings
+                        .push(format!("{}: unreadable ({e}); treated as absent", self.job.state.applied));
+                    None
+                }
+            },
+        };
+        self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot));
+        let order = handler_order(&tasks);
+        let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context).map_err(failed)?;
+        for stale in snap.snapshot.pending_handlers.iter().filter(|h| !order.contains(h)) {
+            self.report
+                .warnings
+                .push(format!("pending handler `{stale}` from an earlier run is not in this playbook; left recorded"));
+        }
+        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan })
+    }
+
+    /// Round trips 2 and 3: write what changed (recording the handlers owed
+    /// first and what was applied last), then run the handlers.
+    async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let restored = plan.files.iter().map(|f| (&f.path, &f.after));
+        let in_place = plan.desired.iter().filter(|(path, _)| !inspection.snapshot_differs(path, plan));
+        let record =
+            plan::drift::record(inspection.applied.as_ref(), restored.chain(in_place), &self.prepared.digest, now);
+        let record_changed = inspection.applied.as_ref() != Some(&record);
+
+        if !plan.files.is_empty() || !plan.commands.is_empty() || record_changed {
+            let writes: Vec<script::FileWrite> =
+                plan.files.iter().map(|f| script::FileWrite { path: &f.path, desired: &f.after }).collect();
+            let commands: Vec<(usize, &str)> = plan.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
+            let record_json = serde_json::to_string(&record).expect("the record serializes");
+            let install = script::install(&self.job.state, &plan.handlers, &writes, &commands, Some(&record_json));
+            let output = self.round_trip("install", &install).await?;
+            let result = script::parse_install(&output.stdout).map_err(|e| {
+                failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
+            })?;
+            if let Some((what, message)) = result.failure {
+                let what = describe_failed_write(&what, plan, &inspection.tasks);
+                return Err(failed(format!("install: {what}: {message}")));
+            }
+        }
+        if plan.handlers.is_empty() {
+            return Ok(());
+        }
+        let to_run: Vec<(&str, &str)> = plan
             .handlers
             .iter()
             .filter_map(|name| {
-                host_tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
+                inspection.tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
             })
             .collect();
-        let output =
-            round_trip(transport, job, "handlers", &script::handlers(&job.pending_file, &to_run), settings, report)
-                .await?;
+        let output = self.round_trip("handlers", &script::handlers(&self.job.state, &to_run)).await?;
         let result = script::parse_handlers(&output.stdout).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
-        report.handlers =
+        self.report.handlers =
             to_run[..result.succeeded].iter().map(|(n, _)| HandlerOutcome { name: n.to_string(), ok: true }).collect();
         if let Some((i, status, message)) = result.failure {
             let (name, cmd) = to_run[i];
-            report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
+            self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
             return Err(failed(format!(
                 "handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)",
                 cmd.trim()
             )));
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Round trip 2: the live probes; then drift is classified item by item,
+    /// and put right if asked.
+    async fn drift(&mut self, inspection: &Inspection, remediate: Remediate) -> Result<(), Failure> {
+        let commands: Vec<&str> = inspection.tasks.probes.iter().map(|(_, c, _)| c.as_str()).collect();
+        let results = if commands.is_empty() {
+            Vec::new()
+        } else {
+            let output = self.round_trip("probes", &script::probes(&commands)).await?;
+            script::parse_probes(&output.stdout, commands.len()).map_err(|e| {
+                failed(format!("probes: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
+            })?
+        };
+        let diffs: std::collections::BTreeMap<&str, &str> =
+            inspection.plan.files.iter().map(|f| (f.path.as_str(), f.diff.as_str())).collect();
+        let mut items: Vec<DriftItem> =
+            plan::drift::classify(&inspection.plan.desired, &inspection.snapshot.entries, inspection.applied.as_ref())
+                .into_iter()
+                .map(|f| DriftItem {
+                    kind: ItemKind::File,
+                    diff: diffs.get(f.path.as_str()).copied().unwrap_or_default().to_owned(),
+                    subject: f.path,
+                    state: f.state,
+                    expected: f.expected,
+                    actual: f.actual,
+                })
+                .collect();
+        // Live state that a pending file change would also change (its remedy is
+        // a handler those files notify) is pending too, not drift of the host.
+        let pending_paths: BTreeSet<&str> =
+            items.iter().filter(|i| i.state != ItemState::HostDrift).map(|i| i.subject.as_str()).collect();
+        let pending_handlers: BTreeSet<&str> = inspection
+            .tasks
+            .tasks
+            .iter()
+            .filter(|t| t.action.paths().iter().any(|p| pending_paths.contains(p)))
+            .flat_map(|t| t.notify.iter().map(String::as_str))
+            .collect();
+        let mut remedies = Vec::new();
+        for ((name, _, remedy), (status, output)) in inspection.tasks.probes.iter().zip(&results) {
+            if *status != 0 {
+                let follows_pending = remedy.as_deref().is_some_and(|r| pending_handlers.contains(r));
+                items.push(DriftItem {
+                    kind: ItemKind::Live,
+                    subject: name.clone(),
+                    state: if follows_pending { ItemState::Pending } else { ItemState::HostDrift },
+                    expected: "probe passes".into(),
+                    actual: if output.is_empty() { format!("exit status {status}") } else { output.clone() },
+                    diff: String::new(),
+                });
+                remedies.extend(remedy.clone());
+            }
+        }
+        for handler in &inspection.plan.carried_over {
+            items.push(DriftItem {
+                kind: ItemKind::Handler,
+                subject: handler.clone(),
+                state: ItemState::Pending,
+                expected: "run".into(),
+                actual: "left pending by an earlier run".into(),
+                diff: String::new(),
+            });
+        }
+        let secrets = secret_values(&self.job.host.vars);
+        for item in &mut items {
+            item.diff = mask(&item.diff, &secrets);
+            item.actual = mask(&item.actual, &secrets);
+        }
+        self.report.drift = items;
+        let drifted = self.report.drift.iter().any(|i| i.state == ItemState::HostDrift);
+        let order = handler_order(&inspection.tasks);
+        let plan = match remediate {
+            Remediate::Nothing => return Ok(()),
+            Remediate::HostDrift if !drifted => return Ok(()),
+            Remediate::HostDrift => {
+                let paths: BTreeSet<String> = self
+                    .report
+                    .drift
+                    .iter()
+                    .filter(|i| i.kind == ItemKind::File && i.state == ItemState::HostDrift)
+                    .map(|i| i.subject.clone())
+                    .collect();
+                inspection.plan.restricted_to(&inspection.tasks.tasks, &paths, &remedies, &order)
+            }
+            Remediate::All if self.report.drift.is_empty() => return Ok(()),
+            Remediate::All => inspection.plan.with_handlers(&remedies, &order),
+        };
+        self.install_and_reload(inspection, &plan).await?;
+        self.report.remediated = plan
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(plan.commands.iter().map(|c| format!("command `{}`", c.cmd)))
+            .chain(self.report.handlers.iter().map(|h| format!("handler `{}`", h.name)))
+            .collect();
+        Ok(())
+    }
 }
 
-fn describe_failed_write(what: &str, planned: &plan::Plan, tasks: &HostTasks) -> String {
+impl Inspection {
+    /// Whether `path` is not yet as `plan` wants it on the host.
+    fn snapshot_differs(&self, path: &str, plan: &Plan) -> bool {
+        let Some(want) = plan.desired.get(path) else { return true };
+        let entry = self.snapshot.entries.get(path).cloned().unwrap_or(plan::Entry::Missing);
+        plan::drift::fingerprint_entry(&entry) != Some(plan::drift::fingerprint_desired(want))
+    }
+}
+
+/// Values of variables that are secret by name (`*password*`, `*passwd*`,
+/// `*secret*`, `*token*`, `*_key`) or listed in `secret_vars`: reports show
+/// them as `********`.
+fn secret_values(vars: &Vars) -> Vec<String> {
+    let listed: Vec<&str> = vars
+        .get("secret_vars")
+        .and_then(|v| v.as_array())
+        .map(|names| names.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    let secret_name = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["password", "passwd", "secret", "token"].iter().any(|w| name.contains(w))
+            || (name.ends_with("_key") && !name.starts_with("ansible_"))
+            || listed.contains(&name.as_str())
+    };
+    let mut values: Vec<String> = vars
+        .iter()
+        .filter(|(name, _)| secret_name(name))
+        .filter_map(|(_, value)| match value {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .filter(|v| v.len() >= 4)
+        .collect();
+    // Longest first, so a secret that contains another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+fn mask(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |masked, secret| masked.replace(secret.as_str(), "********"))
+}
+
+fn handler_order(tasks: &HostTasks) -> Vec<String> {
+    tasks.handlers.iter().map(|(n, _)| n.clone()).collect()
+}
+
+fn describe_failed_write(what: &str, planned: &Plan, tasks: &HostTasks) -> String {
     if let Some(i) = what.strip_prefix("file:").and_then(|i| i.parse::<usize>().ok()) {
         return planned.files.get(i).map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
     }
@@ -490,7 +787,7 @@ fn describe_failed_write(what: &str, planned: &plan::Plan, tasks: &HostTasks) ->
         );
     }
     if what == "record" {
-        return "recording pending handlers".into();
+        return "recording the run's state".into();
     }
     what.to_owned()
 }
@@ -498,4 +795,33 @@ fn describe_failed_write(what: &str, planned: &plan::Plan, tasks: &HostTasks) ->
 /// Changes were found (check) or made (apply) on any host.
 pub fn any_changes(reports: &[HostReport]) -> bool {
     reports.iter().any(|r| r.status == Status::Changed || (r.status == Status::Failed && !r.files.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_variables_are_masked_by_name_or_by_list() {
+        let vars: Vars = serde_json::from_str(
+            r#"{"redis_password": "hunter22", "api_token": "tok-123456", "plain": "visible",
+                "memmon_email": "ops@example.com", "secret_vars": ["memmon_email"]}"#,
+        )
+        .unwrap();
+        let secrets = secret_values(&vars);
+        let masked = mask(
+            "requirepass hunter22
+token=tok-123456
+plain=visible
+mail ops@example.com",
+            &secrets,
+        );
+        assert_eq!(
+            masked,
+            "requirepass ********
+token=********
+plain=visible
+mail ********"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! should be) in, the changes to make out. Pure: no SSH, no terminal.
 
 pub mod diff;
+pub mod drift;
 pub mod edit;
 
 use edit::Markers;
@@ -113,6 +114,8 @@ pub struct Plan {
     pub handlers: Vec<String>,
     /// Of `handlers`, those only pending from an earlier run.
     pub carried_over: Vec<String>,
+    /// What every managed path should be once the plan is carried out.
+    pub desired: BTreeMap<String, Desired>,
 }
 
 impl Plan {
@@ -185,6 +188,7 @@ pub fn plan(
         plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject });
     }
 
+    plan.desired = working.iter().map(|(path, desired)| (path.to_string(), desired.clone())).collect();
     for (path, after) in working {
         let before = entry_of(path);
         if desired_of(&before).as_ref() == Some(&after) {
@@ -211,6 +215,42 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+impl Plan {
+    /// The part of this plan that puts back `paths` and runs what they
+    /// notify, plus `extra_handlers` and the handlers owed from before.
+    pub fn restricted_to(
+        &self,
+        tasks: &[Task],
+        paths: &BTreeSet<String>,
+        extra_handlers: &[String],
+        handler_order: &[String],
+    ) -> Plan {
+        let notified: BTreeSet<&str> = tasks
+            .iter()
+            .filter(|t| t.action.paths().iter().any(|p| paths.contains(*p)))
+            .flat_map(|t| t.notify.iter().map(String::as_str))
+            .chain(extra_handlers.iter().map(String::as_str))
+            .chain(self.carried_over.iter().map(String::as_str))
+            .collect();
+        Plan {
+            steps: self.steps.iter().filter(|s| s.changed && paths.contains(&s.subject)).cloned().collect(),
+            files: self.files.iter().filter(|f| paths.contains(&f.path)).cloned().collect(),
+            commands: Vec::new(),
+            handlers: handler_order.iter().filter(|h| notified.contains(h.as_str())).cloned().collect(),
+            carried_over: self.carried_over.clone(),
+            desired: self.desired.clone(),
+        }
+    }
+
+    /// This plan plus handlers that must run although no file changed.
+    pub fn with_handlers(&self, extra_handlers: &[String], handler_order: &[String]) -> Plan {
+        let mut plan = self.clone();
+        plan.handlers =
+            handler_order.iter().filter(|h| self.handlers.contains(h) || extra_handlers.contains(h)).cloned().collect();
+        plan
+    }
 }
 
 /// The tuning guide's warning about worker concurrency: many workers at

@@ -24,6 +24,9 @@ pub struct Play {
     pub steps: Vec<Step>,
     #[serde(default)]
     pub handlers: Vec<Handler>,
+    /// Probes of live state, run by `drift`.
+    #[serde(default)]
+    pub verify: Vec<Probe>,
 }
 
 fn all_hosts() -> String {
@@ -166,6 +169,17 @@ pub struct Handler {
     pub command: String,
 }
 
+/// A check of live state: exits 0 when the host is as intended, otherwise
+/// prints what differs. `remedy` names the handler that puts it right.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub name: String,
+    pub command: String,
+    #[serde(default)]
+    pub remedy: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Playbook {
     pub path: PathBuf,
@@ -251,6 +265,14 @@ impl Playbook {
                     return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
                 handler_names.push(&handler.name);
+            }
+            for probe in &play.verify {
+                if let Some(remedy) = probe.remedy.as_ref().filter(|r| !handler_names.contains(&r.as_str())) {
+                    return Err(Error(format!(
+                        "{file}: {play_name}: probe `{}`: remedy `{remedy}` is not a handler of this play",
+                        probe.name
+                    )));
+                }
             }
             for step in &play.steps {
                 let at = |message: String| Error(format!("{file}: {play_name}: step `{}`: {message}", step.name));

@@ -17,6 +17,10 @@ impl Style {
         Style { colour: std::io::stdout().is_terminal() && !no_color }
     }
 
+    pub fn never() -> Style {
+        Style { colour: false }
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }
@@ -98,6 +102,83 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
         count(Status::Failed),
         count(Status::Unreachable),
         if options.check { " (check mode: nothing was changed)" } else { "" }
+    );
+    out
+}
+
+/// The drift report: per host its status and each item, then a summary.
+pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> String {
+    use crate::plan::drift::ItemState;
+    use crate::run::ItemKind;
+    let mut out = String::new();
+    for report in reports {
+        let status = report.drift_status();
+        let code = match status {
+            "in_sync" => "32",
+            "pending" => "33",
+            _ => "31",
+        };
+        let _ = writeln!(
+            out,
+            "{} ({}): {}",
+            style.paint("1", &report.name),
+            report.address,
+            style.paint(code, &status.replace('_', " "))
+        );
+        for item in &report.drift {
+            let (word, code, why) = match (item.state, item.kind) {
+                (ItemState::HostDrift, ItemKind::Live) => ("live drift", "31", "live state differs"),
+                (ItemState::HostDrift, _) => ("host drift", "31", "changed on the host since the last apply"),
+                (ItemState::Pending, ItemKind::Handler) => ("pending", "33", "a handler an earlier run did not finish"),
+                (ItemState::Pending, ItemKind::Live) => ("pending", "33", "follows a pending change of the playbook"),
+                (ItemState::Pending, _) => ("pending", "33", "the playbook changed since the last apply"),
+                (ItemState::NeverApplied, _) => ("never applied", "33", "no apply recorded here"),
+            };
+            let kind = match item.kind {
+                ItemKind::File => "file",
+                ItemKind::Live => "probe",
+                ItemKind::Handler => "handler",
+            };
+            let _ = writeln!(out, "  {:<13}  {kind} {}: {why}", style.paint(code, word), item.subject);
+            if item.kind == ItemKind::Live {
+                for line in item.actual.lines() {
+                    let _ = writeln!(out, "                 {line}");
+                }
+            } else if item.kind == ItemKind::File {
+                let _ = writeln!(
+                    out,
+                    "                 expected {}\n                 actual   {}",
+                    item.expected, item.actual
+                );
+            }
+            if show_diff {
+                for line in item.diff.lines() {
+                    let _ = writeln!(out, "{}", style.diff_line(line));
+                }
+            }
+        }
+        for restored in &report.remediated {
+            let _ = writeln!(out, "  {}  {restored}", style.paint("32", "restored"));
+        }
+        for warning in &report.warnings {
+            let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
+        }
+        if let Some(error) = &report.error {
+            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
+        }
+    }
+    let s = crate::report::json::summary(reports);
+    let _ = writeln!(
+        out,
+        "{} {} host(s): {} in sync, {} drifted, {} pending, {} failed, {} unreachable",
+        style.paint("1", "summary:"),
+        s.hosts,
+        s.in_sync,
+        s.drifted,
+        s.pending,
+        s.failed,
+        s.unreachable
     );
     out
 }

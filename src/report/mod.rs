@@ -1,3 +1,5 @@
-//! Reporting a run's outcome to people (and, later, machines).
+//! Reporting a run's outcome to people and machines.
 
 pub mod human;
+pub mod json;
+pub mod prometheus;

@@ -16,9 +16,28 @@ use std::fmt::Write;
 /// unless the inventory sets `sentry_provision_state_dir`.
 pub const STATE_DIR: &str = "/var/lib/sentry-provision";
 
-/// Names the record of pending handlers for the scripts: `$pending`, in `$state`.
-fn state_files(pending_file: &str) -> String {
-    format!("pending={}; state=$(dirname -- \"$pending\")\n", quote(pending_file))
+/// The files a host keeps for one playbook: handlers still owed, and what
+/// the last apply left on each managed path.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    pub pending: String,
+    pub applied: String,
+}
+
+impl StateFiles {
+    /// `<dir>/<playbook name>.pending` and `.applied`.
+    pub fn new(dir: &str, playbook: &str) -> StateFiles {
+        StateFiles { pending: format!("{dir}/{playbook}.pending"), applied: format!("{dir}/{playbook}.applied") }
+    }
+
+    /// Shell variables for the scripts: `$pending` and `$applied`, in `$state`.
+    fn shell(&self) -> String {
+        format!(
+            "pending={}; applied={}; state=$(dirname -- \"$pending\")\n",
+            quote(&self.pending),
+            quote(&self.applied)
+        )
+    }
 }
 
 /// Quotes a value for sh: `'...'` with each `'` written as `'\''`.
@@ -49,9 +68,9 @@ trap 'rm -f "$errlog"' EXIT
 pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
 
 /// The snapshot: facts, then each path, then `unless` guards, then pending handlers.
-pub fn snapshot(pending_file: &str, paths: &[&str], guards: &[(usize, &str)]) -> String {
+pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> String {
     let mut s = String::from(PRELUDE);
-    s.push_str(&state_files(pending_file));
+    s.push_str(&state.shell());
     s.push_str(
         r#"printf 'FACT cpus %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 printf 'FACT memory_kb %s\n' "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
@@ -83,7 +102,10 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
     for (index, cmd) in guards {
         let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
     }
-    let _ = writeln!(s, "[ -f \"$pending\" ] && printf 'PENDING %s\\n' \"$(b64 < \"$pending\")\"");
+    let _ = writeln!(
+        s,
+        "[ -f \"$pending\" ] && printf 'PENDING %s\\n' \"$(b64 < \"$pending\")\"\n[ -f \"$applied\" ] && printf 'APPLIED %s\\n' \"$(b64 < \"$applied\")\""
+    );
     s.push_str("echo END\n");
     s
 }
@@ -93,6 +115,8 @@ pub struct SnapshotOutput {
     pub facts: BTreeMap<String, String>,
     pub tools: Vec<String>,
     pub snapshot: Snapshot,
+    /// The record the last apply left, as the host has it (JSON).
+    pub applied: Option<String>,
 }
 
 pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, String> {
@@ -143,6 +167,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                 let names = String::from_utf8_lossy(&decode(first)?).into_owned();
                 out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
             }
+            "APPLIED" => out.applied = Some(String::from_utf8_lossy(&decode(first)?).into_owned()),
             "END" => complete = true,
             _ => {}
         }
@@ -162,10 +187,18 @@ pub struct FileWrite<'a> {
 /// The install: record pending handlers, then write each file to a temp
 /// file in its own folder, fsync, set mode and owner, rename into place;
 /// then run commands. The first failure stops the script.
-pub fn install(pending_file: &str, pending: &[String], writes: &[FileWrite<'_>], commands: &[(usize, &str)]) -> String {
+/// The record of what was applied (`applied`, JSON) is written last, once
+/// every file is in place.
+pub fn install(
+    state: &StateFiles,
+    pending: &[String],
+    writes: &[FileWrite<'_>],
+    commands: &[(usize, &str)],
+    applied: Option<&str>,
+) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(ERRLOG);
-    s.push_str(&state_files(pending_file));
+    s.push_str(&state.shell());
     s.push_str(
         r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; exit 1; }
 "#,
@@ -239,8 +272,56 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$
             quote(cmd)
         );
     }
+    if let Some(record) = applied {
+        let _ = write!(
+            s,
+            r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
+tmp=$(mktemp -- "$state/.applied.XXXXXX" 2>"$errlog") || fail record "cannot record what was applied"
+printf '%s' {record} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$applied" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record what was applied in $applied"; }}
+"#,
+            record = quote(&encode(record.as_bytes())),
+        );
+    }
     s.push_str("echo END\n");
     s
+}
+
+/// Live-state probes: each command's exit status and the tail of its output.
+pub fn probes(probes: &[&str]) -> String {
+    let mut s = String::from(PRELUDE);
+    for (i, cmd) in probes.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "out=$(sh -c {} 2>&1 </dev/null); rc=$?; printf 'PROBE {i} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"",
+            quote(cmd)
+        );
+    }
+    s.push_str("echo END\n");
+    s
+}
+
+/// Exit status and output of each probe, in order.
+pub fn parse_probes(stdout: &[u8], count: usize) -> Result<Vec<(i32, String)>, String> {
+    let mut results = vec![None; count];
+    let mut complete = false;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["PROBE", i, rc, rest @ ..] => {
+                let i: usize = i.parse().map_err(|_| format!("bad probe index {i}"))?;
+                let output = String::from_utf8_lossy(&decode(rest.first().copied().unwrap_or(""))?).trim().to_owned();
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some((rc.parse().unwrap_or(-1), output));
+                }
+            }
+            ["END"] => complete = true,
+            _ => {}
+        }
+    }
+    if !complete {
+        return Err("the probes ended early".into());
+    }
+    results.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| format!("probe {i} printed nothing"))).collect()
 }
 
 #[derive(Debug, Default)]
@@ -276,10 +357,10 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
 
 /// Runs handlers in order; each one's success removes it from the pending
 /// record, so a handler that fails (or a run that dies) is retried next time.
-pub fn handlers(pending_file: &str, handlers: &[(&str, &str)]) -> String {
+pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)]) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(ERRLOG);
-    s.push_str(&state_files(pending_file));
+    s.push_str(&state.shell());
     s.push_str(
         r#"outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
@@ -341,6 +422,10 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    fn test_state() -> StateFiles {
+        StateFiles::new("/nonexistent", "p")
+    }
+
     fn sh(script: &str) -> Vec<u8> {
         let mut child = Command::new("sh")
             .arg("-s")
@@ -366,12 +451,17 @@ mod tests {
         let path = dir.path().join("odd name; $x 'q' é").display().to_string();
         let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
         let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
-        let out =
-            parse_install(&sh(&install("/nonexistent/p", &[], &[FileWrite { path: &path, desired: &desired }], &[])))
-                .unwrap();
+        let out = parse_install(&sh(&install(
+            &test_state(),
+            &[],
+            &[FileWrite { path: &path, desired: &desired }],
+            &[],
+            None,
+        )))
+        .unwrap();
         assert_eq!(out.written, 1, "{out:?}");
         let paths = [path.as_str()];
-        let snap = parse_snapshot(&sh(&snapshot("/nonexistent/p", &paths, &[])), &paths).unwrap();
+        let snap = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[])), &paths).unwrap();
         match &snap.snapshot.entries[&path] {
             Entry::File { content: read, mode, .. } => {
                 assert_eq!(read, &content);
@@ -389,12 +479,33 @@ mod tests {
         std::fs::write(dir.path().join("file"), "").unwrap();
         let path = dir.path().join("file/inside").display().to_string();
         let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
-        let out =
-            parse_install(&sh(&install("/nonexistent/p", &[], &[FileWrite { path: &path, desired: &desired }], &[])))
-                .unwrap();
+        let out = parse_install(&sh(&install(
+            &test_state(),
+            &[],
+            &[FileWrite { path: &path, desired: &desired }],
+            &[],
+            None,
+        )))
+        .unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(message.contains("cannot create folder"), "{message}");
+    }
+
+    #[test]
+    fn probes_report_each_exit_status_and_output() {
+        let out = parse_probes(&sh(&probes(&["echo fine", "echo 'maxmemory: 0' >&2; exit 3"])), 2).unwrap();
+        assert_eq!(out, [(0, "fine".to_owned()), (3, "maxmemory: 0".to_owned())]);
+    }
+
+    #[test]
+    fn the_applied_record_is_written_last_and_read_back_by_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
+        let out = parse_install(&sh(&install(&state, &[], &[], &[], Some("{\"paths\":{}}")))).unwrap();
+        assert!(out.failure.is_none(), "{out:?}");
+        let snap = parse_snapshot(&sh(&snapshot(&state, &[], &[])), &[]).unwrap();
+        assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));
     }
 
     #[test]
@@ -405,8 +516,7 @@ mod tests {
         let missing = dir.path().join("none").display().to_string();
         let link = link.display().to_string();
         let paths = [missing.as_str(), link.as_str()];
-        let out =
-            parse_snapshot(&sh(&snapshot("/nonexistent/p", &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+        let out = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
         assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
         assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
         assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));

@@ -61,6 +61,9 @@ impl Fleet {
         let id = 100 + NEXT_ID.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::Builder::new().prefix("sp-fleet").tempdir().unwrap();
         let out = sandbox(id, dir.path(), &["up", &hosts.to_string()]);
+        if !out.status.success() {
+            sandbox(id, dir.path(), &["down"]);
+        }
         assert!(
             out.status.success(),
             "sandbox up: {}{}",

@@ -1,0 +1,227 @@
+//! Drift on real hosts: hand edits and live changes are host drift, a
+//! changed variable is a pending change, `--remediate` puts back only what
+//! the host lost, scheduled passes write their reports and stop cleanly,
+//! and the timer units pass `systemd-analyze verify`.
+
+mod common;
+
+use common::Fleet;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn playbook() -> String {
+    common::repo().join("playbooks/sentry-tuning.yml").display().to_string()
+}
+
+fn drift_json(fleet: &Fleet, extra: &[&str]) -> (i32, Value) {
+    let mut args =
+        vec!["drift", "-p", &*Box::leak(playbook().into_boxed_str()), "--format", "json", "--history", "/dev/null"];
+    args.extend_from_slice(extra);
+    let out = fleet.provision(&args);
+    let document: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    (out.code, document)
+}
+
+fn host<'a>(document: &'a Value, name: &str) -> &'a Value {
+    document["hosts"].as_array().unwrap().iter().find(|h| h["host"] == name).unwrap()
+}
+
+fn items<'a>(document: &'a Value, name: &str) -> Vec<(&'a str, &'a str, &'a str)> {
+    host(document, name)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["kind"].as_str().unwrap(), i["subject"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_only_what_moved() {
+    let fleet = Fleet::up(3);
+    let applied = fleet.provision(&["apply", "-p", &playbook()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let (code, clean) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{clean:#}");
+    assert_eq!(clean["summary"]["in_sync"], 3);
+
+    fleet.exec(2, "sed -i 's/^maxmemory 1gb$/maxmemory 3gb/' /etc/redis/redis.conf");
+    fleet.exec(3, "redis-cli config set maxmemory 0");
+    let (code, found) = drift_json(&fleet, &[]);
+    assert_eq!(code, 2, "{found:#}");
+    assert_eq!(host(&found, "host1")["status"], "in_sync");
+    assert_eq!(host(&found, "host2")["status"], "drifted");
+    assert_eq!(items(&found, "host2"), [("file", "/etc/redis/redis.conf", "host_drift")]);
+    assert!(host(&found, "host2")["items"][0]["diff"].as_str().unwrap().contains("-maxmemory 3gb\n+maxmemory 1gb"));
+    assert_eq!(host(&found, "host3")["status"], "drifted");
+    assert_eq!(items(&found, "host3"), [("live", "redis live config", "host_drift")]);
+    assert!(
+        host(&found, "host3")["items"][0]["actual"]
+            .as_str()
+            .unwrap()
+            .contains("maxmemory: expected '1073741824', actual '0'")
+    );
+
+    let (code, fixed) = drift_json(&fleet, &["--remediate"]);
+    assert_eq!(code, 0, "{fixed:#}");
+    assert_eq!(host(&fixed, "host2")["remediated"][0], "/etc/redis/redis.conf");
+    assert!(host(&fixed, "host3")["remediated"].to_string().contains("apply redis settings live"));
+    assert_eq!(fleet.exec(2, "grep '^maxmemory ' /etc/redis/redis.conf"), "maxmemory 1gb\n");
+    assert_eq!(fleet.exec(3, "redis-cli config get maxmemory | sed -n 2p"), "1073741824\n");
+    let (code, after) = drift_json(&fleet, &[]);
+    assert_eq!((code, &after["summary"]["in_sync"]), (0, &Value::from(3)), "{after:#}");
+
+    // A changed variable is a pending change everywhere, not drift of any host.
+    let changed = ["-e", "memmon_limit=512MB"];
+    let (code, pending) = drift_json(&fleet, &changed);
+    assert_eq!(code, 2, "{pending:#}");
+    for name in ["host1", "host2", "host3"] {
+        assert_eq!(host(&pending, name)["status"], "pending");
+        assert_eq!(items(&pending, name), [("file", "/etc/supervisor/conf.d/memmon.conf", "pending")]);
+    }
+    let (_, untouched) = drift_json(&fleet, &["--remediate", "-e", "memmon_limit=512MB"]);
+    assert!(host(&untouched, "host1")["remediated"].as_array().unwrap().is_empty(), "{untouched:#}");
+    assert!(fleet.exec(1, "cat /etc/supervisor/conf.d/memmon.conf").contains("-a 400MB"));
+    let (code, _) = drift_json(&fleet, &["--remediate=all", "-e", "memmon_limit=512MB"]);
+    assert_eq!(code, 0);
+    assert!(fleet.exec(1, "cat /etc/supervisor/conf.d/memmon.conf").contains("-a 512MB"));
+    let (code, settled) = drift_json(&fleet, &changed);
+    assert_eq!((code, &settled["summary"]["in_sync"]), (0, &Value::from(3)), "{settled:#}");
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scheduled(fleet: &Fleet, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sentry-provision"))
+        .args(["drift", "-p", &playbook(), "-i"])
+        .arg(fleet.inventory())
+        .arg("--ssh-config")
+        .arg(fleet.ssh_config())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(child: std::process::Child) -> std::process::Output {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scheduled_passes_write_json_prometheus_and_history_and_stop_on_sigterm() {
+    let fleet = Fleet::up(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, prom, history) =
+        (dir.path().join("drift.json"), dir.path().join("m/sentry.prom"), dir.path().join("h.jsonl"));
+    let json_run = scheduled(
+        &fleet,
+        &[
+            "--every",
+            "2s",
+            "--format",
+            "json",
+            "--output",
+            json.to_str().unwrap(),
+            "--history",
+            history.to_str().unwrap(),
+        ],
+    );
+    let prom_run = scheduled(
+        &fleet,
+        &["--every", "2s", "--format", "prometheus", "--output", prom.to_str().unwrap(), "--history", "/dev/null"],
+    );
+    wait_for("three passes", Duration::from_secs(30), || lines(&history) >= 3);
+    for child in [json_run, prom_run] {
+        let out = terminate(child);
+        assert_eq!(out.status.code(), Some(0), "stops cleanly: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["summary"]["hosts"], 1);
+    assert_eq!(report["hosts"][0]["status"], "pending", "never applied: {report:#}");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("# TYPE sentry_provision_in_sync gauge"), "{text}");
+    assert!(text.contains("sentry_provision_pending_items{host=\"host1\"} "), "{text}");
+    assert!(text.contains("sentry_provision_last_pass_timestamp_seconds{host=\"host1\"} 1"), "{text}");
+    for line in std::fs::read_to_string(&history).unwrap().lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["exit_code"], 2);
+        assert_eq!(entry["summary"]["pending"], 1);
+    }
+    let leftovers: Vec<_> =
+        std::fs::read_dir(prom.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "the report is replaced atomically, no temp files left: {leftovers:?}");
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_does_not_grow_across_many_passes() {
+    let fleet = Fleet::up(1);
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h.jsonl");
+    let child = scheduled(
+        &fleet,
+        &["--every", "100ms", "--format", "json", "--output", "/dev/null", "--history", history.to_str().unwrap()],
+    );
+    wait_for("10 passes", Duration::from_secs(60), || lines(&history) >= 10);
+    let early = rss_kb(child.id());
+    wait_for("50 passes", Duration::from_secs(120), || lines(&history) >= 50);
+    let late = rss_kb(child.id());
+    let out = terminate(child);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(late < early + 2048, "RSS grew from {early} kB after 10 passes to {late} kB after 50");
+}
+
+#[test]
+fn install_timer_writes_units_that_systemd_analyze_accepts() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        let out =
+            Command::new("sh").args(["-c", "apt-get update -qq && apt-get install -y -qq systemd"]).output().unwrap();
+        assert!(out.status.success(), "installing systemd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+    cmd.current_dir(common::repo()).args([
+        "drift",
+        "-i",
+        "inventory",
+        "--install-timer",
+        "--every",
+        "15m",
+        "--format",
+        "prometheus",
+    ]);
+    cmd.arg("--output").arg(dir.path().join("sentry.prom")).arg("--timer-dir").arg(dir.path());
+    let out = common::run(cmd);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("*/15 * * * * root "), "prints the cron equivalent: {out:?}");
+    let service = std::fs::read_to_string(dir.path().join("sentry-provision-drift.service")).unwrap();
+    assert!(service.contains(" drift -i ") && service.contains("--format prometheus"), "{service}");
+    let timer = std::fs::read_to_string(dir.path().join("sentry-provision-drift.timer")).unwrap();
+    assert!(timer.contains("OnUnitActiveSec=900s"), "{timer}");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("sentry-provision-drift.service"))
+        .arg(dir.path().join("sentry-provision-drift.timer"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
+}
