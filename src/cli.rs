@@ -138,6 +138,15 @@ pub struct CommonArgs {
     /// Seconds each round trip may take (none by default).
     #[arg(long, value_name = "SECONDS")]
     pub command_timeout: Option<u64>,
+    /// Keep the previous version of every changed file beside it (`<path>.<time>.bak`).
+    #[arg(long)]
+    pub backup: bool,
+    /// When a handler or a verify probe fails after files moved, put the previous files back and run the handlers again.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+    /// Seconds to wait for another run's lock on a host before failing that host.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub lock_timeout: u64,
 }
 
 impl CommonArgs {
@@ -164,6 +173,10 @@ impl CommonArgs {
             host_keys: if self.accept_new_host_keys { HostKeys::AcceptNew } else { HostKeys::Strict },
             connect_timeout: Duration::from_secs(self.connect_timeout),
             command_timeout: self.command_timeout.map(Duration::from_secs),
+            backup: self.backup,
+            rollback_on_failure: self.rollback_on_failure,
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+            crash_at: std::env::var("SENTRY_PROVISION_CRASH_AT").ok().filter(|p| !p.is_empty()),
         })
     }
 }

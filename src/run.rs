@@ -29,6 +29,14 @@ pub struct Settings {
     pub extra_vars: Vars,
     pub forks: usize,
     pub mode: Mode,
+    /// Keep the previous version of every changed file (`--backup`).
+    pub backup: bool,
+    /// Put the previous files back when a handler or probe fails after they moved.
+    pub rollback_on_failure: bool,
+    /// How long to wait for another run's lock on a host.
+    pub lock_timeout: Duration,
+    /// Test hook (`SENTRY_PROVISION_CRASH_AT`): die with SIGKILL at this named point.
+    pub crash_at: Option<String>,
     pub diff_context: usize,
     pub ssh_config: Option<PathBuf>,
     pub host_keys: HostKeys,
@@ -109,6 +117,12 @@ pub struct HostReport {
     pub drift: Vec<DriftItem>,
     /// What remediation put back (drift mode).
     pub remediated: Vec<String>,
+    /// Paths renamed into place by this run.
+    pub written: Vec<String>,
+    /// Backups kept beside changed files.
+    pub backups: Vec<String>,
+    /// Paths put back by `--rollback-on-failure`.
+    pub rolled_back: Vec<String>,
 }
 
 impl HostReport {
@@ -315,7 +329,15 @@ fn render_tasks(
                     unless: c.unless.as_deref().map(|v| text("unless", v)).transpose()?,
                 },
             };
-            tasks.push(Task { index, name: step.name.clone(), action, notify: step.notify.clone() });
+            let (validate, backup) = step.safeguards();
+            tasks.push(Task {
+                index,
+                name: step.name.clone(),
+                action,
+                notify: step.notify.clone(),
+                validate: validate.map(|v| text("validate", v)).transpose()?,
+                backup: backup || settings.backup,
+            });
         }
         for handler in &play.handlers {
             let origin = format!("{file}: handler `{}`: command", handler.name);
@@ -443,6 +465,9 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
         elapsed: Duration::ZERO,
         drift: Vec::new(),
         remediated: Vec::new(),
+        written: Vec::new(),
+        backups: Vec::new(),
+        rolled_back: Vec::new(),
     };
     match Transport::connect(&target, ssh).await {
         Err(e) => {
@@ -450,8 +475,12 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
             report.error = Some(format!("connect: {e}"));
         }
         Ok(transport) => {
-            let mut host = HostRun { prepared, job, transport: &transport, settings, report: &mut report };
-            if let Err((status, message)) = host.run().await {
+            let mut host = HostRun { prepared, job, transport: &transport, settings, report: &mut report, lock: None };
+            let result = host.run().await;
+            if let Some(lock) = host.lock.take() {
+                lock.release().await;
+            }
+            if let Err((status, message)) = result {
                 report.status = status;
                 report.error = Some(message);
             }
@@ -490,6 +519,8 @@ struct HostRun<'a> {
     transport: &'a Transport,
     settings: &'a Settings,
     report: &'a mut HostReport,
+    /// The host's lock, held from the snapshot to the end of the run when writing.
+    lock: Option<transport::Held<'a>>,
 }
 
 impl HostRun<'_> {
@@ -543,7 +574,34 @@ impl HostRun<'_> {
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
 
-        let output = self.round_trip("snapshot", &script::snapshot(&self.job.state, &path_refs, &guard_refs)).await?;
+        let writes = match self.settings.mode {
+            Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
+            Mode::Check | Mode::Drift(Remediate::Nothing) => false,
+        };
+        let snapshot_script = script::snapshot(&self.job.state, &path_refs, &guard_refs);
+        let output = if writes {
+            // Runs that write hold the host's lock from before the snapshot to
+            // their end, so two runs never interleave; one round trip still.
+            self.report.round_trips += 1;
+            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &snapshot_script);
+            let (output, held) = self
+                .transport
+                .run_and_hold(&locked, self.job.become_root, self.settings.command_timeout)
+                .await
+                .map_err(|e| transport_failure("snapshot", e))?;
+            self.lock = Some(held);
+            if String::from_utf8_lossy(&output.stdout).lines().any(|l| l == "LOCKBUSY") {
+                return Err(failed(format!(
+                    "another run holds the host's lock ({}/lock) and did not release it within {}s (--lock-timeout)",
+                    self.job.state.dir(),
+                    self.settings.lock_timeout.as_secs()
+                )));
+            }
+            output
+        } else {
+            self.round_trip("snapshot", &snapshot_script).await?
+        };
+        self.crash_point("after-snapshot");
         let snap = script::parse_snapshot(&output.stdout, &path_refs).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
@@ -576,9 +634,59 @@ impl HostRun<'_> {
         Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan })
     }
 
+    /// Test hook: dies with SIGKILL when `SENTRY_PROVISION_CRASH_AT` names this point.
+    fn crash_point(&self, point: &str) {
+        if self.settings.crash_at.as_deref() == Some(point) {
+            crash_now();
+        }
+    }
+
     /// Round trips 2 and 3: write what changed (recording the handlers owed
-    /// first and what was applied last), then run the handlers.
+    /// first and what was applied last), then run the handlers and verify
+    /// the live state they touched. On failure after files moved, with
+    /// `--rollback-on-failure`, the previous files come back and the
+    /// handlers run again.
     async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
+        let result = self.install_then_reload(inspection, plan).await;
+        let Err((status, message)) = result else { return Ok(()) };
+        let moved: Vec<&plan::FileChange> =
+            plan.files.iter().filter(|f| self.report.written.contains(&f.path)).collect();
+        if !self.settings.rollback_on_failure || status != Status::Failed || moved.is_empty() {
+            return Err((status, message));
+        }
+        let restore: Vec<(String, Option<plan::Desired>)> =
+            moved.iter().map(|f| (f.path.clone(), restorable(&f.before))).collect();
+        let writes: Vec<script::FileWrite> = restore
+            .iter()
+            .map(|(path, before)| script::FileWrite { path, desired: before.as_ref(), validate: &[], backup: false })
+            .collect();
+        let install = script::install(&script::Install {
+            state: &self.job.state,
+            pending: &plan.handlers,
+            writes: &writes,
+            commands: &[],
+            applied: None,
+            stamp: "",
+            crash_at: None,
+        });
+        let rollback = async {
+            let output = self.round_trip("rollback", &install).await?;
+            let result = script::parse_install(&output.stdout).map_err(|e| failed(format!("rollback: {e}")))?;
+            if let Some((_, why)) = result.failure {
+                return Err(failed(format!("rollback: {why}")));
+            }
+            self.report.rolled_back = restore.iter().map(|(p, _)| p.clone()).collect();
+            self.run_handlers(inspection, plan, false).await
+        };
+        match rollback.await {
+            Ok(()) => {
+                Err((status, format!("{message}; rolled back {} file(s) and ran the handlers again", moved.len())))
+            }
+            Err((_, why)) => Err((status, format!("{message}; the rollback failed too: {why}"))),
+        }
+    }
+
+    async fn install_then_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let restored = plan.files.iter().map(|f| (&f.path, &f.after));
         let in_place = plan.desired.iter().filter(|(path, _)| !inspection.snapshot_differs(path, plan));
@@ -587,20 +695,51 @@ impl HostRun<'_> {
         let record_changed = inspection.applied.as_ref() != Some(&record);
 
         if !plan.files.is_empty() || !plan.commands.is_empty() || record_changed {
-            let writes: Vec<script::FileWrite> =
-                plan.files.iter().map(|f| script::FileWrite { path: &f.path, desired: &f.after }).collect();
+            let writes: Vec<script::FileWrite> = plan
+                .files
+                .iter()
+                .map(|f| script::FileWrite {
+                    path: &f.path,
+                    desired: Some(&f.after),
+                    validate: &f.validate,
+                    backup: f.backup,
+                })
+                .collect();
             let commands: Vec<(usize, &str)> = plan.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
             let record_json = serde_json::to_string(&record).expect("the record serializes");
-            let install = script::install(&self.job.state, &plan.handlers, &writes, &commands, Some(&record_json));
-            let output = self.round_trip("install", &install).await?;
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+            let install = script::install(&script::Install {
+                state: &self.job.state,
+                pending: &plan.handlers,
+                writes: &writes,
+                commands: &commands,
+                applied: Some(&record_json),
+                stamp: &stamp,
+                crash_at: self.settings.crash_at.as_deref(),
+            });
+            let output = self.round_trip("install", &install).await;
+            if self.settings.crash_at.as_deref().is_some_and(|p| !p.starts_with("after-") && !p.starts_with("handler:"))
+            {
+                crash_now();
+            }
+            let output = output?;
             let result = script::parse_install(&output.stdout).map_err(|e| {
                 failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
             })?;
+            self.report.written = plan.files.iter().take(result.written).map(|f| f.path.clone()).collect();
+            self.report.backups = result.backups;
             if let Some((what, message)) = result.failure {
                 let what = describe_failed_write(&what, plan, &inspection.tasks);
                 return Err(failed(format!("install: {what}: {message}")));
             }
         }
+        self.crash_point("after-install");
+        self.run_handlers(inspection, plan, true).await
+    }
+
+    /// Runs the plan's handlers, then (`verify`) the probes whose remedy is
+    /// among them, in the same round trip.
+    async fn run_handlers(&mut self, inspection: &Inspection, plan: &Plan, verify: bool) -> Result<(), Failure> {
         if plan.handlers.is_empty() {
             return Ok(());
         }
@@ -611,8 +750,26 @@ impl HostRun<'_> {
                 inspection.tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
             })
             .collect();
-        let output = self.round_trip("handlers", &script::handlers(&self.job.state, &to_run)).await?;
-        let result = script::parse_handlers(&output.stdout).map_err(|e| {
+        let probes: Vec<(&str, &str)> = if verify {
+            inspection
+                .tasks
+                .probes
+                .iter()
+                .filter(|(_, _, remedy)| remedy.as_ref().is_some_and(|r| plan.handlers.contains(r)))
+                .map(|(name, cmd, _)| (name.as_str(), cmd.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let probe_commands: Vec<&str> = probes.iter().map(|(_, c)| *c).collect();
+        let crash_at = self.settings.crash_at.as_deref();
+        let output =
+            self.round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probe_commands, crash_at)).await;
+        if crash_at.is_some_and(|p| p.starts_with("handler:")) {
+            crash_now();
+        }
+        let output = output?;
+        let result = script::parse_handlers(&output.stdout, probes.len()).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         self.report.handlers =
@@ -620,10 +777,24 @@ impl HostRun<'_> {
         if let Some((i, status, message)) = result.failure {
             let (name, cmd) = to_run[i];
             self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
-            return Err(failed(format!(
-                "handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)",
-                cmd.trim()
+            let secrets = secret_values(&self.job.host.vars);
+            return Err(failed(mask(
+                &format!(
+                    "handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)",
+                    cmd.trim()
+                ),
+                &secrets,
             )));
+        }
+        self.crash_point("after-handlers");
+        let failures: Vec<String> = probes
+            .iter()
+            .zip(&result.probes)
+            .filter(|(_, (status, _))| *status != 0)
+            .map(|((name, _), (status, out))| format!("verify `{name}` failed (exit {status}): {out}"))
+            .collect();
+        if !failures.is_empty() {
+            return Err(failed(mask(&failures.join("; "), &secret_values(&self.job.host.vars))));
         }
         Ok(())
     }
@@ -767,6 +938,26 @@ fn secret_values(vars: &Vars) -> Vec<String> {
 
 fn mask(text: &str, secrets: &[String]) -> String {
     secrets.iter().fold(text.to_owned(), |masked, secret| masked.replace(secret.as_str(), "********"))
+}
+
+/// The test hook's end: SIGKILL this process, as an operator's `kill -9` would.
+fn crash_now() -> ! {
+    let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+    std::process::abort()
+}
+
+/// What to write to put an entry back: its content, its link, or nothing (remove it).
+fn restorable(entry: &plan::Entry) -> Option<plan::Desired> {
+    match entry {
+        plan::Entry::File { content, mode, owner, group } => Some(plan::Desired::File {
+            content: content.clone(),
+            mode: *mode,
+            owner: Some(owner.clone()),
+            group: Some(group.clone()),
+        }),
+        plan::Entry::Link { target } => Some(plan::Desired::Link { target: target.clone() }),
+        plan::Entry::Missing | plan::Entry::Other { .. } => None,
+    }
 }
 
 fn handler_order(tasks: &HostTasks) -> Vec<String> {

@@ -74,6 +74,10 @@ pub struct Task {
     pub name: String,
     pub action: Action,
     pub notify: Vec<String>,
+    /// A command that must pass with the new file in place (`nginx -t`).
+    pub validate: Option<String>,
+    /// Keep the previous version of the file beside it.
+    pub backup: bool,
 }
 
 /// What a path should become.
@@ -87,6 +91,11 @@ pub enum Desired {
 pub struct FileChange {
     pub path: String,
     pub after: Desired,
+    /// What was there before, for rollback.
+    pub before: Entry,
+    /// Validators of every step that touched the path.
+    pub validate: Vec<String>,
+    pub backup: bool,
     /// Unified diff of the content, plus a line per mode or owner change.
     pub diff: String,
 }
@@ -195,7 +204,12 @@ pub fn plan(
             continue;
         }
         let diff = describe_change(path, &before, &after, diff_context);
-        plan.files.push(FileChange { path: path.to_owned(), after, diff });
+        let touching =
+            tasks.iter().filter(|t| t.action.paths().contains(&path) && !matches!(t.action, Action::Command { .. }));
+        let mut validate: Vec<String> = touching.clone().filter_map(|t| t.validate.clone()).collect();
+        validate.dedup();
+        let backup = touching.clone().any(|t| t.backup);
+        plan.files.push(FileChange { path: path.to_owned(), after, before, diff, validate, backup });
     }
     // A step that changed a path only for a later step to change it back
     // changes nothing overall; it must not notify either.
@@ -391,7 +405,14 @@ mod tests {
     }
 
     fn task(index: usize, name: &str, action: Action, notify: &[&str]) -> Task {
-        Task { index, name: name.into(), action, notify: notify.iter().map(|s| s.to_string()).collect() }
+        Task {
+            index,
+            name: name.into(),
+            action,
+            notify: notify.iter().map(|s| s.to_string()).collect(),
+            validate: None,
+            backup: false,
+        }
     }
 
     fn line(path: &str, line: Option<&str>, regexp: &str, present: bool) -> Action {

@@ -67,6 +67,16 @@ pub enum StepKind<'a> {
 }
 
 impl Step {
+    /// The step's `validate` command and `backup` flag, for file steps.
+    pub fn safeguards(&self) -> (Option<&str>, bool) {
+        match self.kind() {
+            StepKind::Template(t) => (t.validate.as_deref(), t.backup),
+            StepKind::Line(l) => (l.validate.as_deref(), l.backup),
+            StepKind::Block(b) => (b.validate.as_deref(), b.backup),
+            StepKind::Link(_) | StepKind::Command(_) => (None, false),
+        }
+    }
+
     pub fn kind(&self) -> StepKind<'_> {
         self.kinds().into_iter().next().expect("validated: exactly one kind")
     }
@@ -88,6 +98,12 @@ pub struct TemplateStep {
     /// Relative to the templates folder.
     pub src: String,
     pub dest: String,
+    /// A command that must pass with the new file in place, or the old one comes back.
+    #[serde(default)]
+    pub validate: Option<String>,
+    /// Keep the previous version beside the file (`<path>.<time>.bak`).
+    #[serde(default)]
+    pub backup: bool,
     #[serde(default, deserialize_with = "octal_mode")]
     pub mode: Option<u32>,
     #[serde(default)]
@@ -119,6 +135,10 @@ pub struct LineStep {
     /// Create the file when it is missing (otherwise a missing file is an error).
     #[serde(default)]
     pub create: bool,
+    #[serde(default)]
+    pub validate: Option<String>,
+    #[serde(default)]
+    pub backup: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +154,10 @@ pub struct BlockStep {
     pub state: State,
     #[serde(default)]
     pub create: bool,
+    #[serde(default)]
+    pub validate: Option<String>,
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn default_marker() -> String {

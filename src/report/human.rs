@@ -73,6 +73,12 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             };
             let _ = writeln!(out, "  {}  {}", style.paint(code, word), handler.name);
         }
+        for backup in &report.backups {
+            let _ = writeln!(out, "  {}  {backup}", style.paint("36", "backup"));
+        }
+        for path in &report.rolled_back {
+            let _ = writeln!(out, "  {}  {path}", style.paint("33", "rolled back"));
+        }
         for warning in &report.warnings {
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }

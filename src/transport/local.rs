@@ -1,6 +1,6 @@
 //! The `local` connection (`ansible_connection=local`): scripts run on this machine.
 
-use super::{Error, Output, feed_and_collect, piped};
+use super::{Error, Held, Output, feed_and_collect, feed_and_read_to_end_marker, piped};
 use tokio::process::Command;
 
 pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
@@ -19,4 +19,30 @@ pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
         .await
         .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
     Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
+}
+
+pub async fn run_and_hold(program: &str, script: &str) -> Result<(Output, Held<'static>), Error> {
+    let (stdin, stdout, stderr) = piped();
+    let mut words = program.split(' ');
+    let mut child = Command::new(words.next().expect("program is not empty"))
+        .args(words)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))?;
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let mut output = child.stdout.take().expect("stdout is piped");
+    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
+        .await
+        .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
+    if held {
+        child.stdin = Some(input);
+        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Local(child)));
+    }
+    drop(input);
+    let rest = child.wait_with_output().await.map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
+    let status = rest.status.code().unwrap_or(-1);
+    Ok((Output { status, stdout: collected, stderr: rest.stderr }, Held::Done))
 }

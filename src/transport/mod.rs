@@ -80,6 +80,31 @@ impl Transport {
         }
     }
 
+    /// Runs `script` and keeps it running after it prints a line `END`:
+    /// returns what it printed up to there, and a handle whose release ends
+    /// it. A lock the script takes is held until then, or until this process
+    /// dies (the script's stdin closes either way).
+    pub async fn run_and_hold(
+        &self,
+        script: &str,
+        become_root: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(Output, Held<'_>), Error> {
+        let program = if become_root { "sudo -n sh -s" } else { "sh -s" };
+        let work = async {
+            match self {
+                Transport::Ssh(session) => ssh::run_and_hold(session, program, script).await,
+                Transport::Local => local::run_and_hold(program, script).await,
+            }
+        };
+        match timeout {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))
+            }),
+        }
+    }
+
     pub async fn close(self) {
         if let Transport::Ssh(session) = self {
             let _ = session.close().await;
@@ -90,6 +115,56 @@ impl Transport {
 /// A short folder for control sockets: socket paths are limited to ~100 bytes.
 pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("sp-").tempdir_in(PathBuf::from("/tmp"))
+}
+
+/// A script left running by [`Transport::run_and_hold`].
+pub enum Held<'a> {
+    Ssh(openssh::Child<&'a openssh::Session>),
+    Local(tokio::process::Child),
+    /// The script ended by itself.
+    Done,
+}
+
+impl Held<'_> {
+    /// Closes the script's stdin, which lets it finish, and waits for it.
+    pub async fn release(self) {
+        match self {
+            Held::Ssh(mut child) => {
+                drop(child.stdin().take());
+                let _ = child.wait().await;
+            }
+            Held::Local(mut child) => {
+                drop(child.stdin.take());
+                let _ = child.wait().await;
+            }
+            Held::Done => {}
+        }
+    }
+}
+
+/// Writes `script` (keeping stdin open) and reads stdout up to a line `END`.
+/// `Ok(None)` means the script ended first; its remaining output is for the caller to collect.
+async fn feed_and_read_to_end_marker(
+    stdin: &mut (impl tokio::io::AsyncWrite + Unpin),
+    stdout: &mut (impl tokio::io::AsyncRead + Unpin),
+    script: &str,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncBufReadExt;
+    stdin.write_all(script.as_bytes()).await?;
+    stdin.flush().await?;
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let mut collected = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok((collected, false));
+        }
+        let end = line == b"END\n";
+        collected.extend_from_slice(&line);
+        if end {
+            return Ok((collected, true));
+        }
+    }
 }
 
 async fn feed_and_collect(

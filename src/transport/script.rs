@@ -30,6 +30,11 @@ impl StateFiles {
         StateFiles { pending: format!("{dir}/{playbook}.pending"), applied: format!("{dir}/{playbook}.applied") }
     }
 
+    /// The folder both live in.
+    pub fn dir(&self) -> &str {
+        self.pending.rsplit_once('/').map_or("/", |(d, _)| d)
+    }
+
     /// Shell variables for the scripts: `$pending` and `$applied`, in `$state`.
     fn shell(&self) -> String {
         format!(
@@ -63,6 +68,16 @@ b64() { base64 -w0; }
 const ERRLOG: &str = r#"errlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog"' EXIT
 "#;
+
+/// `script` run under the host's lock (`flock` on `<state>/lock`), waiting
+/// at most `wait_seconds` for it; after its `END` the lock is held until the
+/// controller closes stdin (or dies). Prints `LOCKBUSY` if the wait ran out.
+pub fn locked(state: &StateFiles, wait_seconds: u64, script: &str) -> String {
+    format!(
+        "{shell}mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{script}cat >/dev/null\n",
+        shell = state.shell()
+    )
+}
 
 /// Facts are what templates may use as `facts.*`.
 pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
@@ -181,58 +196,99 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
 /// One file (or link) to put in place.
 pub struct FileWrite<'a> {
     pub path: &'a str,
-    pub desired: &'a Desired,
+    /// `None` removes the path (a rollback of a file that did not exist).
+    pub desired: Option<&'a Desired>,
+    /// Commands that must pass with the candidate in place, or the old file comes back.
+    pub validate: &'a [String],
+    /// Keep the previous version beside the file as `<path>.<stamp>.bak`.
+    pub backup: bool,
 }
 
-/// The install: record pending handlers, then write each file to a temp
-/// file in its own folder, fsync, set mode and owner, rename into place;
-/// then run commands. The first failure stops the script.
-/// The record of what was applied (`applied`, JSON) is written last, once
-/// every file is in place.
-pub fn install(
-    state: &StateFiles,
-    pending: &[String],
-    writes: &[FileWrite<'_>],
-    commands: &[(usize, &str)],
-    applied: Option<&str>,
-) -> String {
+/// Everything one install round trip does.
+pub struct Install<'a> {
+    pub state: &'a StateFiles,
+    /// Handlers owed once the files move; recorded before any file moves.
+    pub pending: &'a [String],
+    pub writes: &'a [FileWrite<'a>],
+    pub commands: &'a [(usize, &'a str)],
+    /// The record of what was applied (JSON), written last.
+    pub applied: Option<&'a str>,
+    /// Suffix of backups: `<path>.<stamp>.bak`.
+    pub stamp: &'a str,
+    /// Test hook: the script kills itself (SIGKILL) at this named point.
+    pub crash_at: Option<&'a str>,
+}
+
+/// Shell for the crash-test hook: `crash NAME` kills the script at the chosen point.
+fn crash_hook(crash_at: Option<&str>) -> String {
+    match crash_at {
+        Some(point) => format!("crash() {{ [ \"$1\" = {} ] && kill -9 $$; return 0; }}\n", quote(point)),
+        None => "crash() { :; }\n".into(),
+    }
+}
+
+/// The install: record pending handlers, then for each file write a temp
+/// file in its own folder, fsync, set mode and owner, keep a backup if
+/// asked, rename into place, validate (putting the old file back on
+/// failure); then run commands and record what was applied.
+///
+/// The body is one shell function, called on the last line: a script cut
+/// short in transit (the controller died while sending it) is a syntax
+/// error and runs nothing.
+pub fn install(install: &Install<'_>) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(ERRLOG);
-    s.push_str(&state.shell());
+    s.push_str(&install.state.shell());
+    s.push_str(&crash_hook(install.crash_at));
     s.push_str(
         r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; exit 1; }
+main() {
 "#,
     );
-    if !pending.is_empty() {
-        let names: String = pending.iter().map(|h| format!("{h}\n")).collect();
+    // Temp files a killed run left behind: this run holds the host's lock.
+    let mut dirs: Vec<&str> = install
+        .writes
+        .iter()
+        .map(|w| w.path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let _ = writeln!(s, "rm -f -- {}/.sentry-provision.* 2>/dev/null", quote(dir.trim_end_matches('/')));
+    }
+    s.push_str("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.* 2>/dev/null\n");
+    if !install.pending.is_empty() {
+        let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
         let _ = write!(
             s,
             r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
 tmp=$(mktemp -- "$state/.pending.XXXXXX" 2>"$errlog") || fail record "cannot record pending handlers"
 printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record pending handlers in $pending"; }}
+crash record
 "#,
             names = quote(&encode(names.as_bytes())),
         );
     }
-    for (i, write) in writes.iter().enumerate() {
-        let path = quote(write.path);
-        let _ = writeln!(s, "p={path}; w=file:{i}; d=$(dirname -- \"$p\")");
-        s.push_str(r#"mkdir -p -- "$d" 2>"$errlog" || fail "$w" "cannot create folder $d""#);
-        s.push('\n');
+    for (i, write) in install.writes.iter().enumerate() {
+        let _ = writeln!(s, "p={}; w=file:{i}; d=$(dirname -- \"$p\")", quote(write.path));
+        s.push_str("mkdir -p -- \"$d\" 2>\"$errlog\" || fail \"$w\" \"cannot create folder $d\"\n");
         match write.desired {
-            Desired::File { content, mode, owner, group } => {
-                s.push_str(r#"tmp=$(mktemp -- "$d/.sentry-provision.XXXXXX" 2>"$errlog") || fail "$w" "cannot create a temporary file in $d""#);
-                s.push('\n');
-                s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$p\" \"cannot write $tmp\"; }\n");
-                let encoded = encode(content);
-                for chunk in encoded.as_bytes().chunks(76) {
+            None => {
+                let _ =
+                    writeln!(s, "rm -f -- \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot remove $p\"; echo 'DONE {i}'");
+                continue;
+            }
+            Some(Desired::File { content, mode, owner, group }) => {
+                s.push_str("tmp=$(mktemp -- \"$d/.sentry-provision.XXXXXX\" 2>\"$errlog\") || fail \"$w\" \"cannot create a temporary file in $d\"\n");
+                s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot write $tmp\"; }\n");
+                for chunk in encode(content).as_bytes().chunks(76) {
                     s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
                     s.push('\n');
                 }
                 s.push_str("SP_CONTENT_END\n");
                 let _ = writeln!(
                     s,
-                    "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chmod {mode:04o}\"; }}"
+                    "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"chmod {mode:04o}\"; }}"
                 );
                 let owner_spec = match (owner, group) {
                     (Some(o), Some(g)) => Some(format!("{o}:{g}")),
@@ -244,51 +300,78 @@ printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$
                     let spec = quote(&spec);
                     let _ = writeln!(
                         s,
-                        "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$p\" \"chown \"{spec}; }}"
+                        "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"chown \"{spec}; }}"
                     );
                 }
-                s.push_str(r#"sync -- "$tmp" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "fsync"; }"#);
-                s.push('\n');
+                s.push_str("sync -- \"$tmp\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"fsync\"; }\n");
             }
-            Desired::Link { target } => {
+            Some(Desired::Link { target }) => {
                 let _ = writeln!(s, "tmp=\"$d/.sentry-provision.$$.{i}\"; rm -f -- \"$tmp\"");
                 let _ = writeln!(
                     s,
-                    "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$p\" \"cannot create a link\"",
+                    "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$w\" \"cannot create a link\"",
                     quote(target)
                 );
             }
         }
-        s.push_str(
-            r#"mv -f -T -- "$tmp" "$p" 2>"$errlog" || { rm -f -- "$tmp"; fail "$w" "cannot rename into place"; }"#,
-        );
-        s.push('\n');
-        let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'");
+        let _ = writeln!(s, "crash file:{i}:staged");
+        if write.backup {
+            let _ = writeln!(
+                s,
+                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$p.{stamp}.bak\"; cp -P -p -- \"$p\" \"$bak\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"cannot keep a backup\"; }}; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
+                stamp = install.stamp
+            );
+        }
+        if write.validate.is_empty() {
+            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot rename into place\"; }\n");
+        } else {
+            // The old file stays reachable through a hard link, so putting it
+            // back is one rename too.
+            s.push_str("old=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old=\"$d/.sentry-provision.old.$$\"; ln -f -P -- \"$p\" \"$old\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot keep the previous file\"; }; fi\n");
+            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || { rm -f -- \"$tmp\" \"$old\"; fail \"$w\" \"cannot rename into place\"; }\n");
+            for check in write.validate {
+                let _ = writeln!(
+                    s,
+                    "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then if [ -n \"$old\" ]; then mv -f -T -- \"$old\" \"$p\"; else rm -f -- \"$p\"; fi; fail \"$w\" {}; fi",
+                    quote(check),
+                    quote(&format!("validation `{check}` failed; the previous file is back"))
+                );
+            }
+            s.push_str("[ -z \"$old\" ] || rm -f -- \"$old\"\n");
+        }
+        let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'; crash file:{i}:placed");
     }
-    for (index, cmd) in commands {
+    for (index, cmd) in install.commands {
         let _ = writeln!(
             s,
-            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || fail command:{index} \"exit status $?\"; echo 'RAN {index}'",
+            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || fail command:{index} \"exit status $?\"; echo 'RAN {index}'; crash command:{index}",
             quote(cmd)
         );
     }
-    if let Some(record) = applied {
+    if let Some(record) = install.applied {
         let _ = write!(
             s,
             r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
 tmp=$(mktemp -- "$state/.applied.XXXXXX" 2>"$errlog") || fail record "cannot record what was applied"
 printf '%s' {record} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$applied" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record what was applied in $applied"; }}
+crash applied
 "#,
             record = quote(&encode(record.as_bytes())),
         );
     }
-    s.push_str("echo END\n");
+    s.push_str("echo END\n}\nmain\n");
     s
 }
 
 /// Live-state probes: each command's exit status and the tail of its output.
 pub fn probes(probes: &[&str]) -> String {
     let mut s = String::from(PRELUDE);
+    probe_lines(&mut s, probes);
+    s.push_str("echo END\n");
+    s
+}
+
+fn probe_lines(s: &mut String, probes: &[&str]) {
     for (i, cmd) in probes.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -296,8 +379,6 @@ pub fn probes(probes: &[&str]) -> String {
             quote(cmd)
         );
     }
-    s.push_str("echo END\n");
-    s
 }
 
 /// Exit status and output of each probe, in order.
@@ -327,6 +408,8 @@ pub fn parse_probes(stdout: &[u8], count: usize) -> Result<Vec<(i32, String)>, S
 #[derive(Debug, Default)]
 pub struct InstallOutput {
     pub written: usize,
+    /// Backups kept beside their files.
+    pub backups: Vec<String>,
     pub commands_ran: Vec<usize>,
     /// What failed (`file:N` for the Nth write, `record` or `command:N`) and the message with stderr.
     pub failure: Option<(String, String)>,
@@ -339,6 +422,9 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("DONE"), Some(_), _) => out.written += 1,
+            (Some("BACKUP"), Some(_), Some(path)) => {
+                out.backups.push(String::from_utf8_lossy(&decode(path)?).into_owned())
+            }
             (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("FAIL"), Some(what), Some(message)) => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
@@ -357,10 +443,12 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
 
 /// Runs handlers in order; each one's success removes it from the pending
 /// record, so a handler that fails (or a run that dies) is retried next time.
-pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)]) -> String {
+/// After the handlers, `probes` verify the live state they touched.
+pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], crash_at: Option<&str>) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(ERRLOG);
     s.push_str(&state.shell());
+    s.push_str(&crash_hook(crash_at));
     s.push_str(
         r#"outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
@@ -370,6 +458,7 @@ done_with() {
     grep -vxF -- "$1" "$pending" > "$tmp"
     if [ -s "$tmp" ]; then sync -- "$tmp"; mv -f -- "$tmp" "$pending"; else rm -f -- "$tmp" "$pending"; fi
 }
+main() {
 "#,
     );
     for (i, (name, cmd)) in handlers.iter().enumerate() {
@@ -378,20 +467,23 @@ done_with() {
             s,
             "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
         );
-        let _ = writeln!(s, "done_with {} || true; echo 'HOK {i}'", quote(name));
+        let _ = writeln!(s, "crash handler:{i}:ran; done_with {} || true; echo 'HOK {i}'", quote(name));
     }
-    s.push_str("echo END\n");
+    probe_lines(&mut s, probes);
+    s.push_str("echo END\n}\nmain\n");
     s
 }
 
 #[derive(Debug, Default)]
 pub struct HandlersOutput {
     pub succeeded: usize,
+    /// Exit status and output of each verifying probe (when every handler succeeded).
+    pub probes: Vec<(i32, String)>,
     /// Index, exit status and output of the handler that failed.
     pub failure: Option<(usize, i32, String)>,
 }
 
-pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
+pub fn parse_handlers(stdout: &[u8], probe_count: usize) -> Result<HandlersOutput, String> {
     let mut out = HandlersOutput::default();
     let mut complete = false;
     for line in String::from_utf8_lossy(stdout).lines() {
@@ -414,6 +506,7 @@ pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
     if !complete {
         return Err("the handlers ended early".into());
     }
+    out.probes = parse_probes(stdout, probe_count)?;
     Ok(out)
 }
 
@@ -421,6 +514,14 @@ pub fn parse_handlers(stdout: &[u8]) -> Result<HandlersOutput, String> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    fn install_of(state: &StateFiles) -> Install<'_> {
+        Install { state, pending: &[], writes: &[], commands: &[], applied: None, stamp: "0", crash_at: None }
+    }
+
+    fn write<'a>(path: &'a str, desired: &'a Desired) -> FileWrite<'a> {
+        FileWrite { path, desired: Some(desired), validate: &[], backup: false }
+    }
 
     fn test_state() -> StateFiles {
         StateFiles::new("/nonexistent", "p")
@@ -451,14 +552,9 @@ mod tests {
         let path = dir.path().join("odd name; $x 'q' é").display().to_string();
         let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
         let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
-        let out = parse_install(&sh(&install(
-            &test_state(),
-            &[],
-            &[FileWrite { path: &path, desired: &desired }],
-            &[],
-            None,
-        )))
-        .unwrap();
+        let out =
+            parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
+                .unwrap();
         assert_eq!(out.written, 1, "{out:?}");
         let paths = [path.as_str()];
         let snap = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[])), &paths).unwrap();
@@ -479,17 +575,61 @@ mod tests {
         std::fs::write(dir.path().join("file"), "").unwrap();
         let path = dir.path().join("file/inside").display().to_string();
         let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
-        let out = parse_install(&sh(&install(
-            &test_state(),
-            &[],
-            &[FileWrite { path: &path, desired: &desired }],
-            &[],
-            None,
-        )))
-        .unwrap();
+        let out =
+            parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
+                .unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(message.contains("cannot create folder"), "{message}");
+    }
+
+    #[test]
+    fn a_candidate_that_fails_validation_is_replaced_by_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.conf").display().to_string();
+        std::fs::write(&path, "good\n").unwrap();
+        let desired = Desired::File { content: b"bad\n".to_vec(), mode: 0o644, owner: None, group: None };
+        let validate = [format!("grep -q good {path} || {{ echo 'syntax error in site.conf' >&2; exit 1; }}")];
+        let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &validate, backup: false }];
+        let out = parse_install(&sh(&install(&Install { writes: &writes, ..install_of(&test_state()) }))).unwrap();
+        let (what, message) = out.failure.unwrap();
+        assert_eq!(what, "file:0");
+        assert!(
+            message.contains("the previous file is back") && message.contains("syntax error in site.conf"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_backup_keeps_the_previous_version_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.conf").display().to_string();
+        std::fs::write(&path, "old\n").unwrap();
+        let desired = Desired::File { content: b"new\n".to_vec(), mode: 0o644, owner: None, group: None };
+        let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &[], backup: true }];
+        let out = parse_install(&sh(&install(&Install {
+            writes: &writes,
+            stamp: "20261127T100000",
+            ..install_of(&test_state())
+        })))
+        .unwrap();
+        assert_eq!(out.backups, [format!("{path}.20261127T100000.bak")]);
+        assert_eq!(std::fs::read_to_string(&out.backups[0]).unwrap(), "old\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn a_script_cut_short_in_transit_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.conf").display().to_string();
+        let desired = Desired::File { content: b"new\n".to_vec(), mode: 0o644, owner: None, group: None };
+        let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) });
+        for cut in [script.len() / 3, script.len() / 2, script.len() - 6] {
+            sh(&script[..cut]);
+            assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "cut at {cut} wrote something");
+        }
     }
 
     #[test]
@@ -502,7 +642,8 @@ mod tests {
     fn the_applied_record_is_written_last_and_read_back_by_the_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
-        let out = parse_install(&sh(&install(&state, &[], &[], &[], Some("{\"paths\":{}}")))).unwrap();
+        let out =
+            parse_install(&sh(&install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }))).unwrap();
         assert!(out.failure.is_none(), "{out:?}");
         let snap = parse_snapshot(&sh(&snapshot(&state, &[], &[])), &[]).unwrap();
         assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));

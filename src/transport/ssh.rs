@@ -2,8 +2,8 @@
 //! per host, so every round trip after the first reuses the connection.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
-use super::{Error, Output, feed_and_collect};
-use openssh::{KnownHosts, Session, SessionBuilder};
+use super::{Error, Held, Output, feed_and_collect, feed_and_read_to_end_marker};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,7 +40,9 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
         })
         .control_directory(&options.control_directory)
         .connect_timeout(options.connect_timeout)
-        .server_alive_interval(Duration::from_secs(15));
+        .server_alive_interval(Duration::from_secs(15))
+        // A master left behind by a killed run goes away by itself.
+        .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("60 is not zero")));
     if let Some(config) = &options.config_file {
         builder.config_file(config);
     }
@@ -75,6 +77,34 @@ pub async fn run(session: &Session, program: &str, script: &str) -> Result<Outpu
         return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
     }
     Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
+}
+
+pub async fn run_and_hold<'a>(session: &'a Session, program: &str, script: &str) -> Result<(Output, Held<'a>), Error> {
+    let mut child = session
+        .raw_command(program)
+        .stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| lost_or_failed(&e))?;
+    let mut input = child.stdin().take().expect("stdin is piped");
+    let mut output = child.stdout().take().expect("stdout is piped");
+    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
+        .await
+        .map_err(|e| Error::Unreachable(format!("the connection was lost: {e}")))?;
+    if held {
+        *child.stdin() = Some(input);
+        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child)));
+    }
+    drop(input);
+    let rest = child.wait_with_output().await.map_err(|e| Error::Unreachable(chain(&e)))?;
+    let status = rest.status.code().unwrap_or(-1);
+    if status == 255 {
+        let stderr = String::from_utf8_lossy(&rest.stderr).trim().to_owned();
+        return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
+    }
+    Ok((Output { status, stdout: collected, stderr: rest.stderr }, Held::Done))
 }
 
 fn lost_or_failed(error: &openssh::Error) -> Error {
