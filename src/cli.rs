@@ -144,6 +144,9 @@ pub struct CommonArgs {
     /// When a handler or a verify probe fails after files moved, put the previous files back and run the handlers again.
     #[arg(long)]
     pub rollback_on_failure: bool,
+    /// More output on stderr: -v round trips and timings, -vv their stderr too.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Seconds to wait for another run's lock on a host before failing that host.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub lock_timeout: u64,
@@ -176,6 +179,7 @@ impl CommonArgs {
             backup: self.backup,
             rollback_on_failure: self.rollback_on_failure,
             lock_timeout: Duration::from_secs(self.lock_timeout),
+            verbosity: self.verbose,
             crash_at: std::env::var("SENTRY_PROVISION_CRASH_AT").ok().filter(|p| !p.is_empty()),
         })
     }

@@ -91,6 +91,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
             return bad_input(&e);
         }
     };
+    crate::print_log(&reports);
     let exit_code = host_bits(&reports)
         | if reports.iter().any(|r| unresolved(r, args.remediation())) { CHANGES_PENDING } else { 0 };
     let duration = started.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@
 mod cli;
 mod drift;
 mod facts;
+mod input;
 mod inventory;
 mod plan;
 mod playbook;
@@ -60,12 +61,22 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool) -> u8 {
     };
     let check = mode == Mode::Check;
     let options = report::human::Options { check, show_diff };
+    print_log(&reports);
     print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
     let mut code = host_bits(&reports);
     if check && run::any_changes(&reports) {
         code |= CHANGES_PENDING;
     }
     code
+}
+
+/// `-v`: each host's round trips, on stderr.
+pub fn print_log(reports: &[HostReport]) {
+    for report in reports {
+        for line in &report.log {
+            eprintln!("{}: {line}", report.name);
+        }
+    }
 }
 
 /// The failed and unreachable bits.

@@ -47,7 +47,7 @@ impl Renderer {
         env.add_filter("redis_bytes", redis_bytes);
         for source in sources {
             let path = dir.join(source);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = crate::input::read_text(&path)?;
             env.add_template_owned(path.display().to_string(), text).map_err(|e| describe(&e))?;
         }
         Ok(Renderer { env })

@@ -37,6 +37,8 @@ pub struct Settings {
     pub lock_timeout: Duration,
     /// Test hook (`SENTRY_PROVISION_CRASH_AT`): die with SIGKILL at this named point.
     pub crash_at: Option<String>,
+    /// `-v`: round trips and timings on stderr; `-vv`: their stderr too.
+    pub verbosity: u8,
     pub diff_context: usize,
     pub ssh_config: Option<PathBuf>,
     pub host_keys: HostKeys,
@@ -123,6 +125,8 @@ pub struct HostReport {
     pub backups: Vec<String>,
     /// Paths put back by `--rollback-on-failure`.
     pub rolled_back: Vec<String>,
+    /// Round trips and their timings, for `-v`.
+    pub log: Vec<String>,
 }
 
 impl HostReport {
@@ -468,6 +472,7 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
         written: Vec::new(),
         backups: Vec::new(),
         rolled_back: Vec::new(),
+        log: Vec::new(),
     };
     match Transport::connect(&target, ssh).await {
         Err(e) => {
@@ -531,6 +536,9 @@ impl HostRun<'_> {
         self.report.files = inspection.plan.files.clone();
         for file in &mut self.report.files {
             file.diff = mask(&file.diff, &secrets);
+            if is_sensitive(file) {
+                file.diff = mask_secret_lines(&file.diff);
+            }
         }
         self.report.carried_over = inspection.plan.carried_over.clone();
         match self.settings.mode {
@@ -554,10 +562,22 @@ impl HostRun<'_> {
 
     async fn round_trip(&mut self, phase: &str, script: &str) -> Result<transport::Output, Failure> {
         self.report.round_trips += 1;
-        self.transport
+        let started = Instant::now();
+        let result = self
+            .transport
             .run(script, self.job.become_root, self.settings.command_timeout)
             .await
-            .map_err(|e| transport_failure(phase, e))
+            .map_err(|e| transport_failure(phase, e));
+        if self.settings.verbosity > 0 {
+            let status = result.as_ref().map_or_else(|(_, e)| e.clone(), |o| format!("exit {}", o.status));
+            let mut line =
+                format!("{phase}: {:.3}s, {}-byte script, {status}", started.elapsed().as_secs_f64(), script.len());
+            if let (Ok(output), true) = (&result, self.settings.verbosity > 1) {
+                line.push_str(&format!("; stderr: {}", output.stderr_text()));
+            }
+            self.report.log.push(mask(&line, &secret_values(&self.job.host.vars)));
+        }
+        result
     }
 
     fn render(&self, facts: &Facts) -> Result<HostTasks, Failure> {
@@ -862,9 +882,14 @@ impl HostRun<'_> {
             });
         }
         let secrets = secret_values(&self.job.host.vars);
+        let sensitive: BTreeSet<&str> =
+            inspection.plan.files.iter().filter(|f| is_sensitive(f)).map(|f| f.path.as_str()).collect();
         for item in &mut items {
             item.diff = mask(&item.diff, &secrets);
             item.actual = mask(&item.actual, &secrets);
+            if sensitive.contains(item.subject.as_str()) {
+                item.diff = mask_secret_lines(&item.diff);
+            }
         }
         self.report.drift = items;
         let drifted = self.report.drift.iter().any(|i| i.state == ItemState::HostDrift);
@@ -936,6 +961,37 @@ fn secret_values(vars: &Vars) -> Vec<String> {
     values
 }
 
+/// A file others may not read: its diff hides the values of lines that look secret.
+fn is_sensitive(file: &plan::FileChange) -> bool {
+    let before = match &file.before {
+        plan::Entry::File { mode, .. } => *mode & 0o004 == 0,
+        _ => false,
+    };
+    let after = matches!(file.after, plan::Desired::File { mode, .. } if mode & 0o004 == 0);
+    before || after
+}
+
+/// In a diff of a sensitive file, lines about passwords, secrets, tokens,
+/// keys or auth keep their name and lose their value.
+fn mask_secret_lines(diff: &str) -> String {
+    let secretish = regex::Regex::new(r"(?i)(pass|secret|token|key|auth|credential)").expect("valid regex");
+    let mut out = String::new();
+    for line in diff.lines() {
+        let is_body = line.starts_with(['+', '-', ' ']) && !line.starts_with("+++") && !line.starts_with("---");
+        match secretish.find(line).filter(|_| is_body) {
+            Some(found) => {
+                let rest = &line[found.end()..];
+                let cut = rest.find([' ', '=', ':', '\t']).map_or(line.len(), |i| found.end() + i + 1);
+                out.push_str(&line[..cut]);
+                out.push_str(" ********");
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn mask(text: &str, secrets: &[String]) -> String {
     secrets.iter().fold(text.to_owned(), |masked, secret| masked.replace(secret.as_str(), "********"))
 }
@@ -991,6 +1047,15 @@ pub fn any_changes(reports: &[HostReport]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_lines_of_sensitive_files_lose_their_values() {
+        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass new\n+maxmemory 1gb\n";
+        assert_eq!(
+            mask_secret_lines(diff),
+            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass  ********\n+requirepass  ********\n+maxmemory 1gb\n"
+        );
+    }
 
     #[test]
     fn secret_variables_are_masked_by_name_or_by_list() {

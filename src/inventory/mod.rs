@@ -135,9 +135,7 @@ fn is_inventory_file(path: &Path) -> bool {
 }
 
 fn load_file(file: &Path, raw: &mut RawInventory) -> Result<(), Error> {
-    let bytes = std::fs::read(file).map_err(|e| Error(format!("{}: {e}", file.display())))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error(format!("{}: not valid UTF-8 (byte {})", file.display(), e.utf8_error().valid_up_to())))?;
+    let text = crate::input::read_text(file).map_err(Error)?;
     let is_yaml = matches!(file.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
         || text
             .lines()
@@ -178,7 +176,7 @@ fn is_yaml_file(path: &Path) -> bool {
 
 /// A YAML mapping of variables; an empty file is no variables.
 pub fn read_vars_file(file: &Path) -> Result<Vars, Error> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error(format!("{}: {e}", file.display())))?;
+    let text = crate::input::read_text(file).map_err(Error)?;
     if text.trim().is_empty() {
         return Ok(Vars::new());
     }

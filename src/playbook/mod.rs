@@ -258,9 +258,7 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> 
 /// Loads and checks a playbook; templates are looked up in `templates/`
 /// beside the playbook's folder, or beside the playbook itself.
 pub fn load(path: &Path) -> Result<Playbook, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error(format!("{}: {e}", path.display())))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error(format!("{}: not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())))?;
+    let text = crate::input::read_text(path).map_err(Error)?;
     let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
     if plays.is_empty() {
         return Err(Error(format!("{}: the playbook has no plays", path.display())));

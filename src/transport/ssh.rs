@@ -55,7 +55,26 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
     if let Some(key) = &target.key_file {
         builder.keyfile(key);
     }
-    builder.connect(&target.address).await.map_err(|e| Error::Unreachable(chain(&e)))
+    builder.connect(&target.address).await.map_err(|e| Error::Unreachable(explain_host_key(&target.address, chain(&e))))
+}
+
+/// ssh's host-key refusals, said plainly with what to do about them.
+fn explain_host_key(address: &str, message: String) -> String {
+    if message.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        format!(
+            "the host key of {address} has CHANGED since it was recorded in known_hosts: refused. This may be an \
+             attack, or the host was reinstalled. If you know why, remove the old key (`ssh-keygen -R {address}`) \
+             and check the new fingerprint; --accept-new-host-keys never accepts a changed key. ({message})"
+        )
+    } else if message.contains("Host key verification failed") {
+        format!(
+            "the host key of {address} is unknown (not in known_hosts): refused by strict host-key checking. Check \
+             its fingerprint and add it (`ssh-keyscan {address} >> ~/.ssh/known_hosts`), or run with \
+             --accept-new-host-keys to add unknown keys. ({message})"
+        )
+    } else {
+        message
+    }
 }
 
 pub async fn run(session: &Session, program: &str, script: &str) -> Result<Output, Error> {
@@ -126,4 +145,22 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_host_key_says_how_to_proceed() {
+        let text = explain_host_key("10.0.0.1", "No ED25519 host key is known. Host key verification failed.".into());
+        assert!(text.contains("is unknown") && text.contains("--accept-new-host-keys"), "{text}");
+    }
+
+    #[test]
+    fn a_changed_host_key_is_refused_with_a_warning() {
+        let text =
+            explain_host_key("h", "REMOTE HOST IDENTIFICATION HAS CHANGED! Host key verification failed.".into());
+        assert!(text.contains("has CHANGED") && text.contains("ssh-keygen -R h"), "{text}");
+    }
 }
