@@ -379,8 +379,8 @@ fn checked_path(origin: &str, path: &str) -> Result<String, String> {
     if path.split('/').any(|part| part == "..") {
         return Err(format!("{origin}: `{path}` contains `..`"));
     }
-    if path.contains('\0') || path.contains('\n') {
-        return Err(format!("{origin}: `{path}` contains a NUL or newline"));
+    if path.contains('\0') {
+        return Err(format!("{origin}: `{path}` contains a NUL byte"));
     }
     Ok(path.to_owned())
 }
@@ -603,7 +603,12 @@ impl HostRun<'_> {
             // Runs that write hold the host's lock from before the snapshot to
             // their end, so two runs never interleave; one round trip still.
             self.report.round_trips += 1;
-            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &snapshot_script);
+            let mut dirs: Vec<&str> = path_refs
+                .iter()
+                .map(|p| p.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }))
+                .collect();
+            dirs.dedup();
+            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script);
             let (output, held) = self
                 .transport
                 .run_and_hold(&locked, self.job.become_root, self.settings.command_timeout)

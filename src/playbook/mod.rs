@@ -259,6 +259,9 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> 
 /// beside the playbook's folder, or beside the playbook itself.
 pub fn load(path: &Path) -> Result<Playbook, Error> {
     let text = crate::input::read_text(path).map_err(Error)?;
+    if text.trim().is_empty() {
+        return Err(Error(format!("{}: the playbook is empty (expected a list of plays)", path.display())));
+    }
     let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
     if plays.is_empty() {
         return Err(Error(format!("{}: the playbook has no plays", path.display())));

@@ -72,9 +72,16 @@ trap 'rm -f "$errlog"' EXIT
 /// `script` run under the host's lock (`flock` on `<state>/lock`), waiting
 /// at most `wait_seconds` for it; after its `END` the lock is held until the
 /// controller closes stdin (or dies). Prints `LOCKBUSY` if the wait ran out.
-pub fn locked(state: &StateFiles, wait_seconds: u64, script: &str) -> String {
+///
+/// Holding the lock, it first removes temp files a killed run left in
+/// `dirs` (the folders of managed paths) and in the state folder.
+pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str) -> String {
+    let mut cleanup = String::from("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.* 2>/dev/null\n");
+    for dir in dirs {
+        let _ = writeln!(cleanup, "rm -f -- {}/.sentry-provision.* 2>/dev/null", quote(dir.trim_end_matches('/')));
+    }
     format!(
-        "{shell}mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{script}cat >/dev/null\n",
+        "{shell}mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{cleanup}{script}cat >/dev/null\n",
         shell = state.shell()
     )
 }
@@ -245,18 +252,6 @@ pub fn install(install: &Install<'_>) -> String {
 main() {
 "#,
     );
-    // Temp files a killed run left behind: this run holds the host's lock.
-    let mut dirs: Vec<&str> = install
-        .writes
-        .iter()
-        .map(|w| w.path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        let _ = writeln!(s, "rm -f -- {}/.sentry-provision.* 2>/dev/null", quote(dir.trim_end_matches('/')));
-    }
-    s.push_str("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.* 2>/dev/null\n");
     if !install.pending.is_empty() {
         let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
         let _ = write!(
@@ -337,6 +332,7 @@ crash record
                     quote(&format!("validation `{check}` failed; the previous file is back"))
                 );
             }
+            let _ = writeln!(s, "crash file:{i}:validated");
             s.push_str("[ -z \"$old\" ] || rm -f -- \"$old\"\n");
         }
         let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'; crash file:{i}:placed");
