@@ -535,6 +535,35 @@ mod tests {
         child.wait_with_output().unwrap().stdout
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Names and contents full of shell syntax are data, never commands:
+        /// each round-trips exactly through install and snapshot, and nothing
+        /// else appears on disk.
+        #[test]
+        fn any_name_and_content_round_trip_exactly_and_never_run(
+            name in "[a-zA-Z0-9 '\"$;`&|<>(){}*?!#~=%\\\n\t\u{e9}\u{4e2d}\u{1f600}-]{1,40}",
+            content in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        ) {
+            proptest::prop_assume!(name != "." && name != "..");
+            let dir = tempfile::tempdir().unwrap();
+            let path = format!("{}/{name}", dir.path().display());
+            let desired = Desired::File { content: content.clone(), mode: 0o600, owner: None, group: None };
+            let out = parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
+                .unwrap();
+            proptest::prop_assert_eq!(out.written, 1, "{:?}", out);
+            let paths = [path.as_str()];
+            let read = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[(0, "false")])), &paths).unwrap();
+            match &read.snapshot.entries[&path] {
+                Entry::File { content: back, .. } => proptest::prop_assert_eq!(back, &content),
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            proptest::prop_assert_eq!(names.len(), 1, "only the file itself: {:?}", names);
+        }
+    }
+
     #[test]
     fn quoting_survives_quotes_dollars_and_newlines() {
         let nasty = "it's $HOME; `x` \\ \"q\"\nnext";
