@@ -32,6 +32,78 @@ pub enum Command {
         after_help = "Examples:\n  sentry-provision drift -i inventory\n  sentry-provision drift -i inventory --every 15m --format json --output drift.json\n  sentry-provision drift -i inventory --remediate"
     )]
     Drift(DriftArgs),
+    /// Show the inventory: every host and its variables (--list), the group tree (--graph), or one host (--host).
+    #[command(
+        after_help = "Examples:\n  sentry-provision inventory -i inventory --graph\n  sentry-provision inventory -i inventory --host sentry-web01.example.com"
+    )]
+    Inventory(InventoryArgs),
+    /// Gather each host's facts (cpus, memory, os, service manager, tools) in one round trip, as JSON.
+    #[command(after_help = "Example:\n  sentry-provision facts -i inventory -l host1")]
+    Facts(FactsArgs),
+    /// Render every host's templates locally with stand-in facts; no SSH.
+    #[command(
+        after_help = "Examples:\n  sentry-provision render -i inventory --host host1\n  sentry-provision render -i inventory --out rendered/"
+    )]
+    Render(RenderArgs),
+    /// Check a playbook and its templates without any host (optionally with an inventory's variables).
+    #[command(after_help = "Example:\n  sentry-provision check-playbook -p playbooks/sentry-tuning.yml")]
+    CheckPlaybook(CheckArgs),
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  sentry-provision completions bash > /etc/bash_completion.d/sentry-provision")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  sentry-provision man | man -l -")]
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct InventoryArgs {
+    /// Inventory file or folder.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Every host with its variables, and the groups (the default).
+    #[arg(long, conflicts_with_all = ["graph", "host"])]
+    pub list: bool,
+    /// The group tree.
+    #[arg(long, conflicts_with = "host")]
+    pub graph: bool,
+    /// One host's variables.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Extra variables, as for apply.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
+    pub extra_vars: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FactsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Only this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Write `<DIR>/<host>/<path>` instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The playbook to check.
+    #[arg(short, long, default_value = "playbooks/sentry-tuning.yml")]
+    pub playbook: PathBuf,
+    /// Also render for every host of this inventory.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Extra variables, as for apply.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
+    pub extra_vars: Vec<String>,
 }
 
 #[derive(Args, Debug)]

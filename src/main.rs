@@ -5,6 +5,7 @@
 //! failed; 8 a host unreachable.
 
 mod cli;
+mod commands;
 mod drift;
 mod facts;
 mod input;
@@ -14,6 +15,7 @@ mod playbook;
 mod render;
 mod report;
 mod run;
+mod suggest;
 mod transport;
 
 use clap::Parser;
@@ -42,6 +44,12 @@ fn main() -> ExitCode {
         }
         Command::Diff(args) => runtime.block_on(apply(args, Mode::Check, true)),
         Command::Drift(args) => runtime.block_on(drift::main(args)),
+        Command::Inventory(args) => commands::inventory(args),
+        Command::Facts(args) => runtime.block_on(commands::facts(args)),
+        Command::Render(args) => commands::render(args),
+        Command::CheckPlaybook(args) => commands::check_playbook(args),
+        Command::Completions { shell } => commands::completions(*shell),
+        Command::Man => commands::man(),
     };
     ExitCode::from(code)
 }

@@ -385,18 +385,117 @@ fn checked_path(origin: &str, path: &str) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
+pub fn ssh_options(settings: &Settings, control_directory: &std::path::Path) -> SshOptions {
+    SshOptions {
+        config_file: settings.ssh_config.clone(),
+        host_keys: settings.host_keys,
+        control_directory: control_directory.to_path_buf(),
+        connect_timeout: settings.connect_timeout,
+    }
+}
+
+/// Every host's template outputs, rendered with stand-in facts, no SSH.
+pub fn render_offline(
+    prepared: &Prepared,
+    settings: &Settings,
+) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, String> {
+    let placeholder = Facts::placeholder(script::TOOLS);
+    prepared
+        .jobs
+        .iter()
+        .map(|job| {
+            let tasks = render_tasks(&prepared.playbook, &prepared.renderer, job, &placeholder, settings)
+                .map_err(|e| format!("host {}: {e}", job.host.name))?;
+            let files = tasks
+                .tasks
+                .into_iter()
+                .filter_map(|t| match t.action {
+                    Action::Template { dest, content, .. } => Some((dest, content)),
+                    _ => None,
+                })
+                .collect();
+            Ok((job.host.name.clone(), files))
+        })
+        .collect()
+}
+
+/// Checks a playbook and its templates without any host: everything is
+/// compiled and rendered with the playbook's defaults, stand-in facts and
+/// (given an inventory) each host's variables.
+pub fn check_playbook(
+    playbook_path: &std::path::Path,
+    inventory: Option<&std::path::Path>,
+    extra: &[String],
+) -> Result<String, String> {
+    let extra_vars = crate::cli::parse_extra_vars(extra)?;
+    let playbook = playbook::load(playbook_path).map_err(|e| e.to_string())?;
+    let renderer = Renderer::new(&playbook.templates_dir, &playbook.template_sources())?;
+    let hosts: Vec<Host> = match inventory {
+        Some(path) => inventory::load(path, &extra_vars).map_err(|e| e.to_string())?.hosts,
+        None => {
+            let mut vars = extra_vars.clone();
+            vars.insert("inventory_hostname".into(), "check-playbook".into());
+            vars.insert("group_names".into(), serde_json::json!([]));
+            vec![Host { name: "check-playbook".into(), vars, connection: Connection::Local, become_root: false }]
+        }
+    };
+    let settings = Settings::offline(playbook_path);
+    let placeholder = Facts::placeholder(script::TOOLS);
+    let mut steps = 0;
+    for host in &hosts {
+        let job = Job {
+            host: host.clone(),
+            plays: (0..playbook.plays.len()).collect(),
+            become_root: false,
+            state: StateFiles::new(script::STATE_DIR, "check"),
+        };
+        steps = render_tasks(&playbook, &renderer, &job, &placeholder, &settings)
+            .map_err(|e| if inventory.is_some() { format!("host {}: {e}", host.name) } else { e })?
+            .tasks
+            .len();
+    }
+    Ok(format!(
+        "{}: ok ({} play(s), {steps} step(s), {} template(s), checked for {} host(s))",
+        playbook_path.display(),
+        playbook.plays.len(),
+        playbook.template_sources().len(),
+        hosts.len()
+    ))
+}
+
+impl Settings {
+    /// Settings for work that contacts no host.
+    pub fn offline(playbook: &std::path::Path) -> Settings {
+        Settings {
+            inventory: PathBuf::new(),
+            playbook: playbook.to_path_buf(),
+            limit: None,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            extra_vars: Vars::new(),
+            forks: 1,
+            mode: Mode::Check,
+            backup: false,
+            rollback_on_failure: false,
+            lock_timeout: Duration::ZERO,
+            crash_at: None,
+            verbosity: 0,
+            diff_context: 3,
+            ssh_config: None,
+            host_keys: HostKeys::Strict,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: None,
+        }
+    }
+}
+
 /// Runs every prepared host, `forks` at a time, and returns their reports in inventory order.
 /// `splay` delays each host's start by a random part of it, so scheduled
 /// passes do not hit every host at the same instant.
 pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -> Result<Vec<HostReport>, String> {
     let control =
         transport::control_directory().map_err(|e| format!("cannot create a control socket folder in /tmp: {e}"))?;
-    let ssh = SshOptions {
-        config_file: settings.ssh_config.clone(),
-        host_keys: settings.host_keys,
-        control_directory: control.path().to_path_buf(),
-        connect_timeout: settings.connect_timeout,
-    };
+    let ssh = ssh_options(settings, control.path());
     let progress = ProgressBar::new(prepared.jobs.len() as u64);
     progress.set_style(ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}").expect("valid template"));
     let shared = Arc::new((prepared, ssh, settings.clone(), progress.clone()));
@@ -434,7 +533,7 @@ fn random_fraction() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn target_of(host: &Host) -> (Target, String) {
+pub fn target_of(host: &Host) -> (Target, String) {
     match &host.connection {
         Connection::Local => (Target::Local, "local".into()),
         Connection::Ssh { address, port, user, key_file } => (

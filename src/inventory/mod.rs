@@ -86,7 +86,10 @@ pub struct Host {
 #[derive(Debug)]
 pub struct Inventory {
     pub hosts: Vec<Host>,
+    /// Every group with all its hosts, its children's included.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Every group's child groups and the hosts listed in it directly.
+    pub tree: BTreeMap<String, (Vec<String>, Vec<String>)>,
 }
 
 /// Loads an inventory file or folder and the `group_vars/`, `host_vars/` beside it.
@@ -189,9 +192,10 @@ pub fn read_vars_file(file: &Path) -> Result<Vars, Error> {
 }
 
 pub fn yaml_error(file: &Path, error: &serde_yaml::Error) -> Error {
+    let hint = crate::suggest::unknown_field_hint(&error.to_string());
     match error.location() {
-        Some(loc) => Error::at(file, loc.line(), loc.column(), error),
-        None => Error(format!("{}: {error}", file.display())),
+        Some(loc) => Error::at(file, loc.line(), loc.column(), format!("{error}{hint}")),
+        None => Error(format!("{}: {error}{hint}", file.display())),
     }
 }
 
@@ -244,7 +248,18 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
         .into_iter()
         .map(|(g, m)| (g, raw.host_order.iter().filter(|h| m.contains(*h)).cloned().collect()))
         .collect();
-    Ok(Inventory { hosts, groups })
+    let mut tree: BTreeMap<String, (Vec<String>, Vec<String>)> =
+        raw.groups.iter().map(|(name, g)| (name.clone(), (g.children.clone(), g.hosts.clone()))).collect();
+    // Like Ansible: top-level groups are children of `all`, and hosts in no
+    // group are in `ungrouped`.
+    let children: BTreeSet<&String> = raw.groups.values().flat_map(|g| &g.children).collect();
+    let top: Vec<String> = raw.groups.keys().filter(|g| *g != "all" && !children.contains(g)).cloned().collect();
+    tree.entry("all".into()).or_default().0.extend(top);
+    let grouped: BTreeSet<&String> =
+        raw.groups.iter().filter(|(n, _)| *n != "all").flat_map(|(_, g)| &g.hosts).collect();
+    let lonely: Vec<String> = raw.host_order.iter().filter(|h| !grouped.contains(h)).cloned().collect();
+    tree.entry("ungrouped".into()).or_default().1.extend(lonely);
+    Ok(Inventory { hosts, groups, tree })
 }
 
 fn collect_members(raw: &RawInventory, group: &str, seen: &mut BTreeSet<String>, into: &mut BTreeSet<String>) {
@@ -331,8 +346,10 @@ impl Inventory {
             };
             let matched = self.matching(name);
             if matched.is_empty() {
+                let known = self.groups.keys().map(String::as_str).chain(self.hosts.iter().map(|h| h.name.as_str()));
                 return Err(Error(format!(
-                    "`{name}` matches no host or group in the inventory (groups: {})",
+                    "`{name}` matches no host or group in the inventory{} (groups: {})",
+                    crate::suggest::nearest(name, known),
                     self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }

@@ -14,8 +14,18 @@ pub fn unified(path: &str, old: Option<&[u8]>, new: Option<&[u8]>, context: usiz
     let diff = TextDiff::from_lines(old_text, new_text);
     let old_name = if old.is_some() { format!("a{path}") } else { "/dev/null".to_owned() };
     let new_name = if new.is_some() { format!("b{path}") } else { "/dev/null".to_owned() };
-    diff.unified_diff().context_radius(context).header(&old_name, &new_name).to_string()
+    let text = diff.unified_diff().context_radius(context).header(&old_name, &new_name).to_string();
+    let lines = text.lines().count();
+    if lines > MAX_DIFF_LINES {
+        let added = text.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count();
+        let removed = text.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count();
+        return format!("large change to {path}: +{added} -{removed} lines (a {lines}-line diff, not shown)\n");
+    }
+    text
 }
+
+/// Diffs longer than this are summarised: they would bury the rest.
+const MAX_DIFF_LINES: usize = 400;
 
 fn text_of(bytes: Option<&[u8]>) -> Option<&str> {
     match bytes {
@@ -45,6 +55,14 @@ mod tests {
         let diff = unified("/r.conf", Some(b"a\nsave 900 1\nb\n"), Some(b"a\nsave \"\"\nb\n"), 1);
         assert!(diff.contains("@@ -1,3 +1,3 @@"), "{diff}");
         assert!(diff.contains("-save 900 1\n+save \"\"\n"), "{diff}");
+    }
+
+    #[test]
+    fn a_huge_change_is_summarised() {
+        let old: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let new: String = (0..1000).map(|i| format!("row {i}\n")).collect();
+        let diff = unified("/big", Some(old.as_bytes()), Some(new.as_bytes()), 3);
+        assert!(diff.starts_with("large change to /big: +1000 -1000 lines"), "{diff}");
     }
 
     #[test]

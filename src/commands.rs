@@ -1,0 +1,227 @@
+//! The commands around the main job: show the inventory, gather facts,
+//! render offline, check a playbook, print completions and the manual.
+
+use crate::cli::{CheckArgs, Cli, FactsArgs, InventoryArgs, RenderArgs};
+use crate::facts::Facts;
+use crate::inventory::{self, Inventory};
+use crate::run::{self, Mode};
+use crate::suggest::nearest;
+use crate::transport::{self, Transport, script};
+use crate::{BAD_INPUT, HOST_UNREACHABLE, bad_input};
+use clap::CommandFactory;
+use serde_json::{Map, Value, json};
+use std::fmt::Write;
+
+/// `inventory --list | --graph | --host H`, as ansible-inventory prints them.
+pub fn inventory(args: &InventoryArgs) -> u8 {
+    let extra = match crate::cli::parse_extra_vars(&args.extra_vars) {
+        Ok(v) => v,
+        Err(e) => return bad_input(&e),
+    };
+    let inventory = match inventory::load(&args.inventory, &extra) {
+        Ok(i) => i,
+        Err(e) => return bad_input(&e.to_string()),
+    };
+    if let Some(name) = &args.host {
+        return match inventory.hosts.iter().find(|h| &h.name == name) {
+            Some(host) => {
+                println!("{}", serde_json::to_string_pretty(&host.vars).expect("variables serialize"));
+                0
+            }
+            None => bad_input(&format!(
+                "no host `{name}` in the inventory{}",
+                nearest(name, inventory.hosts.iter().map(|h| h.name.as_str()))
+            )),
+        };
+    }
+    if args.graph {
+        print!("{}", graph(&inventory));
+        return 0;
+    }
+    println!("{}", serde_json::to_string_pretty(&list(&inventory)).expect("the inventory serializes"));
+    0
+}
+
+fn list(inventory: &Inventory) -> Value {
+    let mut document = Map::new();
+    let hostvars: Map<String, Value> =
+        inventory.hosts.iter().map(|h| (h.name.clone(), Value::Object(h.vars.clone()))).collect();
+    document.insert("_meta".into(), json!({ "hostvars": hostvars }));
+    for (group, (children, hosts)) in &inventory.tree {
+        let mut entry = Map::new();
+        if !children.is_empty() {
+            entry.insert("children".into(), json!(children));
+        }
+        if !hosts.is_empty() {
+            entry.insert("hosts".into(), json!(hosts));
+        }
+        document.insert(group.clone(), Value::Object(entry));
+    }
+    Value::Object(document)
+}
+
+fn graph(inventory: &Inventory) -> String {
+    fn walk(inventory: &Inventory, group: &str, depth: usize, out: &mut String) {
+        let indent = "|  ".repeat(depth.saturating_sub(1));
+        let branch = if depth == 0 { "" } else { "|--" };
+        let _ = writeln!(out, "{indent}{branch}@{group}:");
+        if let Some((children, hosts)) = inventory.tree.get(group) {
+            for child in children {
+                walk(inventory, child, depth + 1, out);
+            }
+            for host in hosts {
+                let _ = writeln!(out, "{}|--{host}", "|  ".repeat(depth));
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(inventory, "all", 0, &mut out);
+    out
+}
+
+/// `facts`: one snapshot round trip per host, facts printed as JSON.
+pub async fn facts(args: &FactsArgs) -> u8 {
+    let settings = match args.common.settings(Mode::Check) {
+        Ok(s) => s,
+        Err(e) => return bad_input(&e),
+    };
+    let inventory = match inventory::load(&settings.inventory, &settings.extra_vars) {
+        Ok(i) => i,
+        Err(e) => return bad_input(&e.to_string()),
+    };
+    let hosts = match inventory.select(settings.limit.as_deref().unwrap_or("all")) {
+        Ok(h) => h,
+        Err(e) => return bad_input(&format!("--limit: {e}")),
+    };
+    let control = match transport::control_directory() {
+        Ok(c) => c,
+        Err(e) => return bad_input(&format!("cannot create a control socket folder: {e}")),
+    };
+    let ssh = run::ssh_options(&settings, control.path());
+    let tasks = hosts.iter().map(|host| {
+        let ssh = ssh.clone();
+        let (target, _) = run::target_of(host);
+        let state = script::StateFiles::new(script::STATE_DIR, "facts");
+        async move {
+            let transport = Transport::connect(&target, &ssh).await?;
+            let output = transport.run(&script::snapshot(&state, &[], &[]), host.become_root, None).await;
+            transport.close().await;
+            let output = output?;
+            let parsed = script::parse_snapshot(&output.stdout, &[]).map_err(transport::Error::Failed)?;
+            Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
+        }
+    });
+    let results = futures_join_all(tasks).await;
+    let mut document = Map::new();
+    let mut code = 0;
+    for (host, result) in hosts.iter().zip(results) {
+        let value = match result {
+            Ok(facts) => serde_json::to_value(facts).expect("facts serialize"),
+            Err(e) => {
+                code |= HOST_UNREACHABLE;
+                json!({ "error": e.to_string() })
+            }
+        };
+        document.insert(host.name.clone(), value);
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Object(document)).expect("facts serialize"));
+    code
+}
+
+/// Runs futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs = Vec::with_capacity(pinned.len());
+    // Polled together by a local join: hosts are few enough per process.
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, future) in results.iter_mut().zip(pinned.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.extend(results.into_iter().map(|r| r.expect("every future finished")));
+    outputs
+}
+
+/// `render`: every host's files rendered locally with stand-in facts; no SSH.
+pub fn render(args: &RenderArgs) -> u8 {
+    let mut settings = match args.common.settings(Mode::Check) {
+        Ok(s) => s,
+        Err(e) => return bad_input(&e),
+    };
+    if let Some(host) = &args.host {
+        settings.limit = Some(host.clone());
+    }
+    let started = std::time::Instant::now();
+    let prepared = match run::prepare(&settings) {
+        Ok(p) => p,
+        Err(e) => return bad_input(&e),
+    };
+    let rendered = match run::render_offline(&prepared, &settings) {
+        Ok(r) => r,
+        Err(e) => return bad_input(&e),
+    };
+    let mut files = 0;
+    for (host, outputs) in &rendered {
+        for (path, content) in outputs {
+            files += 1;
+            match &args.out {
+                Some(dir) => {
+                    let target = dir.join(host).join(path.trim_start_matches('/'));
+                    let written = target
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(&target, content));
+                    if let Err(e) = written {
+                        return bad_input(&format!("{}: {e}", target.display()));
+                    }
+                }
+                None => {
+                    println!("==> {host}: {path} <==");
+                    print!("{}", String::from_utf8_lossy(content));
+                }
+            }
+        }
+    }
+    if args.out.is_some() {
+        eprintln!("rendered {files} file(s) for {} host(s) in {:.3}s", rendered.len(), started.elapsed().as_secs_f64());
+    }
+    0
+}
+
+/// `check-playbook`: the playbook and its templates, rendered with the
+/// playbook's defaults (and the inventory's variables, if given).
+pub fn check_playbook(args: &CheckArgs) -> u8 {
+    match run::check_playbook(&args.playbook, args.inventory.as_deref(), &args.extra_vars) {
+        Ok(summary) => {
+            println!("{summary}");
+            0
+        }
+        Err(e) => {
+            bad_input(&e);
+            BAD_INPUT
+        }
+    }
+}
+
+pub fn completions(shell: clap_complete::Shell) -> u8 {
+    clap_complete::generate(shell, &mut Cli::command(), "sentry-provision", &mut std::io::stdout());
+    0
+}
+
+pub fn man() -> u8 {
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        return bad_input(&e.to_string());
+    }
+    print!("{}", String::from_utf8_lossy(&page));
+    0
+}
