@@ -394,11 +394,14 @@ pub fn ssh_options(settings: &Settings, control_directory: &std::path::Path) -> 
     }
 }
 
+/// A host's name and its rendered templates: destination path and content.
+pub type RenderedHost = (String, Vec<(String, Vec<u8>)>);
+
 /// Every host's template outputs, rendered with stand-in facts, no SSH.
 pub fn render_offline(
     prepared: &Prepared,
     settings: &Settings,
-) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, String> {
+) -> Result<Vec<RenderedHost>, String> {
     let placeholder = Facts::placeholder(script::TOOLS);
     prepared
         .jobs
