@@ -26,7 +26,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what `apply` would change, as unified diffs; touches nothing (same as apply --check --diff).
     #[command(after_help = "Example:\n  sentry-provision diff -i inventory -l host1")]
-    Diff(CommonArgs),
+    Diff(DiffArgs),
     /// Detect drift: files and live state against the playbook and the last apply.
     #[command(
         after_help = "Examples:\n  sentry-provision drift -i inventory\n  sentry-provision drift -i inventory --every 15m --format json --output drift.json\n  sentry-provision drift -i inventory --remediate"
@@ -107,9 +107,27 @@ pub struct CheckArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format: human text, or one JSON document on stdout (messages on stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Output format: human text, or one JSON document on stdout (messages on stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
     /// Show what would change; touch nothing.
     #[arg(short = 'C', long)]
     pub check: bool,

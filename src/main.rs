@@ -40,9 +40,9 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Apply(args) => {
             let mode = if args.check { Mode::Check } else { Mode::Apply };
-            runtime.block_on(apply(&args.common, mode, args.diff))
+            runtime.block_on(apply(&args.common, mode, args.diff, args.format))
         }
-        Command::Diff(args) => runtime.block_on(apply(args, Mode::Check, true)),
+        Command::Diff(args) => runtime.block_on(apply(&args.common, Mode::Check, true, args.format)),
         Command::Drift(args) => runtime.block_on(drift::main(args)),
         Command::Inventory(args) => commands::inventory(args),
         Command::Facts(args) => runtime.block_on(commands::facts(args)),
@@ -54,7 +54,8 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool) -> u8 {
+async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool, format: cli::OutputFormat) -> u8 {
+    let started = std::time::Instant::now();
     let settings = match args.settings(mode) {
         Ok(s) => s,
         Err(e) => return bad_input(&e),
@@ -68,12 +69,21 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool) -> u8 {
         Err(e) => return bad_input(&e),
     };
     let check = mode == Mode::Check;
-    let options = report::human::Options { check, show_diff };
-    print_log(&reports);
-    print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
     let mut code = host_bits(&reports);
     if check && run::any_changes(&reports) {
         code |= CHANGES_PENDING;
+    }
+    print_log(&reports);
+    match format {
+        cli::OutputFormat::Human => {
+            let options = report::human::Options { check, show_diff };
+            print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
+        }
+        cli::OutputFormat::Json => {
+            let document = report::json::run_document(&reports, check, code, started.elapsed());
+            println!("{}", serde_json::to_string_pretty(&document).expect("the report serializes"));
+            eprint!("{}", report::human::summary_line(&reports, check));
+        }
     }
     code
 }

@@ -97,18 +97,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             report.elapsed.as_secs_f64()
         );
     }
-    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
-    let _ = writeln!(
-        out,
-        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}",
-        style.paint("1", "summary:"),
-        reports.len(),
-        count(Status::Ok),
-        count(Status::Changed),
-        count(Status::Failed),
-        count(Status::Unreachable),
-        if options.check { " (check mode: nothing was changed)" } else { "" }
-    );
+    out.push_str(&summary_line_styled(reports, options.check, style));
     out
 }
 
@@ -187,4 +176,24 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
         s.unreachable
     );
     out
+}
+
+/// The closing summary line, plain.
+pub fn summary_line(reports: &[HostReport], check: bool) -> String {
+    summary_line_styled(reports, check, &Style::never())
+}
+
+fn summary_line_styled(reports: &[HostReport], check: bool, style: &Style) -> String {
+    let changed_word = if check { "would change" } else { "changed" };
+    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
+    format!(
+        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}\n",
+        style.paint("1", "summary:"),
+        reports.len(),
+        count(Status::Ok),
+        count(Status::Changed),
+        count(Status::Failed),
+        count(Status::Unreachable),
+        if check { " (check mode: nothing was changed)" } else { "" }
+    )
 }

@@ -1,5 +1,5 @@
-//! The machine-readable drift report: one JSON document per pass. Field
-//! names are stable and documented in the README.
+//! The machine-readable reports: one JSON document per apply, diff or
+//! drift pass. Field names are stable and documented in the README.
 
 use crate::run::{DriftItem, HostReport};
 use serde::Serialize;
@@ -66,4 +66,48 @@ pub fn hosts(reports: &[HostReport]) -> Vec<Host<'_>> {
             duration_seconds: r.elapsed.as_secs_f64(),
         })
         .collect()
+}
+
+/// The document `apply --format json` and `diff --format json` print.
+pub fn run_document(reports: &[HostReport], check: bool, exit_code: u8, elapsed: std::time::Duration) -> serde_json::Value {
+    use crate::run::Status;
+    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
+    let hosts: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "host": r.name,
+                "address": r.address,
+                "status": match r.status {
+                    Status::Ok => "ok",
+                    Status::Changed => "changed",
+                    Status::Failed => "failed",
+                    Status::Unreachable => "unreachable",
+                },
+                "error": r.error,
+                "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed})).collect::<Vec<_>>(),
+                "changes": r.files.iter().map(|f| serde_json::json!({"path": f.path, "diff": f.diff})).collect::<Vec<_>>(),
+                "handlers": r.handlers.iter().map(|h| serde_json::json!({"name": h.name, "ok": h.ok})).collect::<Vec<_>>(),
+                "pending_from_earlier_run": r.carried_over,
+                "backups": r.backups,
+                "rolled_back": r.rolled_back,
+                "warnings": r.warnings,
+                "round_trips": r.round_trips,
+                "duration_seconds": r.elapsed.as_secs_f64(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "command": if check { "check" } else { "apply" },
+        "exit_code": exit_code,
+        "duration_seconds": elapsed.as_secs_f64(),
+        "summary": {
+            "hosts": reports.len(),
+            "ok": count(Status::Ok),
+            "changed": count(Status::Changed),
+            "failed": count(Status::Failed),
+            "unreachable": count(Status::Unreachable),
+        },
+        "hosts": hosts,
+    })
 }
