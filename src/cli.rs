@@ -48,6 +48,9 @@ pub enum Command {
     /// Check a playbook and its templates without any host (optionally with an inventory's variables).
     #[command(after_help = "Example:\n  sentry-provision check-playbook -p playbooks/sentry-tuning.yml")]
     CheckPlaybook(CheckArgs),
+    /// Read each host (no playbook, nothing written) and say where it strays from Sentry's tuning guide, and why it matters.
+    #[command(after_help = "Example:\n  sentry-provision audit -i inventory")]
+    Audit(AuditArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  sentry-provision completions bash > /etc/bash_completion.d/sentry-provision")]
     Completions { shell: clap_complete::Shell },
@@ -73,6 +76,18 @@ pub struct InventoryArgs {
     /// Extra variables, as for apply.
     #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
     pub extra_vars: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
+    /// Where Sentry's configuration is on the hosts.
+    #[arg(long, value_name = "PATH", default_value = "/etc/sentry/sentry.conf.py")]
+    pub sentry_conf: String,
 }
 
 #[derive(Args, Debug)]
@@ -234,9 +249,15 @@ pub struct CommonArgs {
     /// When a handler or a verify probe fails after files moved, put the previous files back and run the handlers again.
     #[arg(long)]
     pub rollback_on_failure: bool,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// More output on stderr: -v round trips and timings, -vv their stderr too.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Rolling updates: hosts per batch (`2`) or share of them (`25%`); beats the plays' `serial`.
+    #[arg(long, value_name = "N|N%", value_parser = crate::playbook::Serial::parse)]
+    pub serial: Option<crate::playbook::Serial>,
     /// Seconds to wait for another run's lock on a host before failing that host.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub lock_timeout: u64,
@@ -270,6 +291,8 @@ impl CommonArgs {
             rollback_on_failure: self.rollback_on_failure,
             lock_timeout: Duration::from_secs(self.lock_timeout),
             verbosity: self.verbose,
+            quiet: self.quiet,
+            serial: self.serial,
             crash_at: std::env::var("SENTRY_PROVISION_CRASH_AT").ok().filter(|p| !p.is_empty()),
         })
     }

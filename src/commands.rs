@@ -1,13 +1,13 @@
 //! The commands around the main job: show the inventory, gather facts,
 //! render offline, check a playbook, print completions and the manual.
 
-use crate::cli::{CheckArgs, Cli, FactsArgs, InventoryArgs, RenderArgs};
+use crate::cli::{AuditArgs, CheckArgs, Cli, FactsArgs, InventoryArgs, OutputFormat, RenderArgs};
 use crate::facts::Facts;
 use crate::inventory::{self, Inventory};
 use crate::run::{self, Mode};
 use crate::suggest::nearest;
 use crate::transport::{self, Transport, script};
-use crate::{BAD_INPUT, HOST_UNREACHABLE, bad_input};
+use crate::{BAD_INPUT, CHANGES_PENDING, HOST_FAILED, HOST_UNREACHABLE, bad_input};
 use clap::CommandFactory;
 use serde_json::{Map, Value, json};
 use std::fmt::Write;
@@ -125,6 +125,89 @@ pub async fn facts(args: &FactsArgs) -> u8 {
         document.insert(host.name.clone(), value);
     }
     println!("{}", serde_json::to_string_pretty(&Value::Object(document)).expect("facts serialize"));
+    code
+}
+
+/// `audit`: one read-only round trip per host; findings against the guide.
+pub async fn audit(args: &AuditArgs) -> u8 {
+    let settings = match args.common.settings(Mode::Check) {
+        Ok(s) => s,
+        Err(e) => return bad_input(&e),
+    };
+    let inventory = match inventory::load(&settings.inventory, &settings.extra_vars) {
+        Ok(i) => i,
+        Err(e) => return bad_input(&e.to_string()),
+    };
+    let hosts = match inventory.select(settings.limit.as_deref().unwrap_or("all")) {
+        Ok(h) => h,
+        Err(e) => return bad_input(&format!("--limit: {e}")),
+    };
+    let control = match transport::control_directory() {
+        Ok(c) => c,
+        Err(e) => return bad_input(&format!("cannot create a control socket folder: {e}")),
+    };
+    let ssh = run::ssh_options(&settings, control.path());
+    let script = crate::audit::script(&args.sentry_conf);
+    let tasks = hosts.iter().map(|host| {
+        let (ssh, script) = (ssh.clone(), script.clone());
+        let (target, _) = run::target_of(host);
+        async move {
+            let transport = Transport::connect(&target, &ssh).await?;
+            let output = transport.run(&script, host.become_root, None).await;
+            transport.close().await;
+            let output = output?;
+            let seen = crate::audit::parse(&output.stdout).map_err(|e| {
+                transport::Error::Failed(format!(
+                    "{e} (exit status {}; stderr: {})",
+                    output.status,
+                    output.stderr_text()
+                ))
+            })?;
+            Ok::<_, transport::Error>(crate::audit::analyse(&seen))
+        }
+    });
+    let results = futures_join_all(tasks).await;
+    let mut code = 0;
+    let mut document = Vec::new();
+    let mut text = String::new();
+    for (host, result) in hosts.iter().zip(&results) {
+        match result {
+            Ok(findings) => {
+                if !findings.is_empty() {
+                    code |= CHANGES_PENDING;
+                }
+                document.push(json!({"host": host.name, "findings": findings}));
+                text.push_str(&crate::report::human::render_findings(&host.name, findings));
+            }
+            Err(e) => {
+                code |= if matches!(e, transport::Error::Unreachable(_)) { HOST_UNREACHABLE } else { HOST_FAILED };
+                document.push(json!({"host": host.name, "error": e.to_string()}));
+                text.push_str(&format!(
+                    "{}: {} {e}\n",
+                    host.name,
+                    if code & HOST_UNREACHABLE != 0 { "unreachable" } else { "failed" }
+                ));
+            }
+        }
+    }
+    let with = results.iter().filter(|r| r.as_ref().is_ok_and(|f| !f.is_empty())).count();
+    let clean = results.iter().filter(|r| r.as_ref().is_ok_and(|f| f.is_empty())).count();
+    match args.format {
+        OutputFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"exit_code": code, "hosts": document})).expect("serializes")
+            )
+        }
+        OutputFormat::Human => {
+            print!("{text}");
+            println!(
+                "summary: {} host(s): {with} stray from the tuning guide, {clean} as it recommends, {} not read",
+                hosts.len(),
+                hosts.len() - with - clean
+            );
+        }
+    }
     code
 }
 

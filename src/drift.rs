@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub async fn main(args: &DriftArgs) -> u8 {
-    let settings = match args.common.settings(Mode::Drift(args.remediation())) {
+    let mut settings = match args.common.settings(Mode::Drift(args.remediation())) {
         Ok(s) => s,
         Err(e) => return bad_input(&e),
     };
+    // A scheduled check logs its passes, not every host event of every pass.
+    settings.quiet |= args.every.is_some();
     if args.install_timer {
         // A timer for a check that cannot run is no use: validate it first (offline).
         if let Err(e) = run::prepare(&settings) {

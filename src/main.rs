@@ -4,6 +4,7 @@
 //! (no host touched); 2 changes pending (check, diff, drift); 4 a host
 //! failed; 8 a host unreachable.
 
+mod audit;
 mod cli;
 mod commands;
 mod drift;
@@ -12,6 +13,7 @@ mod input;
 mod inventory;
 mod plan;
 mod playbook;
+mod progress;
 mod render;
 mod report;
 mod run;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Facts(args) => runtime.block_on(commands::facts(args)),
         Command::Render(args) => commands::render(args),
         Command::CheckPlaybook(args) => commands::check_playbook(args),
+        Command::Audit(args) => runtime.block_on(commands::audit(args)),
         Command::Completions { shell } => commands::completions(*shell),
         Command::Man => commands::man(),
     };

@@ -9,10 +9,10 @@ use crate::inventory::{self, Connection, Host, Vars};
 use crate::plan::drift::{Applied, ItemState};
 use crate::plan::{self, Action, Attributes, FileChange, Plan, Snapshot, StepOutcome, Task};
 use crate::playbook::{self, Playbook, State, StepKind};
+use crate::progress::{HostProgress, Progress};
 use crate::render::Renderer;
 use crate::transport::script::StateFiles;
 use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport, script};
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -39,6 +39,10 @@ pub struct Settings {
     pub crash_at: Option<String>,
     /// `-v`: round trips and timings on stderr; `-vv`: their stderr too.
     pub verbosity: u8,
+    /// `-q`: no progress output.
+    pub quiet: bool,
+    /// `--serial`: hosts per batch, over the plays' own `serial`.
+    pub serial: Option<playbook::Serial>,
     pub diff_context: usize,
     pub ssh_config: Option<PathBuf>,
     pub host_keys: HostKeys,
@@ -398,10 +402,7 @@ pub fn ssh_options(settings: &Settings, control_directory: &std::path::Path) -> 
 pub type RenderedHost = (String, Vec<(String, Vec<u8>)>);
 
 /// Every host's template outputs, rendered with stand-in facts, no SSH.
-pub fn render_offline(
-    prepared: &Prepared,
-    settings: &Settings,
-) -> Result<Vec<RenderedHost>, String> {
+pub fn render_offline(prepared: &Prepared, settings: &Settings) -> Result<Vec<RenderedHost>, String> {
     let placeholder = Facts::placeholder(script::TOOLS);
     prepared
         .jobs
@@ -483,6 +484,8 @@ impl Settings {
             lock_timeout: Duration::ZERO,
             crash_at: None,
             verbosity: 0,
+            serial: None,
+            quiet: true,
             diff_context: 3,
             ssh_config: None,
             host_keys: HostKeys::Strict,
@@ -499,12 +502,55 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
     let control =
         transport::control_directory().map_err(|e| format!("cannot create a control socket folder in /tmp: {e}"))?;
     let ssh = ssh_options(settings, control.path());
-    let progress = ProgressBar::new(prepared.jobs.len() as u64);
-    progress.set_style(ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}").expect("valid template"));
+    let progress = Arc::new(Progress::new(prepared.jobs.len(), settings.quiet));
+    let total = prepared.jobs.len();
+    let serial = settings.serial.or_else(|| prepared.playbook.plays.iter().filter_map(|p| p.serial).next());
+    let batch = serial.map_or(total, |s| s.of(total));
+    let max_fail = prepared.playbook.plays.iter().find_map(|p| p.max_fail_percentage);
     let shared = Arc::new((prepared, ssh, settings.clone(), progress.clone()));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(settings.forks.max(1)));
+    let mut reports: Vec<(usize, HostReport)> = Vec::new();
+    let batches: Vec<Vec<usize>> = (0..total).collect::<Vec<_>>().chunks(batch.max(1)).map(<[usize]>::to_vec).collect();
+    for (number, members) in batches.iter().enumerate() {
+        if batches.len() > 1 {
+            let names: Vec<&str> = members.iter().map(|i| shared.0.jobs[*i].host.name.as_str()).collect();
+            progress.note(&format!("batch {}/{}: {}", number + 1, batches.len(), names.join(", ")));
+        }
+        let done = run_batch(&shared, &semaphore, members, splay).await?;
+        let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
+        reports.extend(done);
+        let share = failed as f64 * 100.0 / members.len() as f64;
+        if number + 1 < batches.len() && max_fail.is_some_and(|limit| share > limit) {
+            let limit = max_fail.unwrap_or_default();
+            for rest in batches[number + 1..].iter().flatten() {
+                let mut skipped = blank_report(&shared.0.jobs[*rest].host);
+                skipped.status = Status::Failed;
+                skipped.error = Some(format!(
+                    "not run: {failed} of {} host(s) in batch {} failed, over max_fail_percentage {limit}",
+                    members.len(),
+                    number + 1
+                ));
+                reports.push((*rest, skipped));
+            }
+            break;
+        }
+    }
+    progress.finish();
+    reports.sort_by_key(|(i, _)| *i);
+    Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+type Shared = Arc<(Prepared, SshOptions, Settings, Arc<Progress>)>;
+
+/// One batch of hosts, concurrently, `forks` at a time.
+async fn run_batch(
+    shared: &Shared,
+    semaphore: &Arc<tokio::sync::Semaphore>,
+    members: &[usize],
+    splay: Duration,
+) -> Result<Vec<(usize, HostReport)>, String> {
     let mut running = tokio::task::JoinSet::new();
-    for i in 0..shared.0.jobs.len() {
+    for &i in members {
         let shared = shared.clone();
         let semaphore = semaphore.clone();
         running.spawn(async move {
@@ -513,9 +559,15 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
             }
             let _permit = semaphore.acquire().await.expect("semaphore is never closed");
             let (prepared, ssh, settings, progress) = &*shared;
-            let report = run_host(prepared, &prepared.jobs[i], ssh, settings).await;
-            progress.inc(1);
-            progress.set_message(report.name.clone());
+            let line = progress.host(&prepared.jobs[i].host.name);
+            let report = run_host(prepared, &prepared.jobs[i], ssh, settings, &line).await;
+            line.finish(match report.status {
+                Status::Ok => "ok",
+                Status::Changed => "changed",
+                Status::Failed => "failed",
+                Status::Unreachable => "unreachable",
+            });
+            progress.host_done();
             (i, report)
         });
     }
@@ -523,9 +575,7 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
     while let Some(done) = running.join_next().await {
         reports.push(done.map_err(|e| format!("internal error: a host task failed: {e}"))?);
     }
-    progress.finish_and_clear();
-    reports.sort_by_key(|(i, _)| *i);
-    Ok(reports.into_iter().map(|(_, r)| r).collect())
+    Ok(reports)
 }
 
 /// A number in [0, 1) from the standard library's randomly keyed hasher.
@@ -554,12 +604,10 @@ pub fn target_of(host: &Host) -> (Target, String) {
     }
 }
 
-async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &Settings) -> HostReport {
-    let started = Instant::now();
-    let (target, address) = target_of(&job.host);
-    let mut report = HostReport {
-        name: job.host.name.clone(),
-        address,
+fn blank_report(host: &Host) -> HostReport {
+    HostReport {
+        name: host.name.clone(),
+        address: target_of(host).1,
         status: Status::Ok,
         steps: Vec::new(),
         files: Vec::new(),
@@ -575,14 +623,28 @@ async fn run_host(prepared: &Prepared, job: &Job, ssh: &SshOptions, settings: &S
         backups: Vec::new(),
         rolled_back: Vec::new(),
         log: Vec::new(),
-    };
+    }
+}
+
+async fn run_host(
+    prepared: &Prepared,
+    job: &Job,
+    ssh: &SshOptions,
+    settings: &Settings,
+    line: &HostProgress,
+) -> HostReport {
+    let started = Instant::now();
+    let (target, _) = target_of(&job.host);
+    let mut report = blank_report(&job.host);
+    line.phase("connect");
     match Transport::connect(&target, ssh).await {
         Err(e) => {
             report.status = Status::Unreachable;
             report.error = Some(format!("connect: {e}"));
         }
         Ok(transport) => {
-            let mut host = HostRun { prepared, job, transport: &transport, settings, report: &mut report, lock: None };
+            let mut host =
+                HostRun { prepared, job, transport: &transport, settings, report: &mut report, lock: None, line };
             let result = host.run().await;
             if let Some(lock) = host.lock.take() {
                 lock.release().await;
@@ -628,6 +690,7 @@ struct HostRun<'a> {
     report: &'a mut HostReport,
     /// The host's lock, held from the snapshot to the end of the run when writing.
     lock: Option<transport::Held<'a>>,
+    line: &'a HostProgress,
 }
 
 impl HostRun<'_> {
@@ -664,6 +727,7 @@ impl HostRun<'_> {
 
     async fn round_trip(&mut self, phase: &str, script: &str) -> Result<transport::Output, Failure> {
         self.report.round_trips += 1;
+        self.line.phase(phase);
         let started = Instant::now();
         let result = self
             .transport
@@ -701,6 +765,7 @@ impl HostRun<'_> {
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
         let snapshot_script = script::snapshot(&self.job.state, &path_refs, &guard_refs);
+        self.line.phase("snapshot");
         let output = if writes {
             // Runs that write hold the host's lock from before the snapshot to
             // their end, so two runs never interleave; one round trip still.

@@ -27,6 +27,60 @@ pub struct Play {
     /// Probes of live state, run by `drift`.
     #[serde(default)]
     pub verify: Vec<Probe>,
+    /// Rolling updates: this many hosts (`2`) or this share of them (`"25%"`)
+    /// at a time, each batch with its handlers done before the next starts.
+    #[serde(default, deserialize_with = "batch_size")]
+    pub serial: Option<Serial>,
+    /// Stop before the next batch when more than this share of a batch failed.
+    #[serde(default)]
+    pub max_fail_percentage: Option<f64>,
+}
+
+/// A batch size: a number of hosts or a percentage of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Serial {
+    Hosts(usize),
+    Percent(f64),
+}
+
+impl Serial {
+    pub fn parse(text: &str) -> Result<Serial, String> {
+        let text = text.trim();
+        let invalid = || format!("`{text}` is not a batch size such as 2 or \"25%\"");
+        match text.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .map(Serial::Percent)
+                .ok_or_else(invalid),
+            None => text.parse::<usize>().ok().filter(|n| *n > 0).map(Serial::Hosts).ok_or_else(invalid),
+        }
+    }
+
+    /// Hosts per batch out of `total`, at least one.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Serial::Hosts(n) => n.min(total).max(1),
+            Serial::Percent(p) => ((total as f64 * p / 100.0).floor() as usize).clamp(1, total.max(1)),
+        }
+    }
+}
+
+fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Serial>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let text = match &value {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "serial must be a number or a percentage, found {}",
+                kind_of(other)
+            )));
+        }
+    };
+    Serial::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn all_hosts() -> String {

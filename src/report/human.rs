@@ -197,3 +197,38 @@ fn summary_line_styled(reports: &[HostReport], check: bool, style: &Style) -> St
         if check { " (check mode: nothing was changed)" } else { "" }
     )
 }
+
+/// One host's audit findings: what strays from the tuning guide, and why it matters.
+pub fn render_findings(host: &str, findings: &[crate::audit::Finding]) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        let _ = writeln!(out, "{host}: as the tuning guide recommends");
+        return out;
+    }
+    let _ = writeln!(out, "{host}: {} finding(s)", findings.len());
+    for finding in findings {
+        let _ = writeln!(out, "  {:<8} {}", finding.topic, finding.found);
+        for line in wrap(&finding.advice, 88) {
+            let _ = writeln!(out, "           {line}");
+        }
+    }
+    out
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}

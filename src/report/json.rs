@@ -69,7 +69,12 @@ pub fn hosts(reports: &[HostReport]) -> Vec<Host<'_>> {
 }
 
 /// The document `apply --format json` and `diff --format json` print.
-pub fn run_document(reports: &[HostReport], check: bool, exit_code: u8, elapsed: std::time::Duration) -> serde_json::Value {
+pub fn run_document(
+    reports: &[HostReport],
+    check: bool,
+    exit_code: u8,
+    elapsed: std::time::Duration,
+) -> serde_json::Value {
     use crate::run::Status;
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     let hosts: Vec<serde_json::Value> = reports
