@@ -232,3 +232,134 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::drift::ItemState;
+    use crate::plan::{Desired, Entry, FileChange, StepOutcome, diff};
+    use crate::run::{DriftItem, HandlerOutcome, ItemKind};
+    use std::time::Duration;
+
+    fn report(name: &str, status: Status) -> HostReport {
+        HostReport {
+            name: name.into(),
+            address: format!("10.0.0.{}", name.len()),
+            status,
+            steps: Vec::new(),
+            files: Vec::new(),
+            handlers: Vec::new(),
+            carried_over: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+            round_trips: 1,
+            elapsed: Duration::from_millis(420),
+            drift: Vec::new(),
+            remediated: Vec::new(),
+            written: Vec::new(),
+            backups: Vec::new(),
+            rolled_back: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn changed_host() -> HostReport {
+        let old = "bind 127.0.0.1\nsave 900 1\nappendonly no\n";
+        let new = "bind 127.0.0.1\nsave \"\"\nappendonly no\nmaxmemory 1gb\n";
+        let mut host = report("web01", Status::Changed);
+        host.steps = vec![
+            StepOutcome {
+                name: "Turn RDB snapshots off".into(),
+                changed: true,
+                subject: "/etc/redis/redis.conf".into(),
+            },
+            StepOutcome {
+                name: "Turn the append-only file off".into(),
+                changed: false,
+                subject: "/etc/redis/redis.conf".into(),
+            },
+            StepOutcome { name: "Cap Redis memory".into(), changed: true, subject: "/etc/redis/redis.conf".into() },
+        ];
+        host.files = vec![FileChange {
+            path: "/etc/redis/redis.conf".into(),
+            after: Desired::File { content: new.into(), mode: 0o640, owner: None, group: None },
+            before: Entry::Missing,
+            diff: format!(
+                "mode /etc/redis/redis.conf: 0644 -> 0640\n{}",
+                diff::unified("/etc/redis/redis.conf", Some(old.as_bytes()), Some(new.as_bytes()), 3)
+            ),
+            validate: Vec::new(),
+            backup: false,
+        }];
+        host.handlers = vec![HandlerOutcome { name: "apply redis settings live".into(), ok: true }];
+        host.round_trips = 3;
+        host
+    }
+
+    #[test]
+    fn an_apply_report_lists_changed_steps_diffs_handlers_and_a_summary() {
+        let mut down = report("db02", Status::Unreachable);
+        down.round_trips = 0;
+        down.error = Some("connect: failed to connect to the remote host: Connection refused".into());
+        let reports = [changed_host(), report("web02", Status::Ok), down];
+        let text = render(&reports, &Options { check: false, show_diff: true }, &Style::never());
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_check_report_says_what_would_change_and_which_handlers_would_run() {
+        let mut host = changed_host();
+        host.status = Status::Changed;
+        host.carried_over = vec!["test and reload nginx".into()];
+        host.warnings =
+            vec!["/etc/supervisor/conf.d/sentry-worker.conf: Sentry workers run at concurrency -c 64".into()];
+        let text = render(&[host], &Options { check: true, show_diff: false }, &Style::never());
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_drift_report_tells_host_drift_from_pending_changes() {
+        let mut drifted = report("web01", Status::Ok);
+        drifted.drift = vec![
+            DriftItem {
+                kind: ItemKind::File,
+                subject: "/etc/redis/redis.conf".into(),
+                state: ItemState::HostDrift,
+                expected: "106668 bytes, mode 0640, redis:redis, sha256 a1d9e6c3dfb5".into(),
+                actual: "106668 bytes, mode 0640, redis:redis, sha256 a0e51c00844d".into(),
+                diff: String::new(),
+            },
+            DriftItem {
+                kind: ItemKind::Live,
+                subject: "redis live config".into(),
+                state: ItemState::HostDrift,
+                expected: "probe passes".into(),
+                actual: "maxmemory: expected '1073741824', actual '0'".into(),
+                diff: String::new(),
+            },
+        ];
+        drifted.remediated = vec!["/etc/redis/redis.conf".into(), "handler `apply redis settings live`".into()];
+        let mut pending = report("web02", Status::Ok);
+        pending.drift = vec![DriftItem {
+            kind: ItemKind::File,
+            subject: "/etc/supervisor/conf.d/memmon.conf".into(),
+            state: ItemState::Pending,
+            expected: "190 bytes, mode 0644, root:root, sha256 35d5be475cc9".into(),
+            actual: "190 bytes, mode 0644, root:root, sha256 0050e4b77799".into(),
+            diff: String::new(),
+        }];
+        let text = render_drift(&[drifted, pending, report("web03", Status::Ok)], false, &Style::never());
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn audit_findings_read_as_advice() {
+        let findings = crate::audit::analyse(&crate::audit::Observed {
+            cpus: 4,
+            redis: [("save".to_string(), "3600 1".to_string()), ("maxmemory".to_string(), "0".to_string())].into(),
+            web_workers: Some(3),
+            ..Default::default()
+        });
+        insta::assert_snapshot!(render_findings("web01", &findings));
+    }
+}
