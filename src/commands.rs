@@ -244,7 +244,7 @@ pub fn render(args: &RenderArgs) -> u8 {
         settings.limit = Some(host.clone());
     }
     let started = std::time::Instant::now();
-    let prepared = match run::prepare(&settings) {
+    let prepared = match run::load(&settings) {
         Ok(p) => p,
         Err(e) => return bad_input(&e),
     };

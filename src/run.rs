@@ -168,6 +168,24 @@ struct Job {
 /// host's steps with stand-in facts, so that bad input of any kind is found
 /// here, with exit code 1 and no host touched.
 pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
+    let prepared = load(settings)?;
+    let placeholder = Facts::placeholder(script::TOOLS);
+    let mut errors = Vec::new();
+    for job in &prepared.jobs {
+        if let Err(e) = render_tasks(&prepared.playbook, &prepared.renderer, job, &placeholder, settings) {
+            errors.push(format!("host {}: {e}", job.host.name));
+        }
+    }
+    if !errors.is_empty() {
+        errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
+        return Err(errors.join("\n"));
+    }
+    Ok(prepared)
+}
+
+/// Loads inventory, playbook and templates and selects the hosts, without
+/// rendering every host's steps (for `render`, which does that itself).
+pub fn load(settings: &Settings) -> Result<Prepared, String> {
     let inventory = inventory::load(&settings.inventory, &settings.extra_vars).map_err(|e| e.to_string())?;
     let playbook = playbook::load(&settings.playbook).map_err(|e| e.to_string())?;
     let renderer = Renderer::new(&playbook.templates_dir, &playbook.template_sources())?;
@@ -204,17 +222,6 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
     jobs.sort_by_key(|j| order.iter().position(|n| *n == j.host.name));
     if jobs.is_empty() {
         return Err("no host matches the playbook's plays and --limit".into());
-    }
-    let placeholder = Facts::placeholder(script::TOOLS);
-    let mut errors = Vec::new();
-    for job in &jobs {
-        if let Err(e) = render_tasks(&playbook, &renderer, job, &placeholder, settings) {
-            errors.push(format!("host {}: {e}", job.host.name));
-        }
-    }
-    if !errors.is_empty() {
-        errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
-        return Err(errors.join("\n"));
     }
     let digest = digest_of(&playbook)?;
     Ok(Prepared { playbook, renderer, jobs, digest })

@@ -9,7 +9,11 @@ use serde_json::Value;
 /// A playbook of `steps` steps: templates and line edits over several files, all notifying one handler.
 fn playbook(dir: &std::path::Path, steps: usize) -> String {
     std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(dir.join("templates/item.j2"), "item {{ item }} on {{ inventory_hostname }} ({{ facts.cpus }} cpus)\n").unwrap();
+    std::fs::write(
+        dir.join("templates/item.j2"),
+        "item {{ item }} on {{ inventory_hostname }} ({{ facts.cpus }} cpus)\n",
+    )
+    .unwrap();
     let mut text = String::from("- name: many steps\n  hosts: all\n  steps:\n");
     for i in 0..steps {
         if i % 2 == 0 {
@@ -42,11 +46,31 @@ fn five_steps_and_fifty_steps_cost_the_same_round_trips() {
     for steps in [5, 50] {
         let dir = tempfile::tempdir().unwrap();
         let play = playbook(dir.path(), steps);
-        assert_eq!(round_trips(&fleet, &["diff", "-p", &play, "-e", "item=1"]), (2, 1), "{steps} steps: check with changes pending");
-        assert_eq!(round_trips(&fleet, &["apply", "-p", &play, "-e", "item=1"]), (0, 3), "{steps} steps: apply that changes files");
-        assert_eq!(round_trips(&fleet, &["diff", "-p", &play, "-e", "item=1"]), (0, 1), "{steps} steps: converged check");
-        assert_eq!(round_trips(&fleet, &["apply", "-p", &play, "-e", "item=1"]), (0, 1), "{steps} steps: converged apply");
-        assert_eq!(round_trips(&fleet, &["apply", "-p", &play, "-e", "item=2"]), (0, 3), "{steps} steps: a second change");
+        assert_eq!(
+            round_trips(&fleet, &["diff", "-p", &play, "-e", "item=1"]),
+            (2, 1),
+            "{steps} steps: check with changes pending"
+        );
+        assert_eq!(
+            round_trips(&fleet, &["apply", "-p", &play, "-e", "item=1"]),
+            (0, 3),
+            "{steps} steps: apply that changes files"
+        );
+        assert_eq!(
+            round_trips(&fleet, &["diff", "-p", &play, "-e", "item=1"]),
+            (0, 1),
+            "{steps} steps: converged check"
+        );
+        assert_eq!(
+            round_trips(&fleet, &["apply", "-p", &play, "-e", "item=1"]),
+            (0, 1),
+            "{steps} steps: converged apply"
+        );
+        assert_eq!(
+            round_trips(&fleet, &["apply", "-p", &play, "-e", "item=2"]),
+            (0, 3),
+            "{steps} steps: a second change"
+        );
     }
     assert_eq!(fleet.exec(1, "wc -l < /var/tmp/sp-many-reloads").trim(), "4", "one reload per changing apply");
 }
