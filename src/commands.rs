@@ -79,25 +79,44 @@ fn graph(inventory: &Inventory) -> String {
     out
 }
 
+/// The selected hosts of an inventory and how to reach them, for the
+/// commands that talk to hosts without a playbook.
+struct Reach {
+    inventory: Inventory,
+    selected: Vec<String>,
+    ssh: transport::SshOptions,
+    /// Holds the control sockets' folder for as long as the connections live.
+    _control: tempfile::TempDir,
+}
+
+impl Reach {
+    fn new(args: &crate::cli::CommonArgs) -> Result<Reach, String> {
+        let settings = args.settings(Mode::Check)?;
+        let inventory = inventory::load(&settings.inventory, &settings.extra_vars).map_err(|e| e.to_string())?;
+        let selected = inventory
+            .select(settings.limit.as_deref().unwrap_or("all"))
+            .map_err(|e| format!("--limit: {e}"))?
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        let control =
+            transport::control_directory().map_err(|e| format!("cannot create a control socket folder: {e}"))?;
+        let ssh = run::ssh_options(&settings, control.path());
+        Ok(Reach { inventory, selected, ssh, _control: control })
+    }
+
+    fn hosts(&self) -> Vec<&inventory::Host> {
+        self.inventory.hosts.iter().filter(|h| self.selected.contains(&h.name)).collect()
+    }
+}
+
 /// `facts`: one snapshot round trip per host, facts printed as JSON.
 pub async fn facts(args: &FactsArgs) -> u8 {
-    let settings = match args.common.settings(Mode::Check) {
-        Ok(s) => s,
+    let reach = match Reach::new(&args.common) {
+        Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let inventory = match inventory::load(&settings.inventory, &settings.extra_vars) {
-        Ok(i) => i,
-        Err(e) => return bad_input(&e.to_string()),
-    };
-    let hosts = match inventory.select(settings.limit.as_deref().unwrap_or("all")) {
-        Ok(h) => h,
-        Err(e) => return bad_input(&format!("--limit: {e}")),
-    };
-    let control = match transport::control_directory() {
-        Ok(c) => c,
-        Err(e) => return bad_input(&format!("cannot create a control socket folder: {e}")),
-    };
-    let ssh = run::ssh_options(&settings, control.path());
+    let (hosts, ssh) = (reach.hosts(), &reach.ssh);
     let tasks = hosts.iter().map(|host| {
         let ssh = ssh.clone();
         let (target, _) = run::target_of(host);
@@ -130,23 +149,11 @@ pub async fn facts(args: &FactsArgs) -> u8 {
 
 /// `audit`: one read-only round trip per host; findings against the guide.
 pub async fn audit(args: &AuditArgs) -> u8 {
-    let settings = match args.common.settings(Mode::Check) {
-        Ok(s) => s,
+    let reach = match Reach::new(&args.common) {
+        Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let inventory = match inventory::load(&settings.inventory, &settings.extra_vars) {
-        Ok(i) => i,
-        Err(e) => return bad_input(&e.to_string()),
-    };
-    let hosts = match inventory.select(settings.limit.as_deref().unwrap_or("all")) {
-        Ok(h) => h,
-        Err(e) => return bad_input(&format!("--limit: {e}")),
-    };
-    let control = match transport::control_directory() {
-        Ok(c) => c,
-        Err(e) => return bad_input(&format!("cannot create a control socket folder: {e}")),
-    };
-    let ssh = run::ssh_options(&settings, control.path());
+    let (hosts, ssh) = (reach.hosts(), &reach.ssh);
     let script = crate::audit::script(&args.sentry_conf);
     let tasks = hosts.iter().map(|host| {
         let (ssh, script) = (ssh.clone(), script.clone());

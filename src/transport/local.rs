@@ -1,19 +1,24 @@
 //! The `local` connection (`ansible_connection=local`): scripts run on this machine.
 
 use super::{Error, Held, Output, feed_and_collect, feed_and_read_to_end_marker, piped};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
-pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
+/// `program` (words separated by spaces) with its three streams piped.
+fn spawn(program: &str) -> Result<Child, Error> {
     let (stdin, stdout, stderr) = piped();
     let mut words = program.split(' ');
-    let mut child = Command::new(words.next().expect("program is not empty"))
+    Command::new(words.next().expect("program is not empty"))
         .args(words)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))?;
+        .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))
+}
+
+pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
+    let mut child = spawn(program)?;
     let input = child.stdin.take().expect("stdin is piped");
     let output = feed_and_collect(input, script, child.wait_with_output())
         .await
@@ -22,16 +27,7 @@ pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
 }
 
 pub async fn run_and_hold(program: &str, script: &str) -> Result<(Output, Held<'static>), Error> {
-    let (stdin, stdout, stderr) = piped();
-    let mut words = program.split(' ');
-    let mut child = Command::new(words.next().expect("program is not empty"))
-        .args(words)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))?;
+    let mut child = spawn(program)?;
     let mut input = child.stdin.take().expect("stdin is piped");
     let mut output = child.stdout.take().expect("stdout is piped");
     let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
