@@ -90,8 +90,9 @@ pub struct DriftItem {
     pub diff: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Status {
+    #[default]
     Ok,
     Changed,
     Failed,
@@ -104,7 +105,7 @@ pub struct HandlerOutcome {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HostReport {
     pub name: String,
     pub address: String,
@@ -162,23 +163,46 @@ struct Job {
     become_root: bool,
     /// Where the host keeps this playbook's pending handlers and applied record.
     state: StateFiles,
+    /// The managed paths and `unless` guards, known before facts (they may
+    /// use variables, not facts): filled by `prepare` as it checks the host.
+    before_facts: BeforeFacts,
+}
+
+#[derive(Default)]
+struct BeforeFacts {
+    paths: Vec<String>,
+    guards: Vec<(usize, String)>,
+}
+
+impl BeforeFacts {
+    fn of(tasks: &HostTasks) -> BeforeFacts {
+        BeforeFacts {
+            paths: tasks.paths().into_iter().map(str::to_owned).collect(),
+            guards: tasks.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect(),
+        }
+    }
 }
 
 /// Loads inventory, playbook and templates, selects hosts, and renders every
 /// host's steps with stand-in facts, so that bad input of any kind is found
 /// here, with exit code 1 and no host touched.
 pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
-    let prepared = load(settings)?;
+    let mut prepared = load(settings)?;
     let placeholder = Facts::placeholder(script::TOOLS);
     let mut errors = Vec::new();
+    let mut checked = Vec::new();
     for job in &prepared.jobs {
-        if let Err(e) = render_tasks(&prepared.playbook, &prepared.renderer, job, &placeholder, settings) {
-            errors.push(format!("host {}: {e}", job.host.name));
+        match render_tasks(&prepared.playbook, &prepared.renderer, job, &placeholder, settings) {
+            Ok(tasks) => checked.push(BeforeFacts::of(&tasks)),
+            Err(e) => errors.push(format!("host {}: {e}", job.host.name)),
         }
     }
     if !errors.is_empty() {
         errors.dedup_by(|a, b| a.split_once(": ").map(|x| x.1) == b.split_once(": ").map(|x| x.1));
         return Err(errors.join("\n"));
+    }
+    for (job, before_facts) in prepared.jobs.iter_mut().zip(checked) {
+        job.before_facts = before_facts;
     }
     Ok(prepared)
 }
@@ -214,6 +238,7 @@ pub fn load(settings: &Settings) -> Result<Prepared, String> {
                     plays: vec![p],
                     become_root: host.become_root || play.become_root,
                     state: state_files(host, &playbook)?,
+                    before_facts: BeforeFacts::default(),
                 }),
             }
         }
@@ -459,6 +484,7 @@ pub fn check_playbook(
             plays: (0..playbook.plays.len()).collect(),
             become_root: false,
             state: StateFiles::new(script::STATE_DIR, "check"),
+            before_facts: BeforeFacts::default(),
         };
         steps = render_tasks(&playbook, &renderer, &job, &placeholder, &settings)
             .map_err(|e| if inventory.is_some() { format!("host {}: {e}", host.name) } else { e })?
@@ -612,25 +638,7 @@ pub fn target_of(host: &Host) -> (Target, String) {
 }
 
 fn blank_report(host: &Host) -> HostReport {
-    HostReport {
-        name: host.name.clone(),
-        address: target_of(host).1,
-        status: Status::Ok,
-        steps: Vec::new(),
-        files: Vec::new(),
-        handlers: Vec::new(),
-        carried_over: Vec::new(),
-        warnings: Vec::new(),
-        error: None,
-        round_trips: 0,
-        elapsed: Duration::ZERO,
-        drift: Vec::new(),
-        remediated: Vec::new(),
-        written: Vec::new(),
-        backups: Vec::new(),
-        rolled_back: Vec::new(),
-        log: Vec::new(),
-    }
+    HostReport { name: host.name.clone(), address: target_of(host).1, ..HostReport::default() }
 }
 
 async fn run_host(
@@ -761,9 +769,8 @@ impl HostRun<'_> {
     /// applied record; then the plan, made locally.
     async fn inspect(&mut self) -> Result<Inspection, Failure> {
         // Paths and guards are known before facts: they may use variables but not facts.
-        let offline = self.render(&Facts::placeholder(script::TOOLS))?;
-        let paths: Vec<String> = offline.paths().into_iter().map(str::to_owned).collect();
-        let guards: Vec<(usize, String)> = offline.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect();
+        // `prepare` rendered this host once with stand-in facts: reuse what it found.
+        let BeforeFacts { paths, guards } = &self.job.before_facts;
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
 

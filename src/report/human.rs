@@ -246,20 +246,9 @@ mod tests {
             name: name.into(),
             address: format!("10.0.0.{}", name.len()),
             status,
-            steps: Vec::new(),
-            files: Vec::new(),
-            handlers: Vec::new(),
-            carried_over: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
             round_trips: 1,
             elapsed: Duration::from_millis(420),
-            drift: Vec::new(),
-            remediated: Vec::new(),
-            written: Vec::new(),
-            backups: Vec::new(),
-            rolled_back: Vec::new(),
-            log: Vec::new(),
+            ..HostReport::default()
         }
     }
 

@@ -65,19 +65,14 @@ impl Transport {
     /// Runs `script` with `sh -s` (under `sudo -n` when `become_root`),
     /// feeding it on stdin while reading its output, so neither side blocks.
     pub async fn run(&self, script: &str, become_root: bool, timeout: Option<Duration>) -> Result<Output, Error> {
-        let program = if become_root { "sudo -n sh -s" } else { "sh -s" };
+        let program = shell(become_root);
         let work = async {
             match self {
                 Transport::Ssh(session) => ssh::run(session, program, script).await,
                 Transport::Local => local::run(program, script).await,
             }
         };
-        match timeout {
-            None => work.await,
-            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))
-            }),
-        }
+        within(timeout, work).await
     }
 
     /// Runs `script` and keeps it running after it prints a line `END`:
@@ -90,19 +85,14 @@ impl Transport {
         become_root: bool,
         timeout: Option<Duration>,
     ) -> Result<(Output, Held<'_>), Error> {
-        let program = if become_root { "sudo -n sh -s" } else { "sh -s" };
+        let program = shell(become_root);
         let work = async {
             match self {
                 Transport::Ssh(session) => ssh::run_and_hold(session, program, script).await,
                 Transport::Local => local::run_and_hold(program, script).await,
             }
         };
-        match timeout {
-            None => work.await,
-            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))
-            }),
-        }
+        within(timeout, work).await
     }
 
     pub async fn close(self) {
@@ -115,6 +105,24 @@ impl Transport {
 /// A short folder for control sockets: socket paths are limited to ~100 bytes.
 pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("sp-").tempdir_in(PathBuf::from("/tmp"))
+}
+
+/// The remote shell that reads a script on stdin, under `sudo -n` to become root.
+fn shell(become_root: bool) -> &'static str {
+    if become_root { "sudo -n sh -s" } else { "sh -s" }
+}
+
+/// `work`, failed if it takes longer than `timeout`.
+async fn within<T>(
+    timeout: Option<Duration>,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(Error::Failed(format!("the command did not finish within {}s", limit.as_secs())))),
+    }
 }
 
 /// A script left running by [`Transport::run_and_hold`].

@@ -226,6 +226,20 @@ pub struct Install<'a> {
     pub crash_at: Option<&'a str>,
 }
 
+/// Shell that atomically replaces the state file named by the variable `var`
+/// (`pending` or `applied`) with `content`, then offers the crash point `point`.
+fn write_state_file(s: &mut String, var: &str, content: &str, what: &str, point: &str) {
+    let _ = write!(
+        s,
+        r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
+tmp=$(mktemp -- "$state/.{var}.XXXXXX" 2>"$errlog") || fail record "cannot record {what}"
+printf '%s' {content} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "${var}" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record {what} in ${var}"; }}
+crash {point}
+"#,
+        content = quote(&encode(content.as_bytes())),
+    );
+}
+
 /// Shell for the crash-test hook: `crash NAME` kills the script at the chosen point.
 fn crash_hook(crash_at: Option<&str>) -> String {
     match crash_at {
@@ -254,15 +268,7 @@ main() {
     );
     if !install.pending.is_empty() {
         let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
-        let _ = write!(
-            s,
-            r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
-tmp=$(mktemp -- "$state/.pending.XXXXXX" 2>"$errlog") || fail record "cannot record pending handlers"
-printf '%s' {names} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record pending handlers in $pending"; }}
-crash record
-"#,
-            names = quote(&encode(names.as_bytes())),
-        );
+        write_state_file(&mut s, "pending", &names, "pending handlers", "record");
     }
     for (i, write) in install.writes.iter().enumerate() {
         let _ = writeln!(s, "p={}; w=file:{i}; d=$(dirname -- \"$p\")", quote(write.path));
@@ -345,15 +351,7 @@ crash record
         );
     }
     if let Some(record) = install.applied {
-        let _ = write!(
-            s,
-            r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
-tmp=$(mktemp -- "$state/.applied.XXXXXX" 2>"$errlog") || fail record "cannot record what was applied"
-printf '%s' {record} | base64 -d > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$applied" 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record what was applied in $applied"; }}
-crash applied
-"#,
-            record = quote(&encode(record.as_bytes())),
-        );
+        write_state_file(&mut s, "applied", record, "what was applied", "applied");
     }
     s.push_str("echo END\n}\nmain\n");
     s

@@ -78,35 +78,16 @@ fn explain_host_key(address: &str, message: String) -> String {
 }
 
 pub async fn run(session: &Session, program: &str, script: &str) -> Result<Output, Error> {
-    let mut child = session
-        .raw_command(program)
-        .stdin(openssh::Stdio::piped())
-        .stdout(openssh::Stdio::piped())
-        .stderr(openssh::Stdio::piped())
-        .spawn()
-        .await
-        .map_err(|e| lost_or_failed(&e))?;
+    let mut child = spawn(session, program).await?;
     let input = child.stdin().take().expect("stdin is piped");
     let wait = async { child.wait_with_output().await.map_err(|e| std::io::Error::other(chain(&e))) };
     let output = feed_and_collect(input, script, wait).await.map_err(|e| Error::Unreachable(e.to_string()))?;
-    let status = output.status.code().unwrap_or(-1);
-    // ssh reports a dropped connection as exit status 255.
-    if status == 255 {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
-    }
+    let status = connection_kept(&output)?;
     Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
 }
 
 pub async fn run_and_hold<'a>(session: &'a Session, program: &str, script: &str) -> Result<(Output, Held<'a>), Error> {
-    let mut child = session
-        .raw_command(program)
-        .stdin(openssh::Stdio::piped())
-        .stdout(openssh::Stdio::piped())
-        .stderr(openssh::Stdio::piped())
-        .spawn()
-        .await
-        .map_err(|e| lost_or_failed(&e))?;
+    let mut child = spawn(session, program).await?;
     let mut input = child.stdin().take().expect("stdin is piped");
     let mut output = child.stdout().take().expect("stdout is piped");
     let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
@@ -118,12 +99,31 @@ pub async fn run_and_hold<'a>(session: &'a Session, program: &str, script: &str)
     }
     drop(input);
     let rest = child.wait_with_output().await.map_err(|e| Error::Unreachable(chain(&e)))?;
-    let status = rest.status.code().unwrap_or(-1);
-    if status == 255 {
-        let stderr = String::from_utf8_lossy(&rest.stderr).trim().to_owned();
-        return Err(Error::Unreachable(format!("the connection was lost: {stderr}")));
-    }
+    let status = connection_kept(&rest)?;
     Ok((Output { status, stdout: collected, stderr: rest.stderr }, Held::Done))
+}
+
+/// `program` over the session with its three streams piped.
+async fn spawn<'a>(session: &'a Session, program: &str) -> Result<openssh::Child<&'a Session>, Error> {
+    session
+        .raw_command(program)
+        .stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| lost_or_failed(&e))
+}
+
+/// The remote exit status; ssh reports a dropped connection as 255.
+fn connection_kept(output: &std::process::Output) -> Result<i32, Error> {
+    match output.status.code().unwrap_or(-1) {
+        255 => {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            Err(Error::Unreachable(format!("the connection was lost: {stderr}")))
+        }
+        status => Ok(status),
+    }
 }
 
 fn lost_or_failed(error: &openssh::Error) -> Error {
