@@ -123,7 +123,7 @@ pub async fn facts(args: &FactsArgs) -> u8 {
         let state = script::StateFiles::new(script::STATE_DIR, "facts");
         async move {
             let transport = Transport::connect(&target, &ssh).await?;
-            let output = transport.run(&script::snapshot(&state, &[], &[]), host.become_root, None).await;
+            let output = transport.run(&script::snapshot(&state, &[], &[]).into(), host.become_root, None).await;
             transport.close().await;
             let output = output?;
             let parsed = script::parse_snapshot(&output.stdout, &[]).map_err(transport::Error::Failed)?;
@@ -160,7 +160,7 @@ pub async fn audit(args: &AuditArgs) -> u8 {
         let (target, _) = run::target_of(host);
         async move {
             let transport = Transport::connect(&target, &ssh).await?;
-            let output = transport.run(&script, host.become_root, None).await;
+            let output = transport.run(&script.into(), host.become_root, None).await;
             transport.close().await;
             let output = output?;
             let seen = crate::audit::parse(&output.stdout).map_err(|e| {

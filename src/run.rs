@@ -7,7 +7,7 @@
 use crate::facts::Facts;
 use crate::inventory::{self, Connection, Host, Vars};
 use crate::plan::drift::{Applied, ItemState};
-use crate::plan::{self, Action, Attributes, FileChange, Plan, Snapshot, StepOutcome, Task};
+use crate::plan::{self, Action, Attributes, Plan, Snapshot, StepOutcome, Task};
 use crate::playbook::{self, Playbook, State, StepKind};
 use crate::progress::{HostProgress, Progress};
 use crate::render::Renderer;
@@ -105,13 +105,22 @@ pub struct HandlerOutcome {
     pub ok: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDiff {
+    pub path: String,
+    /// Unified diff, plus a line per mode or owner change; secrets masked.
+    pub diff: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct HostReport {
     pub name: String,
     pub address: String,
     pub status: Status,
     pub steps: Vec<StepOutcome>,
-    pub files: Vec<FileChange>,
+    /// What changes (or would) in each file; not the contents, which a
+    /// report kept for every host to the end of the run has no use for.
+    pub files: Vec<FileDiff>,
     /// Handlers that ran (apply) or would run (check).
     pub handlers: Vec<HandlerOutcome>,
     /// Handlers an earlier run left pending on the host.
@@ -332,7 +341,7 @@ fn render_tasks(
             let action = match step.kind() {
                 StepKind::Template(t) => Action::Template {
                     dest: path("dest", &t.dest)?,
-                    content: renderer.render_file(&playbook.templates_dir, &t.src, &vars)?.into_bytes(),
+                    content: renderer.render_file(&playbook.templates_dir, &t.src, &vars)?.into_bytes().into(),
                     attributes: Attributes {
                         mode: t.mode,
                         owner: t.owner.as_deref().map(|o| text("owner", o)).transpose()?,
@@ -431,7 +440,7 @@ pub fn ssh_options(settings: &Settings, control_directory: &std::path::Path) -> 
 }
 
 /// A host's name and its rendered templates: destination path and content.
-pub type RenderedHost = (String, Vec<(String, Vec<u8>)>);
+pub type RenderedHost = (String, Vec<(String, bytes::Bytes)>);
 
 /// Every host's template outputs, rendered with stand-in facts, no SSH.
 pub fn render_offline(prepared: &Prepared, settings: &Settings) -> Result<Vec<RenderedHost>, String> {
@@ -713,13 +722,16 @@ impl HostRun<'_> {
         let inspection = self.inspect().await?;
         self.report.steps = inspection.plan.steps.clone();
         let secrets = secret_values(&self.job.host.vars);
-        self.report.files = inspection.plan.files.clone();
-        for file in &mut self.report.files {
-            file.diff = mask(&file.diff, &secrets);
-            if is_sensitive(file) {
-                file.diff = mask_secret_lines(&file.diff);
-            }
-        }
+        self.report.files = inspection
+            .plan
+            .files
+            .iter()
+            .map(|file| {
+                let diff = mask(&file.diff, &secrets);
+                let diff = if is_sensitive(file) { mask_secret_lines(&diff) } else { diff };
+                FileDiff { path: file.path.clone(), diff }
+            })
+            .collect();
         self.report.carried_over = inspection.plan.carried_over.clone();
         match self.settings.mode {
             Mode::Check => {
@@ -740,7 +752,7 @@ impl HostRun<'_> {
         }
     }
 
-    async fn round_trip(&mut self, phase: &str, script: &str) -> Result<transport::Output, Failure> {
+    async fn round_trip(&mut self, phase: &str, script: &transport::Script) -> Result<transport::Output, Failure> {
         self.report.round_trips += 1;
         self.line.phase(phase);
         let started = Instant::now();
@@ -751,8 +763,11 @@ impl HostRun<'_> {
             .map_err(|e| transport_failure(phase, e));
         if self.settings.verbosity > 0 {
             let status = result.as_ref().map_or_else(|(_, e)| e.clone(), |o| format!("exit {}", o.status));
-            let mut line =
-                format!("{phase}: {:.3}s, {}-byte script, {status}", started.elapsed().as_secs_f64(), script.len());
+            let mut line = format!(
+                "{phase}: {:.3}s, {}-byte script, {status}",
+                started.elapsed().as_secs_f64(),
+                script.sent_bytes()
+            );
             if let (Ok(output), true) = (&result, self.settings.verbosity > 1) {
                 line.push_str(&format!("; stderr: {}", output.stderr_text()));
             }
@@ -792,7 +807,7 @@ impl HostRun<'_> {
             let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script);
             let (output, held) = self
                 .transport
-                .run_and_hold(&locked, self.job.become_root, self.settings.command_timeout)
+                .run_and_hold(&locked.into(), self.job.become_root, self.settings.command_timeout)
                 .await
                 .map_err(|e| transport_failure("snapshot", e))?;
             self.lock = Some(held);
@@ -805,7 +820,7 @@ impl HostRun<'_> {
             }
             output
         } else {
-            self.round_trip("snapshot", &snapshot_script).await?
+            self.round_trip("snapshot", &snapshot_script.into()).await?
         };
         self.crash_point("after-snapshot");
         let snap = script::parse_snapshot(&output.stdout, &path_refs).map_err(|e| {
@@ -969,8 +984,9 @@ impl HostRun<'_> {
         };
         let probe_commands: Vec<&str> = probes.iter().map(|(_, c)| *c).collect();
         let crash_at = self.settings.crash_at.as_deref();
-        let output =
-            self.round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probe_commands, crash_at)).await;
+        let output = self
+            .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probe_commands, crash_at).into())
+            .await;
         if crash_at.is_some_and(|p| p.starts_with("handler:")) {
             crash_now();
         }
@@ -1012,7 +1028,7 @@ impl HostRun<'_> {
         let results = if commands.is_empty() {
             Vec::new()
         } else {
-            let output = self.round_trip("probes", &script::probes(&commands)).await?;
+            let output = self.round_trip("probes", &script::probes(&commands).into()).await?;
             script::parse_probes(&output.stdout, commands.len()).map_err(|e| {
                 failed(format!("probes: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
             })?

@@ -150,13 +150,19 @@ pub fn record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn file(content: &str) -> Entry {
-        Entry::File { content: content.as_bytes().to_vec(), mode: 0o644, owner: "root".into(), group: "root".into() }
+        Entry::File {
+            content: Bytes::copy_from_slice(content.as_bytes()),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+        }
     }
 
     fn want(content: &str) -> Desired {
-        Desired::File { content: content.as_bytes().to_vec(), mode: 0o644, owner: None, group: None }
+        Desired::File { content: Bytes::copy_from_slice(content.as_bytes()), mode: 0o644, owner: None, group: None }
     }
 
     fn one(path: &str, d: Desired) -> BTreeMap<String, Desired> {
@@ -197,7 +203,8 @@ mod tests {
     #[test]
     fn an_owner_changed_by_hand_is_host_drift() {
         let applied = record(None, &one("/a", want("x\n")), "d1", 1);
-        let owned = Desired::File { content: b"x\n".to_vec(), mode: 0o644, owner: Some("root".into()), group: None };
+        let owned =
+            Desired::File { content: Bytes::from_static(b"x\n"), mode: 0o644, owner: Some("root".into()), group: None };
         let mut entry = file("x\n");
         if let Entry::File { owner, .. } = &mut entry {
             *owner = "nobody".into();

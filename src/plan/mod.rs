@@ -5,6 +5,7 @@ pub mod diff;
 pub mod drift;
 pub mod edit;
 
+use bytes::Bytes;
 use edit::Markers;
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Entry {
     Missing,
     File {
-        content: Vec<u8>,
+        /// Shared, not copied, between the snapshot, the plan and rollback.
+        content: Bytes,
         mode: u32,
         owner: String,
         group: String,
@@ -47,7 +49,7 @@ pub struct Attributes {
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Template { dest: String, content: Vec<u8>, attributes: Attributes },
+    Template { dest: String, content: Bytes, attributes: Attributes },
     Line { path: String, line: Option<String>, regexp: Option<Regex>, present: bool, create: bool },
     Block { path: String, block: String, marker: String, present: bool, create: bool },
     Link { path: String, target: String },
@@ -83,7 +85,7 @@ pub struct Task {
 /// What a path should become.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Desired {
-    File { content: Vec<u8>, mode: u32, owner: Option<String>, group: Option<String> },
+    File { content: Bytes, mode: u32, owner: Option<String>, group: Option<String> },
     Link { target: String },
 }
 
@@ -310,11 +312,8 @@ fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>
         }
         None => (None, DEFAULT_MODE, None, None),
     };
-    let text = |content: &Option<Vec<u8>>| {
-        content.as_deref().map(|c| String::from_utf8(c.to_vec()).map_err(|_| "the file is not UTF-8 text".to_owned()))
-    };
     let file = |content: String| Desired::File {
-        content: content.into_bytes(),
+        content: Bytes::from(content.into_bytes()),
         mode,
         owner: owner.clone(),
         group: group.clone(),
@@ -326,30 +325,34 @@ fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>
             owner: attributes.owner.clone().or(owner.clone()),
             group: attributes.group.clone().or(group.clone()),
         }),
-        Action::Line { path, line, regexp, present, create } => match (text(&content).transpose()?, present) {
+        Action::Line { path, line, regexp, present, create } => match (text(content.as_deref())?, present) {
             (None, false) => None,
             (None, true) if !create => {
                 return Err(format!("{path} does not exist (set `create: true` to create it)"));
             }
             (current, true) => {
                 let current = current.unwrap_or_default();
-                Some(file(edit::ensure_line(&current, line.as_deref().unwrap_or_default(), regexp.as_ref())))
+                Some(file(edit::ensure_line(current, line.as_deref().unwrap_or_default(), regexp.as_ref())))
             }
-            (Some(current), false) => Some(file(edit::remove_lines(&current, line.as_deref(), regexp.as_ref()))),
+            (Some(current), false) => Some(file(edit::remove_lines(current, line.as_deref(), regexp.as_ref()))),
         },
         Action::Block { path, block, marker, present, create } => {
             let markers = Markers::from_template(marker);
-            match (text(&content).transpose()?, present) {
+            match (text(content.as_deref())?, present) {
                 (None, false) => None,
                 (None, true) if !create => {
                     return Err(format!("{path} does not exist (set `create: true` to create it)"));
                 }
-                (current, true) => Some(file(edit::set_block(&current.unwrap_or_default(), &markers, block))),
-                (Some(current), false) => Some(file(edit::remove_block(&current, &markers))),
+                (current, true) => Some(file(edit::set_block(current.unwrap_or_default(), &markers, block))),
+                (Some(current), false) => Some(file(edit::remove_block(current, &markers))),
             }
         }
         Action::Link { .. } | Action::Command { .. } => unreachable!("not a file edit"),
     })
+}
+
+fn text(content: Option<&[u8]>) -> Result<Option<&str>, String> {
+    content.map(|c| std::str::from_utf8(c).map_err(|_| "the file is not UTF-8 text".to_owned())).transpose()
 }
 
 fn describe_change(path: &str, before: &Entry, after: &Desired, context: usize) -> String {
@@ -401,7 +404,12 @@ mod tests {
     use super::*;
 
     fn file(content: &str) -> Entry {
-        Entry::File { content: content.as_bytes().to_vec(), mode: 0o644, owner: "root".into(), group: "root".into() }
+        Entry::File {
+            content: Bytes::copy_from_slice(content.as_bytes()),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+        }
     }
 
     fn task(index: usize, name: &str, action: Action, notify: &[&str]) -> Task {
@@ -472,7 +480,11 @@ mod tests {
         let t = task(
             0,
             "site",
-            Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes: Attributes::default() },
+            Action::Template {
+                dest: "/s".into(),
+                content: Bytes::from_static(b"x\n"),
+                attributes: Attributes::default(),
+            },
             &[],
         );
         let plan = plan(&[t], &Snapshot::default(), &[], 3).unwrap();
@@ -483,7 +495,12 @@ mod tests {
     #[test]
     fn a_mode_change_alone_is_a_change_and_is_described() {
         let attributes = Attributes { mode: Some(0o600), ..Default::default() };
-        let t = task(0, "secret", Action::Template { dest: "/s".into(), content: b"x\n".to_vec(), attributes }, &[]);
+        let t = task(
+            0,
+            "secret",
+            Action::Template { dest: "/s".into(), content: Bytes::from_static(b"x\n"), attributes },
+            &[],
+        );
         let plan = plan(&[t], &snapshot(&[("/s", file("x\n"))]), &[], 3).unwrap();
         assert_eq!(plan.files[0].diff, "mode /s: 0644 -> 0600\n");
     }

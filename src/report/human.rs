@@ -237,8 +237,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::plan::drift::ItemState;
-    use crate::plan::{Desired, Entry, FileChange, StepOutcome, diff};
-    use crate::run::{DriftItem, HandlerOutcome, ItemKind};
+    use crate::plan::{StepOutcome, diff};
+    use crate::run::{DriftItem, FileDiff, HandlerOutcome, ItemKind};
     use std::time::Duration;
 
     fn report(name: &str, status: Status) -> HostReport {
@@ -269,16 +269,12 @@ mod tests {
             },
             StepOutcome { name: "Cap Redis memory".into(), changed: true, subject: "/etc/redis/redis.conf".into() },
         ];
-        host.files = vec![FileChange {
+        host.files = vec![FileDiff {
             path: "/etc/redis/redis.conf".into(),
-            after: Desired::File { content: new.into(), mode: 0o640, owner: None, group: None },
-            before: Entry::Missing,
             diff: format!(
                 "mode /etc/redis/redis.conf: 0644 -> 0640\n{}",
                 diff::unified("/etc/redis/redis.conf", Some(old.as_bytes()), Some(new.as_bytes()), 3)
             ),
-            validate: Vec::new(),
-            backup: false,
         }];
         host.handlers = vec![HandlerOutcome { name: "apply redis settings live".into(), ok: true }];
         host.round_trips = 3;

@@ -1,6 +1,6 @@
 //! The `local` connection (`ansible_connection=local`): scripts run on this machine.
 
-use super::{Error, Held, Output, feed_and_collect, feed_and_read_to_end_marker, piped};
+use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker, piped};
 use tokio::process::{Child, Command};
 
 /// `program` (words separated by spaces) with its three streams piped.
@@ -17,7 +17,7 @@ fn spawn(program: &str) -> Result<Child, Error> {
         .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))
 }
 
-pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
+pub async fn run(program: &str, script: &Script) -> Result<Output, Error> {
     let mut child = spawn(program)?;
     let input = child.stdin.take().expect("stdin is piped");
     let output = feed_and_collect(input, script, child.wait_with_output())
@@ -26,7 +26,7 @@ pub async fn run(program: &str, script: &str) -> Result<Output, Error> {
     Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
 }
 
-pub async fn run_and_hold(program: &str, script: &str) -> Result<(Output, Held<'static>), Error> {
+pub async fn run_and_hold(program: &str, script: &Script) -> Result<(Output, Held<'static>), Error> {
     let mut child = spawn(program)?;
     let mut input = child.stdin.take().expect("stdin is piped");
     let mut output = child.stdout.take().expect("stdout is piped");

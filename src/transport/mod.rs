@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
+pub use script::Script;
 pub use ssh::{HostKeys, SshOptions, SshTarget};
 
 #[derive(Debug)]
@@ -64,7 +65,7 @@ impl Transport {
 
     /// Runs `script` with `sh -s` (under `sudo -n` when `become_root`),
     /// feeding it on stdin while reading its output, so neither side blocks.
-    pub async fn run(&self, script: &str, become_root: bool, timeout: Option<Duration>) -> Result<Output, Error> {
+    pub async fn run(&self, script: &Script, become_root: bool, timeout: Option<Duration>) -> Result<Output, Error> {
         let program = shell(become_root);
         let work = async {
             match self {
@@ -81,7 +82,7 @@ impl Transport {
     /// dies (the script's stdin closes either way).
     pub async fn run_and_hold(
         &self,
-        script: &str,
+        script: &Script,
         become_root: bool,
         timeout: Option<Duration>,
     ) -> Result<(Output, Held<'_>), Error> {
@@ -155,21 +156,19 @@ impl Held<'_> {
 async fn feed_and_read_to_end_marker(
     stdin: &mut (impl tokio::io::AsyncWrite + Unpin),
     stdout: &mut (impl tokio::io::AsyncRead + Unpin),
-    script: &str,
+    script: &Script,
 ) -> std::io::Result<(Vec<u8>, bool)> {
     use tokio::io::AsyncBufReadExt;
-    stdin.write_all(script.as_bytes()).await?;
+    script.write_to(stdin).await?;
     stdin.flush().await?;
     let mut reader = tokio::io::BufReader::new(stdout);
     let mut collected = Vec::new();
     loop {
-        let mut line = Vec::new();
-        if reader.read_until(b'\n', &mut line).await? == 0 {
+        let start = collected.len();
+        if reader.read_until(b'\n', &mut collected).await? == 0 {
             return Ok((collected, false));
         }
-        let end = line == b"END\n";
-        collected.extend_from_slice(&line);
-        if end {
+        if collected[start..] == *b"END\n" {
             return Ok((collected, true));
         }
     }
@@ -177,12 +176,12 @@ async fn feed_and_read_to_end_marker(
 
 async fn feed_and_collect(
     mut stdin: impl tokio::io::AsyncWrite + Unpin,
-    script: &str,
+    script: &Script,
     wait: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
 ) -> std::io::Result<std::process::Output> {
     let write = async move {
         // A script that exits early closes its stdin; that is its own error to report.
-        let _ = stdin.write_all(script.as_bytes()).await;
+        let _ = script.write_to(&mut stdin).await;
         let _ = stdin.shutdown().await;
     };
     let ((), output) = tokio::join!(write, wait);

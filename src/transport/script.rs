@@ -9,8 +9,104 @@
 use crate::plan::{Desired, Entry, Snapshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// A script as it is sent: shell text with file contents spliced in,
+/// base64-encoded a chunk at a time while it is written, so that a host's
+/// new files are not held a second time, as text, while they travel.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    /// Base64 in lines of 76 characters, each ending in a newline.
+    Base64(Bytes),
+}
+
+/// Input bytes per base64 line.
+const LINE_BYTES: usize = 57;
+/// Input bytes encoded per write: 64 lines.
+const CHUNK_BYTES: usize = LINE_BYTES * 64;
+
+impl Script {
+    fn push_str(&mut self, text: &str) {
+        match self.parts.last_mut() {
+            Some(Part::Text(last)) => last.push_str(text),
+            _ => self.parts.push(Part::Text(text.to_owned())),
+        }
+    }
+
+    fn push_base64_lines(&mut self, content: &Bytes) {
+        self.parts.push(Part::Base64(content.clone()));
+    }
+
+    /// How many bytes [`Script::write_to`] sends.
+    pub fn sent_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.len(),
+                Part::Base64(content) => content.len().div_ceil(3) * 4 + content.len().div_ceil(LINE_BYTES),
+            })
+            .sum()
+    }
+
+    pub async fn write_to(&self, out: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
+        let mut buffer = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.write_all(text.as_bytes()).await?,
+                Part::Base64(content) => {
+                    for chunk in content.chunks(CHUNK_BYTES) {
+                        buffer.clear();
+                        base64_lines(chunk, &mut buffer);
+                        out.write_all(buffer.as_bytes()).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole script as one string, as a shell would read it.
+    #[cfg(test)]
+    pub fn to_text(&self) -> String {
+        let mut text = String::with_capacity(self.sent_bytes());
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => text.push_str(t),
+                Part::Base64(content) => base64_lines(content, &mut text),
+            }
+        }
+        text
+    }
+}
+
+impl From<String> for Script {
+    fn from(text: String) -> Script {
+        Script { parts: vec![Part::Text(text)] }
+    }
+}
+
+impl Write for Script {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.push_str(text);
+        Ok(())
+    }
+}
+
+fn base64_lines(bytes: &[u8], out: &mut String) {
+    for line in bytes.chunks(LINE_BYTES) {
+        B64.encode_string(line, out);
+        out.push('\n');
+    }
+}
 
 /// Where a host keeps what sentry-provision must remember between runs,
 /// unless the inventory sets `sentry_provision_state_dir`.
@@ -178,7 +274,8 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                 };
                 let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
                 let content = decode(lines.next().unwrap_or(""))?;
-                let entry = Entry::File { content, mode, owner: owner.to_owned(), group: group.to_owned() };
+                let entry =
+                    Entry::File { content: content.into(), mode, owner: owner.to_owned(), group: group.to_owned() };
                 out.snapshot.entries.insert(path_at(first)?, entry);
             }
             "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
@@ -228,7 +325,7 @@ pub struct Install<'a> {
 
 /// Shell that atomically replaces the state file named by the variable `var`
 /// (`pending` or `applied`) with `content`, then offers the crash point `point`.
-fn write_state_file(s: &mut String, var: &str, content: &str, what: &str, point: &str) {
+fn write_state_file(s: &mut impl Write, var: &str, content: &str, what: &str, point: &str) {
     let _ = write!(
         s,
         r#"mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
@@ -256,8 +353,9 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 /// The body is one shell function, called on the last line: a script cut
 /// short in transit (the controller died while sending it) is a syntax
 /// error and runs nothing.
-pub fn install(install: &Install<'_>) -> String {
-    let mut s = String::from(PRELUDE);
+pub fn install(install: &Install<'_>) -> Script {
+    let mut s = Script::default();
+    s.push_str(PRELUDE);
     s.push_str(ERRLOG);
     s.push_str(&install.state.shell());
     s.push_str(&crash_hook(install.crash_at));
@@ -282,10 +380,7 @@ main() {
             Some(Desired::File { content, mode, owner, group }) => {
                 s.push_str("tmp=$(mktemp -- \"$d/.sentry-provision.XXXXXX\" 2>\"$errlog\") || fail \"$w\" \"cannot create a temporary file in $d\"\n");
                 s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot write $tmp\"; }\n");
-                for chunk in encode(content).as_bytes().chunks(76) {
-                    s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-                    s.push('\n');
-                }
+                s.push_base64_lines(content);
                 s.push_str("SP_CONTENT_END\n");
                 let _ = writeln!(
                     s,
@@ -507,6 +602,7 @@ pub fn parse_handlers(stdout: &[u8], probe_count: usize) -> Result<HandlersOutpu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::process::Command;
 
     fn install_of(state: &StateFiles) -> Install<'_> {
@@ -515,6 +611,25 @@ mod tests {
 
     fn write<'a>(path: &'a str, desired: &'a Desired) -> FileWrite<'a> {
         FileWrite { path, desired: Some(desired), validate: &[], backup: false }
+    }
+
+    #[tokio::test]
+    async fn a_script_sends_the_same_bytes_it_reads_as_and_says_how_many() {
+        let big: Vec<u8> = (0..=255u8).cycle().take(CHUNK_BYTES * 2 + 100).collect();
+        for content in [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(big)] {
+            let desired = Desired::File { content: content.clone(), mode: 0o644, owner: None, group: None };
+            let script = install(&Install { writes: &[write("/a", &desired)], ..install_of(&test_state()) });
+            let mut sent = Vec::new();
+            script.write_to(&mut sent).await.unwrap();
+            assert_eq!(String::from_utf8(sent).unwrap(), script.to_text());
+            assert_eq!(script.sent_bytes(), script.to_text().len());
+            let text = script.to_text();
+            let after_opener = text.split("<<'SP_CONTENT_END'").nth(1).unwrap();
+            let body = after_opener.split_once('\n').unwrap().1.split("SP_CONTENT_END\n").next().unwrap();
+            assert!(body.lines().all(|l| l.len() <= 76), "base64 lines are at most 76 characters");
+            let decoded = B64.decode(body.split_whitespace().collect::<String>()).unwrap();
+            assert_eq!(decoded, content);
+        }
     }
 
     fn test_state() -> StateFiles {
@@ -547,8 +662,8 @@ mod tests {
             proptest::prop_assume!(name != "." && name != "..");
             let dir = tempfile::tempdir().unwrap();
             let path = format!("{}/{name}", dir.path().display());
-            let desired = Desired::File { content: content.clone(), mode: 0o600, owner: None, group: None };
-            let out = parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
+            let desired = Desired::File { content: content.clone().into(), mode: 0o600, owner: None, group: None };
+            let out = parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()))
                 .unwrap();
             proptest::prop_assert_eq!(out.written, 1, "{:?}", out);
             let paths = [path.as_str()];
@@ -574,10 +689,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("odd name; $x 'q' é").display().to_string();
         let content = b"line 1\n\xffbinary\0 and 'quotes' $VAR\n".to_vec();
-        let desired = Desired::File { content: content.clone(), mode: 0o640, owner: None, group: None };
+        let desired = Desired::File { content: content.clone().into(), mode: 0o640, owner: None, group: None };
         let out =
-            parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
-                .unwrap();
+            parse_install(&sh(
+                &install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()
+            ))
+            .unwrap();
         assert_eq!(out.written, 1, "{out:?}");
         let paths = [path.as_str()];
         let snap = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[])), &paths).unwrap();
@@ -597,10 +714,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
         let path = dir.path().join("file/inside").display().to_string();
-        let desired = Desired::File { content: b"x".to_vec(), mode: 0o644, owner: None, group: None };
+        let desired = Desired::File { content: Bytes::from_static(b"x"), mode: 0o644, owner: None, group: None };
         let out =
-            parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) })))
-                .unwrap();
+            parse_install(&sh(
+                &install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()
+            ))
+            .unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(message.contains("cannot create folder"), "{message}");
@@ -611,10 +730,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.conf").display().to_string();
         std::fs::write(&path, "good\n").unwrap();
-        let desired = Desired::File { content: b"bad\n".to_vec(), mode: 0o644, owner: None, group: None };
+        let desired = Desired::File { content: Bytes::from_static(b"bad\n"), mode: 0o644, owner: None, group: None };
         let validate = [format!("grep -q good {path} || {{ echo 'syntax error in site.conf' >&2; exit 1; }}")];
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &validate, backup: false }];
-        let out = parse_install(&sh(&install(&Install { writes: &writes, ..install_of(&test_state()) }))).unwrap();
+        let out =
+            parse_install(&sh(&install(&Install { writes: &writes, ..install_of(&test_state()) }).to_text())).unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(
@@ -630,13 +750,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
         std::fs::write(&path, "old\n").unwrap();
-        let desired = Desired::File { content: b"new\n".to_vec(), mode: 0o644, owner: None, group: None };
+        let desired = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &[], backup: true }];
         let out = parse_install(&sh(&install(&Install {
             writes: &writes,
             stamp: "20261127T100000",
             ..install_of(&test_state())
-        })))
+        })
+        .to_text()))
         .unwrap();
         assert_eq!(out.backups, [format!("{path}.20261127T100000.bak")]);
         assert_eq!(std::fs::read_to_string(&out.backups[0]).unwrap(), "old\n");
@@ -647,8 +768,8 @@ mod tests {
     fn a_script_cut_short_in_transit_runs_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
-        let desired = Desired::File { content: b"new\n".to_vec(), mode: 0o644, owner: None, group: None };
-        let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) });
+        let desired = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
+        let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text();
         for cut in [script.len() / 3, script.len() / 2, script.len() - 6] {
             sh(&script[..cut]);
             assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "cut at {cut} wrote something");
@@ -666,7 +787,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
         let out =
-            parse_install(&sh(&install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }))).unwrap();
+            parse_install(&sh(&install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }).to_text()))
+                .unwrap();
         assert!(out.failure.is_none(), "{out:?}");
         let snap = parse_snapshot(&sh(&snapshot(&state, &[], &[])), &[]).unwrap();
         assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));

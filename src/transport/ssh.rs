@@ -2,7 +2,7 @@
 //! per host, so every round trip after the first reuses the connection.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
-use super::{Error, Held, Output, feed_and_collect, feed_and_read_to_end_marker};
+use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,7 +77,7 @@ fn explain_host_key(address: &str, message: String) -> String {
     }
 }
 
-pub async fn run(session: &Session, program: &str, script: &str) -> Result<Output, Error> {
+pub async fn run(session: &Session, program: &str, script: &Script) -> Result<Output, Error> {
     let mut child = spawn(session, program).await?;
     let input = child.stdin().take().expect("stdin is piped");
     let wait = async { child.wait_with_output().await.map_err(|e| std::io::Error::other(chain(&e))) };
@@ -86,7 +86,11 @@ pub async fn run(session: &Session, program: &str, script: &str) -> Result<Outpu
     Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
 }
 
-pub async fn run_and_hold<'a>(session: &'a Session, program: &str, script: &str) -> Result<(Output, Held<'a>), Error> {
+pub async fn run_and_hold<'a>(
+    session: &'a Session,
+    program: &str,
+    script: &Script,
+) -> Result<(Output, Held<'a>), Error> {
     let mut child = spawn(session, program).await?;
     let mut input = child.stdin().take().expect("stdin is piped");
     let mut output = child.stdout().take().expect("stdout is piped");
