@@ -79,8 +79,9 @@ server.shell(name="test and reload nginx", commands=["nginx -t && nginx -s reloa
 server.shell(
     name="update supervisor",
     commands=[
-        "supervisorctl reread && supervisorctl update && for _ in $(seq 100); do supervisorctl status | grep -q STARTING || break; sleep 0.1; done; "
-        "! supervisorctl status | grep -E 'FATAL|BACKOFF'"
+        "supervisorctl reread && supervisorctl update && sleep 1 && "
+        "for _ in $(seq 20); do status=$(supervisorctl status); printf '%s\\n' \"$status\" | grep -q STARTING || break; sleep 0.5; done; "
+        "! printf '%s\\n' \"$status\" | grep -E 'FATAL|BACKOFF'"
     ],
     _if=any_changed(*supervisor),
 )
