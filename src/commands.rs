@@ -108,6 +108,39 @@ impl Reach {
     fn hosts(&self) -> Vec<&inventory::Host> {
         self.inventory.hosts.iter().filter(|h| self.selected.contains(&h.name)).collect()
     }
+
+    /// Runs `script` once on every selected host, all at once: each host's
+    /// output, in the order of [`Reach::hosts`], or why there is none.
+    async fn run_everywhere(&self, script: String) -> Vec<Result<transport::Output, transport::Error>> {
+        let script = std::sync::Arc::new(transport::Script::from(script));
+        let hosts = self.hosts();
+        let mut running = tokio::task::JoinSet::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let (target, _) = run::target_of(host);
+            let (ssh, script, become_root) = (self.ssh.clone(), script.clone(), host.become_root);
+            running.spawn(async move {
+                let transport = match Transport::connect(&target, &ssh).await {
+                    Ok(t) => t,
+                    Err(e) => return (i, Err(e)),
+                };
+                let output = transport.run(&script, become_root, None).await;
+                transport.close().await;
+                (i, output)
+            });
+        }
+        let mut outputs: Vec<Option<Result<transport::Output, transport::Error>>> =
+            hosts.iter().map(|_| None).collect();
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok((i, output)) => outputs[i] = Some(output),
+                Err(e) => {
+                    let failed = || Err(transport::Error::Failed(format!("internal error: a host task failed: {e}")));
+                    return hosts.iter().map(|_| failed()).collect();
+                }
+            }
+        }
+        outputs.into_iter().map(|o| o.expect("every host's task reported")).collect()
+    }
 }
 
 /// `facts`: one snapshot round trip per host, facts printed as JSON.
@@ -116,21 +149,12 @@ pub async fn facts(args: &FactsArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let (hosts, ssh) = (reach.hosts(), &reach.ssh);
-    let tasks = hosts.iter().map(|host| {
-        let ssh = ssh.clone();
-        let (target, _) = run::target_of(host);
-        let state = script::StateFiles::new(script::STATE_DIR, "facts");
-        async move {
-            let transport = Transport::connect(&target, &ssh).await?;
-            let output = transport.run(&script::snapshot(&state, &[], &[]).into(), host.become_root, None).await;
-            transport.close().await;
-            let output = output?;
-            let parsed = script::parse_snapshot(&output.stdout, &[]).map_err(transport::Error::Failed)?;
-            Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
-        }
+    let hosts = reach.hosts();
+    let state = script::StateFiles::new(script::STATE_DIR, "facts");
+    let results = reach.run_everywhere(script::snapshot(&state, &[], &[])).await.into_iter().map(|output| {
+        let parsed = script::parse_snapshot(&output?.stdout, &[]).map_err(transport::Error::Failed)?;
+        Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
     });
-    let results = futures_join_all(tasks).await;
     let mut document = Map::new();
     let mut code = 0;
     for (host, result) in hosts.iter().zip(results) {
@@ -153,15 +177,12 @@ pub async fn audit(args: &AuditArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return bad_input(&e),
     };
-    let (hosts, ssh) = (reach.hosts(), &reach.ssh);
-    let script = crate::audit::script(&args.sentry_conf);
-    let tasks = hosts.iter().map(|host| {
-        let (ssh, script) = (ssh.clone(), script.clone());
-        let (target, _) = run::target_of(host);
-        async move {
-            let transport = Transport::connect(&target, &ssh).await?;
-            let output = transport.run(&script.into(), host.become_root, None).await;
-            transport.close().await;
+    let hosts = reach.hosts();
+    let results: Vec<_> = reach
+        .run_everywhere(crate::audit::script(&args.sentry_conf))
+        .await
+        .into_iter()
+        .map(|output| {
             let output = output?;
             let seen = crate::audit::parse(&output.stdout).map_err(|e| {
                 transport::Error::Failed(format!(
@@ -171,9 +192,8 @@ pub async fn audit(args: &AuditArgs) -> u8 {
                 ))
             })?;
             Ok::<_, transport::Error>(crate::audit::analyse(&seen))
-        }
-    });
-    let results = futures_join_all(tasks).await;
+        })
+        .collect();
     let mut code = 0;
     let mut document = Vec::new();
     let mut text = String::new();
@@ -216,29 +236,6 @@ pub async fn audit(args: &AuditArgs) -> u8 {
         }
     }
     code
-}
-
-/// Runs futures concurrently and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs = Vec::with_capacity(pinned.len());
-    // Polled together by a local join: hosts are few enough per process.
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in results.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    outputs.extend(results.into_iter().map(|r| r.expect("every future finished")));
-    outputs
 }
 
 /// `render`: every host's files rendered locally with stand-in facts; no SSH.

@@ -135,17 +135,18 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
     exit_code
 }
 
-/// Drift left after the pass: all of it without remediation, what
-/// `--remediate` does not restore (pending changes) with it.
+/// Whether drift is left after the pass: any at all without remediation;
+/// with `--remediate=all`, drift it did not put back; with `--remediate`
+/// (host drift only), the same plus every other kind, which it leaves alone.
 fn unresolved(report: &HostReport, remediate: Remediate) -> bool {
-    let remediated = !report.remediated.is_empty() || report.drift.is_empty();
+    if report.drift.is_empty() {
+        return false;
+    }
+    let restored = !report.remediated.is_empty();
     match remediate {
-        Remediate::Nothing => !report.drift.is_empty(),
-        Remediate::HostDrift => {
-            report.drift.iter().any(|i| i.state != ItemState::HostDrift)
-                || (report.drift.iter().any(|i| i.state == ItemState::HostDrift) && !remediated)
-        }
-        Remediate::All => !remediated,
+        Remediate::Nothing => true,
+        Remediate::HostDrift => !restored || report.drift.iter().any(|item| item.state != ItemState::HostDrift),
+        Remediate::All => !restored,
     }
 }
 

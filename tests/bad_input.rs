@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, bin};
 use std::path::Path;
 use std::process::Command;
 
@@ -224,7 +224,7 @@ fn every_malformed_input_exits_1_with_a_pointed_message_and_touches_no_host() {
             std::fs::write(target, content).unwrap();
         }
         let drift = case.args.first().is_some_and(|a| a == "DRIFT");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+        let mut cmd = Command::new(bin());
         cmd.current_dir(dir.path()).arg(if drift { "drift" } else { "apply" });
         cmd.args(["-i", "inventory"]);
         if !case.args.iter().any(|a| a == "-p") {

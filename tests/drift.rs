@@ -5,19 +5,15 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, bin, tuning_playbook};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn playbook() -> String {
-    common::repo().join("playbooks/sentry-tuning.yml").display().to_string()
-}
-
 fn drift_json(fleet: &Fleet, extra: &[&str]) -> (i32, Value) {
-    let mut args =
-        vec!["drift", "-p", &*Box::leak(playbook().into_boxed_str()), "--format", "json", "--history", "/dev/null"];
+    let playbook = tuning_playbook();
+    let mut args = vec!["drift", "-p", playbook.as_str(), "--format", "json", "--history", "/dev/null"];
     args.extend_from_slice(extra);
     let out = fleet.provision(&args);
     let document: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
@@ -40,7 +36,7 @@ fn items<'a>(document: &'a Value, name: &str) -> Vec<(&'a str, &'a str, &'a str)
 #[test]
 fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_only_what_moved() {
     let fleet = Fleet::up(3);
-    let applied = fleet.provision(&["apply", "-p", &playbook()]);
+    let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
     assert_eq!(applied.code, 0, "{applied:?}");
     let (code, clean) = drift_json(&fleet, &[]);
     assert_eq!(code, 0, "{clean:#}");
@@ -103,8 +99,8 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn scheduled(fleet: &Fleet, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_sentry-provision"))
-        .args(["drift", "-p", &playbook(), "-i"])
+    Command::new(bin())
+        .args(["drift", "-p", &tuning_playbook(), "-i"])
         .arg(fleet.inventory())
         .arg("--ssh-config")
         .arg(fleet.ssh_config())
@@ -198,7 +194,7 @@ fn install_timer_writes_units_that_systemd_analyze_accepts() {
         assert!(out.status.success(), "installing systemd: {}", String::from_utf8_lossy(&out.stderr));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+    let mut cmd = Command::new(bin());
     cmd.current_dir(common::repo()).args([
         "drift",
         "-i",

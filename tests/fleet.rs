@@ -5,20 +5,14 @@
 
 mod common;
 
-use common::{Fleet, playbook_copy};
-
-const PLAYBOOK: &str = "playbooks/sentry-tuning.yml";
-
-fn playbook() -> String {
-    common::repo().join(PLAYBOOK).display().to_string()
-}
+use common::{Fleet, playbook_copy, tuning_playbook};
 
 #[test]
 fn check_with_diff_shows_the_tuning_and_touches_no_host() {
     let fleet = Fleet::up(3);
     let before: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
 
-    let out = fleet.provision(&["apply", "--check", "--diff", "-p", &playbook()]);
+    let out = fleet.provision(&["apply", "--check", "--diff", "-p", &tuning_playbook()]);
     assert_eq!(out.code, 2, "changes pending is exit 2: {out:?}");
     for expected in [
         "-save 900 1",
@@ -38,7 +32,7 @@ fn check_with_diff_shows_the_tuning_and_touches_no_host() {
     }
     assert_eq!(out.stdout.matches("-c 64; above 4 is a smell").count(), 3, "{out:?}");
 
-    let shorter = fleet.provision(&["diff", "-p", &playbook()]);
+    let shorter = fleet.provision(&["diff", "-p", &tuning_playbook()]);
     assert_eq!(shorter.code, 2, "{shorter:?}");
     let without_timings =
         |text: &str| text.lines().map(|l| l.split(" round trip(s), ").next().unwrap().to_owned()).collect::<Vec<_>>();
@@ -51,7 +45,7 @@ fn check_with_diff_shows_the_tuning_and_touches_no_host() {
 #[test]
 fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
     let fleet = Fleet::up(3);
-    let out = fleet.provision(&["apply", "-p", &playbook()]);
+    let out = fleet.provision(&["apply", "-p", &tuning_playbook()]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("summary: 3 host(s): 0 ok, 3 changed, 0 failed, 0 unreachable"), "{out:?}");
     assert_eq!(out.stdout.matches("  handler  test and reload nginx").count(), 3, "{out:?}");
@@ -87,7 +81,7 @@ fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
     }
 
     let before: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
-    let again = fleet.provision(&["apply", "-p", &playbook()]);
+    let again = fleet.provision(&["apply", "-p", &tuning_playbook()]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("summary: 3 host(s): 3 ok, 0 changed, 0 failed, 0 unreachable"), "{again:?}");
     assert!(!again.stdout.contains("handler  "), "no handler runs: {again:?}");
@@ -102,7 +96,7 @@ fn an_unreachable_host_sets_bit_8_and_the_others_still_converge() {
     fleet.exec(2, "kill $(cat /run/sshd.pid)");
     let untouched = fleet.fingerprint(2);
 
-    let out = fleet.provision(&["apply", "-p", &playbook(), "--connect-timeout", "3"]);
+    let out = fleet.provision(&["apply", "-p", &tuning_playbook(), "--connect-timeout", "3"]);
     assert!(out.has_bit(8), "{out:?}");
     assert!(!out.has_bit(1), "{out:?}");
     assert!(out.stdout.contains("unreachable  connect:"), "{out:?}");
@@ -126,7 +120,7 @@ fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
     .unwrap();
     let before = fleet.fingerprint(1);
 
-    let playbook = copy.path().join(PLAYBOOK).display().to_string();
+    let playbook = copy.path().join(common::TUNING_PLAYBOOK).display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("nginx-sentry.conf.j2:4"), "names the file and line: {out:?}");
@@ -141,7 +135,7 @@ fn an_undefined_variable_exits_1_before_any_host_is_touched() {
     let template = copy.path().join("templates/supervisor-memmon.conf.j2");
     std::fs::write(&template, "[eventlistener:memmon]\ncommand=memmon -a {{ memmon_limt }}\n").unwrap();
     let before = fleet.fingerprint(1);
-    let playbook = copy.path().join(PLAYBOOK).display().to_string();
+    let playbook = copy.path().join(common::TUNING_PLAYBOOK).display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("supervisor-memmon.conf.j2:2") && out.stderr.contains("undefined"), "{out:?}");

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::bin;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -43,7 +45,7 @@ impl Project {
     }
 
     fn run(&self, args: &[&str]) -> common::Outcome {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+        let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("-i")
             .arg(self.dir.path().join("inventory"))

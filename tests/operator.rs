@@ -4,18 +4,10 @@
 
 mod common;
 
-use common::{Fleet, playbook_copy};
+use common::{Fleet, bin, playbook_copy, tuning_playbook};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn playbook() -> String {
-    common::repo().join("playbooks/sentry-tuning.yml").display().to_string()
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sentry-provision")
-}
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux").args(args).output().expect("tmux runs");
@@ -36,7 +28,7 @@ fn progress_draws_bars_on_a_terminal_and_plain_lines_when_piped() {
     let command = format!(
         "{} apply -p {} -i {} --ssh-config {} -e sentry_worker_numprocs=2 > {}/report.txt; touch {}",
         bin(),
-        playbook(),
+        tuning_playbook(),
         fleet.inventory().display(),
         fleet.ssh_config().display(),
         dir.path().display(),
@@ -66,20 +58,20 @@ fn progress_draws_bars_on_a_terminal_and_plain_lines_when_piped() {
     let report = std::fs::read_to_string(dir.path().join("report.txt")).unwrap();
     assert!(report.contains("summary: 2 host(s): 0 ok, 2 changed"), "{report}");
 
-    let piped = fleet.provision(&["apply", "-p", &playbook(), "-e", "sentry_worker_numprocs=2"]);
+    let piped = fleet.provision(&["apply", "-p", &tuning_playbook(), "-e", "sentry_worker_numprocs=2"]);
     assert_eq!(piped.code, 0, "{piped:?}");
     assert!(!piped.stdout.contains('\x1b') && !piped.stderr.contains('\x1b'), "no escape codes when piped: {piped:?}");
     let events: Vec<&str> = piped.stderr.lines().filter(|l| l.contains(" host1 ")).collect();
     assert!(events.iter().any(|l| l.ends_with(" host1 snapshot")), "plain lines with times: {piped:?}");
     assert!(events.iter().all(|l| l.trim_start().split('s').next().unwrap().parse::<f64>().is_ok()), "{events:?}");
-    let quiet = fleet.provision(&["apply", "-q", "-p", &playbook(), "-e", "sentry_worker_numprocs=2"]);
+    let quiet = fleet.provision(&["apply", "-q", "-p", &tuning_playbook(), "-e", "sentry_worker_numprocs=2"]);
     assert_eq!(quiet.stderr, "", "-q: {quiet:?}");
 }
 
 #[test]
 fn apply_and_diff_print_one_json_document_when_asked() {
     let fleet = Fleet::up(1);
-    let diff = fleet.provision(&["diff", "--format", "json", "-p", &playbook()]);
+    let diff = fleet.provision(&["diff", "--format", "json", "-p", &tuning_playbook()]);
     assert_eq!(diff.code, 2, "{diff:?}");
     let document: Value = serde_json::from_str(&diff.stdout).unwrap();
     assert_eq!(document["command"], "check");
@@ -90,8 +82,16 @@ fn apply_and_diff_print_one_json_document_when_asked() {
     assert!(host["changes"].as_array().unwrap().iter().any(|c| c["diff"].as_str().unwrap().contains("+maxmemory 1gb")));
     assert!(diff.stderr.contains("summary: 1 host(s)"), "human messages on stderr: {diff:?}");
 
-    let apply =
-        fleet.provision(&["apply", "--format", "json", "-q", "-p", &playbook(), "-e", "sentry_worker_numprocs=2"]);
+    let apply = fleet.provision(&[
+        "apply",
+        "--format",
+        "json",
+        "-q",
+        "-p",
+        &tuning_playbook(),
+        "-e",
+        "sentry_worker_numprocs=2",
+    ]);
     let document: Value = serde_json::from_str(&apply.stdout).unwrap();
     assert_eq!(document["summary"]["changed"], 1);
     let handlers: Vec<&str> =
@@ -159,7 +159,7 @@ fn audit_says_where_a_host_strays_from_the_guide_and_nothing_once_tuned() {
     let untouched = fleet.fingerprint(1);
     assert_eq!(fleet.provision(&["audit", "--format", "json"]).code, 2);
     assert_eq!(fleet.fingerprint(1), untouched, "the audit reads only");
-    assert_eq!(fleet.provision(&["apply", "-q", "-p", &playbook(), "-e", "sentry_worker_numprocs=2"]).code, 0);
+    assert_eq!(fleet.provision(&["apply", "-q", "-p", &tuning_playbook(), "-e", "sentry_worker_numprocs=2"]).code, 0);
     let after = fleet.provision(&["audit"]);
     assert_eq!(after.code, 0, "{after:?}");
     assert!(after.stdout.contains("host1: as the tuning guide recommends"), "{after:?}");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, playbook_copy};
+use common::{Fleet, Outcome, bin, playbook_copy, tuning_playbook};
 use std::process::Command;
 use std::time::Instant;
 
@@ -20,12 +20,8 @@ const MANAGED: [&str; 5] = [
 /// Fewer workers keep each converge quick; the tuning is the same.
 const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
 
-fn playbook() -> String {
-    common::repo().join("playbooks/sentry-tuning.yml").display().to_string()
-}
-
 fn apply(fleet: &Fleet, extra: &[&str]) -> Outcome {
-    let playbook = playbook();
+    let playbook = tuning_playbook();
     let mut args = vec!["apply", "-p", playbook.as_str()];
     args.extend_from_slice(&LIGHT);
     args.extend_from_slice(extra);
@@ -62,8 +58,8 @@ fn redis_live(fleet: &Fleet, host: usize, key: &str) -> String {
 }
 
 fn apply_crashing_at(fleet: &Fleet, point: &str) -> Outcome {
-    let playbook = playbook();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+    let playbook = tuning_playbook();
+    let mut cmd = Command::new(bin());
     cmd.args(["apply", "-p", &playbook])
         .args(LIGHT)
         .arg("-i")
@@ -120,7 +116,7 @@ fn a_reload_owed_by_a_killed_run_is_reported_and_run_by_the_next() {
     assert_eq!(crashed.code, -1, "{crashed:?}");
     assert_eq!(redis_live(&fleet, 1, "maxmemory"), "0", "files moved, Redis not reloaded yet");
 
-    let playbook = playbook();
+    let playbook = tuning_playbook();
     let check = fleet.provision(&["diff", "-p", &playbook, "-e", "sentry_worker_numprocs=2"]);
     assert_eq!(check.code, 2, "{check:?}");
     assert!(check.stdout.contains("handler `apply redis settings live` left pending by an earlier run"), "{check:?}");
@@ -256,8 +252,12 @@ fn unknown_host_keys_are_refused_unless_accepted_and_changed_ones_always() {
         .join("\n");
     std::fs::write(&config, rewritten + "\n").unwrap();
     let run = |extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
-        cmd.args(["diff", "-p", &playbook(), "-i"]).arg(fleet.inventory()).arg("--ssh-config").arg(&config).args(extra);
+        let mut cmd = Command::new(bin());
+        cmd.args(["diff", "-p", &tuning_playbook(), "-i"])
+            .arg(fleet.inventory())
+            .arg("--ssh-config")
+            .arg(&config)
+            .args(extra);
         common::run(cmd)
     };
     let unknown = run(&[]);
@@ -350,8 +350,8 @@ fn become_writes_root_owned_files_as_a_non_root_user_and_a_missing_sudo_right_fa
         path
     };
     let run = |inventory: &std::path::Path| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
-        cmd.args(["apply", "-p", &playbook()])
+        let mut cmd = Command::new(bin());
+        cmd.args(["apply", "-p", &tuning_playbook()])
             .args(LIGHT)
             .arg("-i")
             .arg(inventory)

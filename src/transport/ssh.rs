@@ -1,5 +1,7 @@
 //! SSH through the `openssh` crate: the system `ssh` with one ControlMaster
-//! per host, so every round trip after the first reuses the connection.
+//! per host, so every round trip after the first reuses the connection, and
+//! each round trip speaks the master's mux protocol directly (native-mux)
+//! rather than starting another `ssh` process.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
 use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
@@ -55,7 +57,10 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
     if let Some(key) = &target.key_file {
         builder.keyfile(key);
     }
-    builder.connect(&target.address).await.map_err(|e| Error::Unreachable(explain_host_key(&target.address, chain(&e))))
+    builder
+        .connect_mux(&target.address)
+        .await
+        .map_err(|e| Error::Unreachable(explain_host_key(&target.address, chain(&e))))
 }
 
 /// ssh's host-key refusals, said plainly with what to do about them.

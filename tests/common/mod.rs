@@ -14,6 +14,19 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The playbook the project ships, relative to the repository.
+pub const TUNING_PLAYBOOK: &str = "playbooks/sentry-tuning.yml";
+
+/// The shipped playbook's absolute path.
+pub fn tuning_playbook() -> String {
+    repo().join(TUNING_PLAYBOOK).display().to_string()
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sentry-provision")
+}
+
 static INSTALL: Once = Once::new();
 static NEXT_ID: AtomicU8 = AtomicU8::new(0);
 
@@ -104,7 +117,7 @@ impl Fleet {
 
     /// `sentry-provision <args> -i <fleet inventory> --ssh-config <fleet ssh config>`.
     pub fn provision(&self, args: &[&str]) -> Outcome {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentry-provision"));
+        let mut cmd = Command::new(bin());
         cmd.args(args).arg("-i").arg(self.inventory()).arg("--ssh-config").arg(self.ssh_config());
         run(cmd)
     }
