@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, playbook_copy, tuning_playbook};
+use common::{Fleet, edit, playbook_copy, tuning_playbook};
 
 #[test]
 fn check_with_diff_shows_the_tuning_and_touches_no_host() {
@@ -112,12 +112,7 @@ fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     let template = copy.path().join("templates/nginx-sentry.conf.j2");
-    let text = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &template,
-        text.replace("server_name {{ nginx_server_name }};", "server_name {{ nginx_server_name ;"),
-    )
-    .unwrap();
+    edit(&template, "server_name {{ nginx_server_name }};", "server_name {{ nginx_server_name ;");
     let before = fleet.fingerprint(1);
 
     let playbook = copy.path().join(common::TUNING_PLAYBOOK).display().to_string();

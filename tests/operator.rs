@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Fleet, bin, playbook_copy, tuning_playbook};
+use common::{Fleet, bin, edit, playbook_copy, tuning_playbook};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -108,10 +108,7 @@ fn serial_batches_run_one_after_another_and_max_fail_percentage_stops_the_rest()
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let path = copy.path().join("playbooks/sentry-tuning.yml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("  hosts: all\n", "  hosts: all\n  serial: 1\n  max_fail_percentage: 0\n");
-    std::fs::write(&path, text).unwrap();
+    edit(&path, "  hosts: all\n", "  hosts: all\n  serial: 1\n  max_fail_percentage: 0\n");
     let playbook = path.display().to_string();
 
     fleet.exec(1, "kill $(cat /run/sshd.pid)");

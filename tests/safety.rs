@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, playbook_copy, tuning_playbook};
+use common::{Fleet, Outcome, bin, edit, playbook_copy, tuning_playbook};
 use std::process::Command;
 use std::time::Instant;
 
@@ -138,12 +138,7 @@ fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_servin
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     let template = copy.path().join("templates/nginx-sentry.conf.j2");
-    let text = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &template,
-        text.replace("    client_max_body_size", "    bogus_directive on;\n    client_max_body_size"),
-    )
-    .unwrap();
+    edit(&template, "    client_max_body_size", "    bogus_directive on;\n    client_max_body_size");
     let site_before = fleet.exec(1, "cat /etc/nginx/sites-available/sentry");
 
     let playbook = copy.path().join("playbooks/sentry-tuning.yml").display().to_string();
@@ -208,13 +203,11 @@ fn a_host_whose_sshd_dies_mid_run_is_unreachable_and_the_others_finish() {
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let playbook_path = copy.path().join("playbooks/sentry-tuning.yml");
-    let text = std::fs::read_to_string(&playbook_path).unwrap();
-    let killing = text.replace(
+    edit(
+        &playbook_path,
         "    - name: apply redis settings live\n      command: |\n",
         "    - name: apply redis settings live\n      command: |\n        {% if inventory_hostname == 'host2' %}pkill -9 --ns $$ --nslist net sshd; sleep 5{% endif %}\n",
     );
-    assert_ne!(killing, text);
-    std::fs::write(&playbook_path, killing).unwrap();
     let out = fleet.provision(&[
         "apply",
         "-p",
@@ -290,14 +283,16 @@ fn a_secret_appears_in_no_output_of_check_apply_or_drift() {
     )
     .unwrap();
     let playbook_path = copy.path().join("playbooks/sentry-tuning.yml");
-    let text = std::fs::read_to_string(&playbook_path).unwrap().replace(
+    edit(
+        &playbook_path,
         "  steps:\n",
         "  steps:\n    - name: Sentry secrets\n      template: {src: secret.conf.j2, dest: /etc/sentry/secret.conf, mode: \"0600\"}\n      notify: announce\n",
-    ).replace(
+    );
+    edit(
+        &playbook_path,
         "  handlers:\n",
         "  handlers:\n    - name: announce\n      command: echo \"loaded {{ redis_password }}\"; echo \"secret {{ sentry_secret_key }} rejected\" >&2; exit 1\n",
     );
-    std::fs::write(&playbook_path, text).unwrap();
     let playbook = playbook_path.display().to_string();
     let vars = [
         "-e",

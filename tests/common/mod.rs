@@ -159,6 +159,14 @@ pub fn run(mut cmd: Command) -> Outcome {
 }
 
 /// The shipped playbook and templates copied to a folder the test may break.
+/// Replaces `from` with `to` in `path` (a file of a [`playbook_copy`]);
+/// panics when `from` is not there, so that an edit never silently does nothing.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
 pub fn playbook_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for sub in ["playbooks", "templates"] {
