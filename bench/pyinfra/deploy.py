@@ -72,16 +72,16 @@ server.shell(
 )
 server.shell(
     name="restart sentry web",
-    commands=["supervisorctl restart %s && supervisorctl status %s | grep -q RUNNING" % (v["sentry_web_program"], v["sentry_web_program"])],
+    commands=["supervisorctl restart %s" % v["sentry_web_program"]],
     _if=web.did_change,
 )
 server.shell(name="test and reload nginx", commands=["nginx -t && nginx -s reload"], _if=any_changed(*nginx))
 server.shell(
     name="update supervisor",
     commands=[
-        "supervisorctl reread && supervisorctl update && sleep 1 && "
+        "supervisorctl update && sleep 1 && "
         "for _ in $(seq 20); do status=$(supervisorctl status); printf '%s\\n' \"$status\" | grep -q STARTING || break; sleep 0.5; done; "
-        "! printf '%s\\n' \"$status\" | grep -E 'FATAL|BACKOFF'"
+        "! printf '%s\\n' \"$status\" | grep -E 'FATAL|BACKOFF|EXITED'"
     ],
     _if=any_changed(*supervisor),
 )

@@ -128,16 +128,26 @@ impl StateFiles {
 
     /// The folder both live in.
     pub fn dir(&self) -> &str {
-        self.pending.rsplit_once('/').map_or("/", |(d, _)| d)
+        folder_of(&self.pending)
     }
 
     /// Shell variables for the scripts: `$pending` and `$applied`, in `$state`.
     fn shell(&self) -> String {
-        format!(
-            "pending={}; applied={}; state=$(dirname -- \"$pending\")\n",
-            quote(&self.pending),
-            quote(&self.applied)
-        )
+        format!("pending={}; applied={}; state={}\n", quote(&self.pending), quote(&self.applied), quote(self.dir()))
+    }
+}
+
+/// The folder a path is in, as `dirname` says it (computed here: every
+/// process a script starts costs the host a fork and an exec).
+pub fn folder_of(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        Some(slash) => match trimmed[..slash].trim_end_matches('/') {
+            "" => "/",
+            folder => folder,
+        },
+        None if path.starts_with('/') => "/",
+        None => ".",
     }
 }
 
@@ -172,12 +182,14 @@ trap 'rm -f "$errlog"' EXIT
 /// Holding the lock, it first removes temp files a killed run left in
 /// `dirs` (the folders of managed paths) and in the state folder.
 pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str) -> String {
-    let mut cleanup = String::from("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.* 2>/dev/null\n");
+    // One rm for every folder: a process per folder would cost each host more.
+    let mut cleanup = String::from("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.*");
     for dir in dirs {
-        let _ = writeln!(cleanup, "rm -f -- {}/.sentry-provision.* 2>/dev/null", quote(dir.trim_end_matches('/')));
+        let _ = write!(cleanup, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
     }
+    cleanup.push_str(" 2>/dev/null\n");
     format!(
-        "{shell}mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{cleanup}{script}cat >/dev/null\n",
+        "{shell}[ -d \"$state\" ] || mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{cleanup}{script}cat >/dev/null\n",
         shell = state.shell()
     )
 }
@@ -190,10 +202,12 @@ pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) ->
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
     s.push_str(
+        // Shell builtins where they do: on a converged host, the processes
+        // this script starts are most of what a run costs the host.
         r#"printf 'FACT cpus %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-printf 'FACT memory_kb %s\n' "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+while read -r key value _; do [ "$key" = MemTotal: ] && printf 'FACT memory_kb %s\n' "$value" && break; done < /proc/meminfo
 ( . /etc/os-release 2>/dev/null; printf 'FACT os_id %s\nFACT os_version %s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
-printf 'FACT hostname %s\n' "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
+{ read -r name < /proc/sys/kernel/hostname || name=$(hostname); } 2>/dev/null; printf 'FACT hostname %s\n' "$name"
 printf 'FACT user %s\n' "$(id -un)"
 if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else echo 'FACT service_manager none'; fi
 "#,
@@ -205,9 +219,8 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
         r#"entry() {
     if [ -L "$2" ]; then printf 'LINK %s %s\n' "$1" "$(readlink -- "$2" | b64)"
     elif [ -f "$2" ]; then
-        meta=$(stat -c '%a %U %G' -- "$2") || { printf 'ERROR %s\n' "$1"; return; }
-        content=$(b64 < "$2") || { printf 'ERROR %s\n' "$1"; return; }
-        printf 'FILE %s %s\n%s\n' "$1" "$meta" "$content"
+        # Straight to stdout, no $(...): a failure mid-way still ends in ERROR.
+        stat -c "FILE $1 %a %U %G" -- "$2" && b64 < "$2" && echo || printf '\nERROR %s\n' "$1"
     elif [ -d "$2" ]; then printf 'OTHER %s directory\n' "$1"
     elif [ -e "$2" ]; then printf 'OTHER %s special-file\n' "$1"
     else printf 'MISSING %s\n' "$1"; fi
@@ -222,7 +235,7 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
     }
     let _ = writeln!(
         s,
-        "[ -f \"$pending\" ] && printf 'PENDING %s\\n' \"$(b64 < \"$pending\")\"\n[ -f \"$applied\" ] && printf 'APPLIED %s\\n' \"$(b64 < \"$applied\")\""
+        "[ -f \"$pending\" ] && {{ printf 'PENDING '; b64 < \"$pending\"; echo; }}\n[ -f \"$applied\" ] && {{ printf 'APPLIED '; b64 < \"$applied\"; echo; }}"
     );
     s.push_str("echo END\n");
     s
@@ -248,6 +261,11 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
             .map(|p| p.to_string())
             .ok_or_else(|| format!("unexpected path index {i}"))
     };
+    // A file that could not be read may leave a partial line before its
+    // ERROR: name the file rather than the garbled line.
+    if let Some(index) = text.lines().find_map(|line| line.strip_prefix("ERROR ")) {
+        return Err(format!("cannot read {}", path_at(index)?));
+    }
     let mut complete = false;
     while let Some(line) = lines.next() {
         let mut words = line.splitn(3, ' ');
@@ -278,7 +296,6 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                     Entry::File { content: content.into(), mode, owner: owner.to_owned(), group: group.to_owned() };
                 out.snapshot.entries.insert(path_at(first)?, entry);
             }
-            "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
             "GUARD" => {
                 out.snapshot.guards_passed.insert(first.parse().map_err(|_| format!("bad guard index {first}"))?);
             }
@@ -369,7 +386,7 @@ main() {
         write_state_file(&mut s, "pending", &names, "pending handlers", "record");
     }
     for (i, write) in install.writes.iter().enumerate() {
-        let _ = writeln!(s, "p={}; w=file:{i}; d=$(dirname -- \"$p\")", quote(write.path));
+        let _ = writeln!(s, "p={}; w=file:{i}; d={}", quote(write.path), quote(folder_of(write.path)));
         s.push_str("mkdir -p -- \"$d\" 2>\"$errlog\" || fail \"$w\" \"cannot create folder $d\"\n");
         match write.desired {
             None => {
@@ -807,5 +824,28 @@ mod tests {
         assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
         assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
         assert!(out.facts["cpus"].parse::<u32>().unwrap() >= 1);
+        assert!(out.facts["memory_kb"].parse::<u64>().unwrap() > 0);
+        assert_eq!(out.facts["hostname"], std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim());
+    }
+
+    #[test]
+    fn a_file_unreadable_midway_is_reported_by_name_not_as_garbled_base64() {
+        let paths = ["/etc/redis/redis.conf"];
+        let stdout = b"FILE 0 644 root root\nbm90IGJhc2U2NC!!\nERROR 0\nEND\n";
+        assert_eq!(parse_snapshot(stdout, &paths).unwrap_err(), "cannot read /etc/redis/redis.conf");
+    }
+
+    #[test]
+    fn folders_are_named_as_dirname_names_them() {
+        for (path, folder) in [
+            ("/etc/redis/redis.conf", "/etc/redis"),
+            ("/x", "/"),
+            ("/", "/"),
+            ("/a//b/", "/a"),
+            ("name", "."),
+            ("a/b", "a"),
+        ] {
+            assert_eq!(folder_of(path), folder, "{path}");
+        }
     }
 }
