@@ -75,7 +75,17 @@ server.shell(
     commands=["supervisorctl restart %s" % v["sentry_web_program"]],
     _if=web.did_change,
 )
-server.shell(name="test and reload nginx", commands=["nginx -t && nginx -s reload"], _if=any_changed(*nginx))
+# As sentry-provision's handler: wait until the master has replaced its workers.
+server.shell(
+    name="test and reload nginx",
+    commands=[
+        "nginx -t 2>&1 || exit 1; "
+        "workers() { pgrep -P \"$(cat /run/nginx.pid)\" | sort | tr '\\n' ' '; }; "
+        "before=$(workers); nginx -s reload; "
+        "for _ in $(seq 50); do [ \"$(workers)\" != \"$before\" ] && break; sleep 0.1; done"
+    ],
+    _if=any_changed(*nginx),
+)
 server.shell(
     name="update supervisor",
     commands=[

@@ -437,7 +437,7 @@ main() {
     }
     for (i, write) in install.writes.iter().enumerate() {
         let _ = writeln!(s, "p={}; w=file:{i}; d={}", quote(write.path), quote(folder_of(write.path)));
-        s.push_str("mkdir -p -- \"$d\" 2>\"$errlog\" || fail \"$w\" \"cannot create folder $d\"\n");
+        s.push_str("[ -d \"$d\" ] || mkdir -p -- \"$d\" 2>\"$errlog\" || fail \"$w\" \"cannot create folder $d\"\n");
         match write.desired {
             None => {
                 let _ =
@@ -503,7 +503,16 @@ main() {
             let _ = writeln!(s, "crash file:{i}:validated");
             s.push_str("[ -z \"$old\" ] || rm -f -- \"$old\"\n");
         }
-        let _ = writeln!(s, "sync -- \"$d\" 2>/dev/null; echo 'DONE {i}'; crash file:{i}:placed");
+        let _ = writeln!(s, "echo 'DONE {i}'; crash file:{i}:placed");
+    }
+    // The renames reach the disk before anything runs or is recorded as
+    // applied: one sync of every folder written to, not one per file.
+    let mut folders: Vec<&str> = install.writes.iter().map(|w| folder_of(w.path)).collect();
+    folders.sort_unstable();
+    folders.dedup();
+    if !folders.is_empty() {
+        let quoted: Vec<String> = folders.iter().map(|f| quote(f)).collect();
+        let _ = writeln!(s, "sync -- {} 2>/dev/null", quoted.join(" "));
     }
     for (index, cmd) in install.commands {
         let _ = writeln!(
