@@ -799,10 +799,9 @@ impl HostRun<'_> {
             // Runs that write hold the host's lock from before the snapshot to
             // their end, so two runs never interleave; one round trip still.
             self.report.round_trips += 1;
-            let mut dirs: Vec<&str> = path_refs
-                .iter()
-                .map(|p| p.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }))
-                .collect();
+            // The folders install writes its temp files in (the same folder_of).
+            let mut dirs: Vec<&str> = path_refs.iter().map(|p| script::folder_of(p)).collect();
+            dirs.sort_unstable();
             dirs.dedup();
             let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script);
             let (output, held) = self
