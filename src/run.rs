@@ -946,7 +946,8 @@ impl HostRun<'_> {
             let result = script::parse_install(&output.stdout).map_err(|e| {
                 failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
             })?;
-            self.report.written = plan.files.iter().take(result.written).map(|f| f.path.clone()).collect();
+            self.report.written =
+                result.written.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.clone()).collect();
             self.report.backups = result.backups;
             if let Some((what, message)) = result.failure {
                 let what = describe_failed_write(&what, plan, &inspection.tasks);

@@ -27,6 +27,9 @@ enum Part {
     Text(String),
     /// Base64 in lines of 76 characters, each ending in a newline.
     Base64(Bytes),
+    /// Bytes single-quoted for sh (no NUL among them), for the shell's own
+    /// printf to write: no process to decode them.
+    Quoted(Bytes),
 }
 
 /// Input bytes per base64 line.
@@ -46,6 +49,10 @@ impl Script {
         self.parts.push(Part::Base64(content.clone()));
     }
 
+    fn push_quoted(&mut self, content: &Bytes) {
+        self.parts.push(Part::Quoted(content.clone()));
+    }
+
     /// How many bytes [`Script::write_to`] sends.
     pub fn sent_bytes(&self) -> usize {
         self.parts
@@ -53,12 +60,14 @@ impl Script {
             .map(|part| match part {
                 Part::Text(text) => text.len(),
                 Part::Base64(content) => content.len().div_ceil(3) * 4 + content.len().div_ceil(LINE_BYTES),
+                Part::Quoted(content) => 2 + content.len() + 3 * content.iter().filter(|&&b| b == b'\'').count(),
             })
             .sum()
     }
 
     pub async fn write_to(&self, out: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
         let mut buffer = String::new();
+        let mut quoted = Vec::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.write_all(text.as_bytes()).await?,
@@ -69,22 +78,58 @@ impl Script {
                         out.write_all(buffer.as_bytes()).await?;
                     }
                 }
+                Part::Quoted(content) => {
+                    out.write_all(b"'").await?;
+                    for chunk in content.chunks(CHUNK_BYTES) {
+                        quoted.clear();
+                        quote_bytes(chunk, &mut quoted);
+                        out.write_all(&quoted).await?;
+                    }
+                    out.write_all(b"'").await?;
+                }
             }
         }
         Ok(())
     }
 
-    /// The whole script as one string, as a shell would read it.
+    /// The whole script, as a shell would read it.
     #[cfg(test)]
-    pub fn to_text(&self) -> String {
-        let mut text = String::with_capacity(self.sent_bytes());
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.sent_bytes());
+        let mut text = String::new();
         for part in &self.parts {
             match part {
-                Part::Text(t) => text.push_str(t),
-                Part::Base64(content) => base64_lines(content, &mut text),
+                Part::Text(t) => bytes.extend_from_slice(t.as_bytes()),
+                Part::Base64(content) => {
+                    text.clear();
+                    base64_lines(content, &mut text);
+                    bytes.extend_from_slice(text.as_bytes());
+                }
+                Part::Quoted(content) => {
+                    bytes.push(b'\'');
+                    quote_bytes(content, &mut bytes);
+                    bytes.push(b'\'');
+                }
             }
         }
-        text
+        bytes
+    }
+
+    /// The whole script as text (bytes that are not UTF-8 shown as U+FFFD).
+    #[cfg(test)]
+    pub fn to_text(&self) -> String {
+        String::from_utf8_lossy(&self.to_bytes()).into_owned()
+    }
+}
+
+/// The inside of a single-quoted sh word: each `'` becomes `'\''`.
+fn quote_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    for &byte in bytes {
+        if byte == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(byte);
+        }
     }
 }
 
@@ -412,102 +457,239 @@ fn crash_hook(crash_at: Option<&str>) -> String {
     }
 }
 
-/// The install: record pending handlers, then for each file write a temp
-/// file in its own folder, fsync, set mode and owner, keep a backup if
-/// asked, rename into place, validate (putting the old file back on
-/// failure); then run commands and record what was applied.
+/// Content up to this size without a NUL byte travels single-quoted and is
+/// written by the shell's printf; larger or binary content goes through
+/// `base64 -d`, which streams instead of holding it in the shell.
+const QUOTED_MAX_BYTES: usize = 1 << 20;
+
+/// Where write `i` is staged beside its path: named by the script's pid,
+/// not by mktemp (one process fewer per file). The run holds the host's
+/// lock, and the run that next takes it removes what a killed one left.
+fn staged_path(write: &FileWrite<'_>, i: usize) -> String {
+    format!("{}/.sentry-provision.\"$$\".{i}", quote(folder_of(write.path)))
+}
+
+/// Groups the staged paths of `writes` by a key (a mode, an owner), so that
+/// one chmod or chown serves every file that shares it. Each group keeps the
+/// index of its first write, to name in a failure.
+fn grouped_by<K: Ord>(
+    writes: &[FileWrite<'_>],
+    key: impl Fn(&Desired) -> Option<K>,
+) -> BTreeMap<K, (usize, Vec<String>)> {
+    let mut groups: BTreeMap<K, (usize, Vec<String>)> = BTreeMap::new();
+    for (i, write) in writes.iter().enumerate() {
+        if let Some(k) = write.desired.and_then(&key) {
+            groups.entry(k).or_insert_with(|| (i, Vec::new())).1.push(staged_path(write, i));
+        }
+    }
+    groups
+}
+
+/// The install: record pending handlers; stage every file beside its path
+/// (written, then one chmod per mode, one chown per owner and one fsync for
+/// all); then for each in turn keep a backup if asked, rename into place
+/// and validate (putting the old file back on failure); then run commands
+/// and record what was applied.
 ///
 /// The body is one shell function, called on the last line: a script cut
 /// short in transit (the controller died while sending it) is a syntax
 /// error and runs nothing.
 pub fn install(install: &Install<'_>) -> Script {
+    let writes = install.writes;
     let mut s = Script::default();
     s.push_str(PRELUDE);
     s.push_str(ERRLOG);
     s.push_str(&install.state.shell());
     s.push_str(&crash_hook(install.crash_at));
-    s.push_str(
-        r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; exit 1; }
-main() {
-"#,
+    // A failure removes every staged file: none outlives the run that made it.
+    let staged: Vec<String> =
+        writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()).map(|(i, w)| staged_path(w, i)).collect();
+    let unstage =
+        if staged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", staged.join(" ")) };
+    let _ = writeln!(
+        s,
+        r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; cat "$errlog"; }} | b64)"; exit 1; }}
+main() {{"#
     );
     if !install.pending.is_empty() {
         let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
         write_state_file(&mut s, "pending", &names, "pending handlers", "record");
     }
-    for (i, write) in install.writes.iter().enumerate() {
-        let _ = writeln!(s, "p={}; w=file:{i}; d={}", quote(write.path), quote(folder_of(write.path)));
-        s.push_str("[ -d \"$d\" ] || mkdir -p -- \"$d\" 2>\"$errlog\" || fail \"$w\" \"cannot create folder $d\"\n");
+
+    // Stage: folders first (with the host's umask), then every file, made
+    // readable by its owner only until its mode is set; `set -C` makes the
+    // shell refuse to write through anything already at a staged path
+    // (`2>|` overrides it for the error log, which exists).
+    let mut made: Vec<&str> = Vec::new();
+    for (i, write) in writes.iter().enumerate() {
+        let folder = folder_of(write.path);
+        if write.desired.is_some() && !made.contains(&folder) {
+            made.push(folder);
+            let _ = writeln!(
+                s,
+                "d={}; [ -d \"$d\" ] || mkdir -p -- \"$d\" 2>\"$errlog\" || fail file:{i} \"cannot create folder $d\"",
+                quote(folder)
+            );
+        }
+    }
+    if !staged.is_empty() {
+        s.push_str("umask_before=$(umask); umask 077; set -C\n");
+    }
+    for (i, write) in writes.iter().enumerate() {
+        let tmp = staged_path(write, i);
         match write.desired {
-            None => {
-                let _ =
-                    writeln!(s, "rm -f -- \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot remove $p\"; echo 'DONE {i}'");
-                continue;
+            None => {}
+            Some(Desired::File { content, .. }) if content.len() <= QUOTED_MAX_BYTES && !content.contains(&0) => {
+                s.push_str("{ printf '%s' ");
+                s.push_quoted(content);
+                let _ = writeln!(s, " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"cannot write \"{tmp}");
             }
-            Some(Desired::File { content, mode, owner, group }) => {
-                s.push_str("tmp=$(mktemp -- \"$d/.sentry-provision.XXXXXX\" 2>\"$errlog\") || fail \"$w\" \"cannot create a temporary file in $d\"\n");
-                s.push_str("base64 -d > \"$tmp\" 2>\"$errlog\" <<'SP_CONTENT_END' || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot write $tmp\"; }\n");
+            Some(Desired::File { content, .. }) => {
+                let _ = writeln!(
+                    s,
+                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"cannot write \"{tmp}"
+                );
                 s.push_base64_lines(content);
                 s.push_str("SP_CONTENT_END\n");
-                let _ = writeln!(
-                    s,
-                    "chmod {mode:04o} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"chmod {mode:04o}\"; }}"
-                );
-                let owner_spec = match (owner, group) {
-                    (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-                    (Some(o), None) => Some(o.clone()),
-                    (None, Some(g)) => Some(format!(":{g}")),
-                    (None, None) => None,
-                };
-                if let Some(spec) = owner_spec {
-                    let spec = quote(&spec);
-                    let _ = writeln!(
-                        s,
-                        "chown {spec} \"$tmp\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"chown \"{spec}; }}"
-                    );
-                }
-                s.push_str("sync -- \"$tmp\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"fsync\"; }\n");
             }
             Some(Desired::Link { target }) => {
-                let _ = writeln!(s, "tmp=\"$d/.sentry-provision.$$.{i}\"; rm -f -- \"$tmp\"");
                 let _ = writeln!(
                     s,
-                    "ln -s -- {} \"$tmp\" 2>\"$errlog\" || fail \"$w\" \"cannot create a link\"",
+                    "ln -s -- {} {tmp} 2>|\"$errlog\" || fail file:{i} \"cannot create a link\"",
                     quote(target)
                 );
             }
         }
-        let _ = writeln!(s, "crash file:{i}:staged");
+    }
+    if !staged.is_empty() {
+        s.push_str("set +C; umask \"$umask_before\"\n");
+    }
+    let file_mode = |d: &Desired| match d {
+        Desired::File { mode, .. } => Some(*mode),
+        Desired::Link { .. } => None,
+    };
+    for (mode, (first, paths)) in grouped_by(writes, file_mode) {
+        let _ =
+            writeln!(s, "chmod {mode:04o} {} 2>\"$errlog\" || fail file:{first} \"chmod {mode:04o}\"", paths.join(" "));
+    }
+    let owner_spec = |d: &Desired| match d {
+        Desired::File { owner, group, .. } => match (owner, group) {
+            (Some(o), Some(g)) => Some(format!("{o}:{g}")),
+            (Some(o), None) => Some(o.clone()),
+            (None, Some(g)) => Some(format!(":{g}")),
+            (None, None) => None,
+        },
+        Desired::Link { .. } => None,
+    };
+    for (spec, (first, paths)) in grouped_by(writes, owner_spec) {
+        let spec = quote(&spec);
+        let _ = writeln!(s, "chown {spec} {} 2>\"$errlog\" || fail file:{first} \"chown \"{spec}", paths.join(" "));
+    }
+    // Contents reach the disk before any rename: after a crash each path
+    // holds the old file or the whole new one.
+    let mut files = grouped_by(writes, |d| file_mode(d).map(|_| ())).into_values();
+    if let Some((first, paths)) = files.next() {
+        let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail file:{first} \"fsync\"", paths.join(" "));
+    }
+    for (i, write) in writes.iter().enumerate() {
+        if write.desired.is_some() {
+            let _ = writeln!(s, "crash file:{i}:staged");
+        }
+    }
+
+    // Place, one path at a time. Files whose validation is the same command
+    // list (the supervisor files, each checked with all of conf.d) form a
+    // group: it runs once, after the last of them is in place, and if it
+    // fails all of them go back.
+    let group_end: Vec<usize> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, write)| {
+            let validated = |w: &FileWrite<'_>| w.desired.is_some() && !w.validate.is_empty();
+            if !validated(write) {
+                return i;
+            }
+            (i..writes.len())
+                .rev()
+                .find(|&j| validated(&writes[j]) && writes[j].validate == write.validate)
+                .unwrap_or(i)
+        })
+        .collect();
+    // Shell that puts the previous files of `members` back, last placed first.
+    let put_back = |members: &[usize]| -> String {
+        members.iter().rev().map(|&m| format!("put_back {} \"$old{m}\"; ", quote(writes[m].path))).collect()
+    };
+    if writes.iter().any(|w| w.desired.is_some() && !w.validate.is_empty()) {
+        s.push_str("put_back() { if [ -n \"$2\" ]; then mv -f -T -- \"$2\" \"$1\"; else rm -f -- \"$1\"; fi; }\n");
+    }
+    for (i, write) in writes.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "p={}; w=file:{i}; d={}; tmp={}",
+            quote(write.path),
+            quote(folder_of(write.path)),
+            staged_path(write, i)
+        );
+        if write.desired.is_none() {
+            let _ = writeln!(s, "rm -f -- \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot remove $p\"; echo 'DONE {i}'");
+            continue;
+        }
         if write.backup {
             let _ = writeln!(
                 s,
-                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$p.{stamp}.bak\"; cp -P -p -- \"$p\" \"$bak\" 2>\"$errlog\" || {{ rm -f -- \"$tmp\"; fail \"$w\" \"cannot keep a backup\"; }}; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
+                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$p.{stamp}.bak\"; cp -P -p -- \"$p\" \"$bak\" 2>\"$errlog\" || fail \"$w\" \"cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
                 stamp = install.stamp
             );
         }
         if write.validate.is_empty() {
-            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot rename into place\"; }\n");
-        } else {
-            // The old file stays reachable through a hard link, so putting it
-            // back is one rename too.
-            s.push_str("old=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old=\"$d/.sentry-provision.old.$$\"; ln -f -P -- \"$p\" \"$old\" 2>\"$errlog\" || { rm -f -- \"$tmp\"; fail \"$w\" \"cannot keep the previous file\"; }; fi\n");
-            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || { rm -f -- \"$tmp\" \"$old\"; fail \"$w\" \"cannot rename into place\"; }\n");
-            for check in write.validate {
-                let _ = writeln!(
-                    s,
-                    "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then if [ -n \"$old\" ]; then mv -f -T -- \"$old\" \"$p\"; else rm -f -- \"$p\"; fi; fail \"$w\" {}; fi",
-                    quote(check),
-                    quote(&format!("validation `{check}` failed; the previous file is back"))
-                );
-            }
-            let _ = writeln!(s, "crash file:{i}:validated");
-            s.push_str("[ -z \"$old\" ] || rm -f -- \"$old\"\n");
+            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot rename into place\"\n");
+            let _ = writeln!(s, "echo 'DONE {i}'; crash file:{i}:placed");
+            continue;
         }
-        let _ = writeln!(s, "echo 'DONE {i}'; crash file:{i}:placed");
+        // The old file stays reachable through a hard link, so putting it
+        // back is one rename too.
+        let placed_before: Vec<usize> = (0..i).filter(|&m| group_end[m] == group_end[i]).collect();
+        let _ = writeln!(
+            s,
+            "old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || {{ {}fail \"$w\" \"cannot keep the previous file\"; }}; fi",
+            put_back(&placed_before)
+        );
+        let _ = writeln!(
+            s,
+            "mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; {}fail \"$w\" \"cannot rename into place\"; }}",
+            put_back(&placed_before)
+        );
+        if group_end[i] != i {
+            continue;
+        }
+        let members: Vec<usize> = placed_before.iter().copied().chain([i]).collect();
+        let back = if members.len() == 1 {
+            "the previous file is back".to_owned()
+        } else {
+            let paths: Vec<&str> = members.iter().map(|&m| writes[m].path).collect();
+            format!("checked with {} in place; the previous files are back", paths.join(", "))
+        };
+        for check in write.validate {
+            let _ = writeln!(
+                s,
+                "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then {}fail \"$w\" {}; fi",
+                quote(check),
+                put_back(&members),
+                quote(&format!("validation `{check}` failed; {back}"))
+            );
+        }
+        for &m in &members {
+            let _ = writeln!(s, "crash file:{m}:validated");
+        }
+        let olds: Vec<String> = members.iter().map(|m| format!("\"$old{m}\"")).collect();
+        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", olds.join(" "));
+        for &m in &members {
+            let _ = writeln!(s, "echo 'DONE {m}'; crash file:{m}:placed");
+        }
     }
     // The renames reach the disk before anything runs or is recorded as
     // applied: one sync of every folder written to, not one per file.
-    let mut folders: Vec<&str> = install.writes.iter().map(|w| folder_of(w.path)).collect();
+    let mut folders: Vec<&str> = writes.iter().map(|w| folder_of(w.path)).collect();
     folders.sort_unstable();
     folders.dedup();
     if !folders.is_empty() {
@@ -573,7 +755,8 @@ pub fn parse_probes(stdout: &[u8], count: usize) -> Result<Vec<(i32, String)>, S
 
 #[derive(Debug, Default)]
 pub struct InstallOutput {
-    pub written: usize,
+    /// Indexes of the writes in place, in the order they were done.
+    pub written: Vec<usize>,
     /// Backups kept beside their files.
     pub backups: Vec<String>,
     pub commands_ran: Vec<usize>,
@@ -587,7 +770,7 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
     for line in String::from_utf8_lossy(stdout).lines() {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
-            (Some("DONE"), Some(_), _) => out.written += 1,
+            (Some("DONE"), Some(i), _) => out.written.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("BACKUP"), Some(_), Some(path)) => {
                 out.backups.push(String::from_utf8_lossy(&decode(path)?).into_owned())
             }
@@ -618,11 +801,16 @@ pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], 
     s.push_str(
         r#"outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
+# Removes one handler from the pending record, keeping any others (a
+# remedy run by drift leaves owed handlers owed). Read by the shell: no grep.
 done_with() {
     [ -f "$pending" ] || return 0
+    left=""
+    while IFS= read -r name; do [ "$name" = "$1" ] || left="$left$name
+"; done < "$pending"
+    [ -n "$left" ] || { rm -f -- "$pending"; return; }
     tmp="$state/.pending.$$"
-    grep -vxF -- "$1" "$pending" > "$tmp"
-    if [ -s "$tmp" ]; then sync -- "$tmp"; mv -f -- "$tmp" "$pending"; else rm -f -- "$tmp" "$pending"; fi
+    printf '%s' "$left" > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending"
 }
 main() {
 "#,
@@ -692,28 +880,75 @@ mod tests {
 
     #[tokio::test]
     async fn a_script_sends_the_same_bytes_it_reads_as_and_says_how_many() {
-        let big: Vec<u8> = (0..=255u8).cycle().take(CHUNK_BYTES * 2 + 100).collect();
-        for content in [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(big)] {
+        let binary: Vec<u8> = (0..=255u8).cycle().take(CHUNK_BYTES * 2 + 100).collect();
+        let quotes: Vec<u8> = b"it's 'quoted'\n".iter().copied().cycle().take(CHUNK_BYTES * 2 + 7).collect();
+        let too_big_to_quote = Bytes::from(vec![b'x'; QUOTED_MAX_BYTES + 1]);
+        for content in
+            [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(binary), Bytes::from(quotes), too_big_to_quote]
+        {
             let desired = Desired::File { content: content.clone(), mode: 0o644, owner: None, group: None };
             let script = install(&Install { writes: &[write("/a", &desired)], ..install_of(&test_state()) });
             let mut sent = Vec::new();
             script.write_to(&mut sent).await.unwrap();
-            assert_eq!(String::from_utf8(sent).unwrap(), script.to_text());
-            assert_eq!(script.sent_bytes(), script.to_text().len());
-            let text = script.to_text();
-            let after_opener = text.split("<<'SP_CONTENT_END'").nth(1).unwrap();
+            assert_eq!(sent, script.to_bytes());
+            assert_eq!(script.sent_bytes(), sent.len());
+        }
+    }
+
+    #[test]
+    fn content_with_a_nul_byte_or_over_a_mebibyte_travels_as_base64_in_short_lines() {
+        let with_nul = Bytes::from_static(b"a\0b");
+        let big = Bytes::from(vec![b'y'; QUOTED_MAX_BYTES + 1]);
+        for content in [with_nul, big] {
+            let desired = Desired::File { content: content.clone(), mode: 0o644, owner: None, group: None };
+            let text = install(&Install { writes: &[write("/a", &desired)], ..install_of(&test_state()) }).to_text();
+            let after_opener = text.split("<<'SP_CONTENT_END'").nth(1).expect("sent as base64");
             let body = after_opener.split_once('\n').unwrap().1.split("SP_CONTENT_END\n").next().unwrap();
             assert!(body.lines().all(|l| l.len() <= 76), "base64 lines are at most 76 characters");
-            let decoded = B64.decode(body.split_whitespace().collect::<String>()).unwrap();
-            assert_eq!(decoded, content);
+            assert_eq!(B64.decode(body.split_whitespace().collect::<String>()).unwrap(), content);
         }
+    }
+
+    #[test]
+    fn every_byte_but_nul_is_written_exactly_by_the_shell_and_starts_no_decoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all-bytes").display().to_string();
+        // Every byte but NUL, invalid UTF-8 and dash's internal markers included.
+        let content: Vec<u8> = (1..=255u8).chain(b"'\\'' $(x) `y`\n".iter().copied()).collect();
+        let desired = Desired::File { content: content.clone().into(), mode: 0o600, owner: None, group: None };
+        let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) });
+        assert!(!script.to_text().contains("base64 -d"));
+        let out = parse_install(&sh(script.to_bytes())).unwrap();
+        assert_eq!(out.written, [0], "{out:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+    }
+
+    #[test]
+    fn files_are_staged_with_one_chmod_per_mode_one_chown_per_owner_and_one_fsync() {
+        let state = test_state();
+        let plain = |mode| Desired::File { content: Bytes::from_static(b"x"), mode, owner: None, group: None };
+        let owned = Desired::File {
+            content: Bytes::from_static(b"x"),
+            mode: 0o644,
+            owner: Some("root".into()),
+            group: Some("root".into()),
+        };
+        let (a, b, c, d) = (plain(0o644), plain(0o600), plain(0o644), owned.clone());
+        let writes = [write("/etc/a", &a), write("/etc/b", &b), write("/srv/c", &c), write("/srv/d", &d)];
+        let text = install(&Install { writes: &writes, ..install_of(&state) }).to_text();
+        let lines_starting = |word: &str| text.lines().filter(|l| l.starts_with(word)).count();
+        assert_eq!(lines_starting("chmod 0644 "), 1, "{text}");
+        assert_eq!(lines_starting("chmod 0600 "), 1, "{text}");
+        assert_eq!(lines_starting("chown "), 1, "{text}");
+        assert_eq!(lines_starting("sync -- "), 2, "one for the staged files, one for the folders after the renames");
+        assert!(!text.contains("mktemp --"), "staged files are named by the script's pid");
     }
 
     fn test_state() -> StateFiles {
         StateFiles::new("/nonexistent", "p")
     }
 
-    fn sh(script: &str) -> Vec<u8> {
+    fn sh(script: impl AsRef<[u8]>) -> Vec<u8> {
         let mut child = Command::new("sh")
             .arg("-s")
             .stdin(std::process::Stdio::piped())
@@ -721,7 +956,7 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child.stdin.take().unwrap().write_all(script.as_ref()).unwrap();
         child.wait_with_output().unwrap().stdout
     }
 
@@ -740,11 +975,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = format!("{}/{name}", dir.path().display());
             let desired = Desired::File { content: content.clone().into(), mode: 0o600, owner: None, group: None };
-            let out = parse_install(&sh(&install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()))
+            let out = parse_install(&sh(install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_bytes()))
                 .unwrap();
-            proptest::prop_assert_eq!(out.written, 1, "{:?}", out);
+            proptest::prop_assert_eq!(&out.written, &[0], "{:?}", out);
             let paths = [path.as_str()];
-            let read = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[(0, "false")])), &paths).unwrap();
+            let read = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[(0, "false")])), &paths).unwrap();
             match &read.snapshot.entries[&path] {
                 Entry::File { content: back, .. } => proptest::prop_assert_eq!(back, &content),
                 other => proptest::prop_assert!(false, "{:?}", other),
@@ -757,7 +992,7 @@ mod tests {
     #[test]
     fn quoting_survives_quotes_dollars_and_newlines() {
         let nasty = "it's $HOME; `x` \\ \"q\"\nnext";
-        let out = sh(&format!("printf '%s' {}", quote(nasty)));
+        let out = sh(format!("printf '%s' {}", quote(nasty)));
         assert_eq!(String::from_utf8(out).unwrap(), nasty);
     }
 
@@ -769,12 +1004,12 @@ mod tests {
         let desired = Desired::File { content: content.clone().into(), mode: 0o640, owner: None, group: None };
         let out =
             parse_install(&sh(
-                &install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()
+                install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_bytes()
             ))
             .unwrap();
-        assert_eq!(out.written, 1, "{out:?}");
+        assert_eq!(out.written, [0], "{out:?}");
         let paths = [path.as_str()];
-        let snap = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[])), &paths).unwrap();
+        let snap = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[])), &paths).unwrap();
         match &snap.snapshot.entries[&path] {
             Entry::File { content: read, mode, .. } => {
                 assert_eq!(read, &content);
@@ -794,7 +1029,7 @@ mod tests {
         let desired = Desired::File { content: Bytes::from_static(b"x"), mode: 0o644, owner: None, group: None };
         let out =
             parse_install(&sh(
-                &install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_text()
+                install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_bytes()
             ))
             .unwrap();
         let (what, message) = out.failure.unwrap();
@@ -811,7 +1046,7 @@ mod tests {
         let validate = [format!("grep -q good {path} || {{ echo 'syntax error in site.conf' >&2; exit 1; }}")];
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &validate, backup: false }];
         let out =
-            parse_install(&sh(&install(&Install { writes: &writes, ..install_of(&test_state()) }).to_text())).unwrap();
+            parse_install(&sh(install(&Install { writes: &writes, ..install_of(&test_state()) }).to_bytes())).unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
         assert!(
@@ -823,18 +1058,61 @@ mod tests {
     }
 
     #[test]
+    fn files_sharing_a_validation_are_checked_once_together_and_go_back_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = |name: &str| dir.path().join(name).display().to_string();
+        let (a, b, c) = (conf("a.conf"), conf("between"), conf("b.conf"));
+        std::fs::write(&a, "good\n").unwrap();
+        let log = conf("checks.log");
+        // Counts its runs; fails when any .conf file says "bad".
+        let check = [format!("echo run >> {log}; ! grep -q bad {}/*.conf", dir.path().display())];
+        let file = |text: &'static str| Desired::File {
+            content: Bytes::from_static(text.as_bytes()),
+            mode: 0o644,
+            owner: None,
+            group: None,
+        };
+        let run = |a_text, c_text| {
+            let (da, db, dc) = (file(a_text), file("plain\n"), file(c_text));
+            let writes = [
+                FileWrite { path: &a, desired: Some(&da), validate: &check, backup: false },
+                FileWrite { path: &b, desired: Some(&db), validate: &[], backup: false },
+                FileWrite { path: &c, desired: Some(&dc), validate: &check, backup: false },
+            ];
+            parse_install(&sh(install(&Install { writes: &writes, ..install_of(&test_state()) }).to_bytes())).unwrap()
+        };
+
+        let failed = run("bad\n", "fine\n");
+        let (what, message) = failed.failure.unwrap();
+        assert_eq!(what, "file:2");
+        assert!(message.contains(&a) && message.contains("the previous files are back"), "{message}");
+        assert_eq!(failed.written, [1], "only the file outside the group counts as written");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "good\n", "back as it was");
+        assert!(!std::path::Path::new(&c).exists(), "a file that did not exist is gone again");
+
+        let passed = run("new\n", "fine\n");
+        assert!(passed.failure.is_none(), "{passed:?}");
+        assert_eq!(passed.written, [1, 0, 2]);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new\n");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "run\nrun\n", "one check a run, not one a file");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["a.conf", "b.conf", "between", "checks.log"], "no temporary or old file is left behind");
+    }
+
+    #[test]
     fn a_backup_keeps_the_previous_version_beside_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
         std::fs::write(&path, "old\n").unwrap();
         let desired = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &[], backup: true }];
-        let out = parse_install(&sh(&install(&Install {
+        let out = parse_install(&sh(install(&Install {
             writes: &writes,
             stamp: "20261127T100000",
             ..install_of(&test_state())
         })
-        .to_text()))
+        .to_bytes()))
         .unwrap();
         assert_eq!(out.backups, [format!("{path}.20261127T100000.bak")]);
         assert_eq!(std::fs::read_to_string(&out.backups[0]).unwrap(), "old\n");
@@ -855,7 +1133,7 @@ mod tests {
 
     #[test]
     fn probes_report_each_exit_status_and_output() {
-        let out = parse_probes(&sh(&probes(&["echo fine", "echo 'maxmemory: 0' >&2; exit 3"])), 2).unwrap();
+        let out = parse_probes(&sh(probes(&["echo fine", "echo 'maxmemory: 0' >&2; exit 3"])), 2).unwrap();
         assert_eq!(out, [(0, "fine".to_owned()), (3, "maxmemory: 0".to_owned())]);
     }
 
@@ -864,11 +1142,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
         let out =
-            parse_install(&sh(&install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }).to_text()))
+            parse_install(&sh(install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }).to_bytes()))
                 .unwrap();
         assert!(out.failure.is_none(), "{out:?}");
-        let snap = parse_snapshot(&sh(&snapshot(&state, &[], &[])), &[]).unwrap();
+        let snap = parse_snapshot(&sh(snapshot(&state, &[], &[])), &[]).unwrap();
         assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));
+    }
+
+    #[test]
+    fn a_handler_that_succeeds_leaves_the_pending_record_and_the_others_stay_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        std::fs::write(&state.pending, "reload nginx\nrestart web\nupdate supervisor\n").unwrap();
+        let ran = [("reload nginx", "true"), ("update supervisor", "true")];
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        assert_eq!(out.succeeded, 2, "{out:?}");
+        assert_eq!(std::fs::read_to_string(&state.pending).unwrap(), "restart web\n");
+        let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], None)), 0).unwrap();
+        assert_eq!(last.succeeded, 1, "{last:?}");
+        assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file is left behind");
     }
 
     #[test]
@@ -879,7 +1172,7 @@ mod tests {
         let missing = dir.path().join("none").display().to_string();
         let link = link.display().to_string();
         let paths = [missing.as_str(), link.as_str()];
-        let out = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+        let out = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
         assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
         assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
         assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
@@ -919,7 +1212,7 @@ mod tests {
         }
         let names: Vec<String> = [&a, &empty, &b].iter().map(|p| p.display().to_string()).collect();
         let paths: Vec<&str> = names.iter().map(String::as_str).collect();
-        let out = parse_snapshot(&sh(&snapshot(&test_state(), &paths, &[])), &paths).unwrap();
+        let out = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[])), &paths).unwrap();
         let content_and_mode = |path: &str| match &out.snapshot.entries[path] {
             Entry::File { content, mode, .. } => (content.to_vec(), *mode),
             other => panic!("{other:?}"),
