@@ -10,7 +10,7 @@ use crate::plan::{Desired, Entry, Snapshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -587,8 +587,8 @@ main() {{"#
     }
     // Contents reach the disk before any rename: after a crash each path
     // holds the old file or the whole new one.
-    let mut files = grouped_by(writes, |d| file_mode(d).map(|_| ())).into_values();
-    if let Some((first, paths)) = files.next() {
+    let is_file = |d: &Desired| matches!(d, Desired::File { .. }).then_some(());
+    if let Some((first, paths)) = grouped_by(writes, is_file).remove(&()) {
         let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail file:{first} \"fsync\"", paths.join(" "));
     }
     for (i, write) in writes.iter().enumerate() {
@@ -600,28 +600,27 @@ main() {{"#
     // Place, one path at a time. Files whose validation is the same command
     // list (the supervisor files, each checked with all of conf.d) form a
     // group: it runs once, after the last of them is in place, and if it
-    // fails all of them go back.
-    let group_end: Vec<usize> = writes
-        .iter()
-        .enumerate()
-        .map(|(i, write)| {
-            let validated = |w: &FileWrite<'_>| w.desired.is_some() && !w.validate.is_empty();
-            if !validated(write) {
-                return i;
-            }
-            (i..writes.len())
-                .rev()
-                .find(|&j| validated(&writes[j]) && writes[j].validate == write.validate)
-                .unwrap_or(i)
-        })
-        .collect();
-    // Shell that puts the previous files of `members` back, last placed first.
-    let put_back = |members: &[usize]| -> String {
-        members.iter().rev().map(|&m| format!("put_back {} \"$old{m}\"; ", quote(writes[m].path))).collect()
-    };
-    if writes.iter().any(|w| w.desired.is_some() && !w.validate.is_empty()) {
-        s.push_str("put_back() { if [ -n \"$2\" ]; then mv -f -T -- \"$2\" \"$1\"; else rm -f -- \"$1\"; fi; }\n");
+    // fails all of them go back. The last write of each list closes its
+    // group; the shell keeps the members placed so far in `$g<last>`, so
+    // the script grows linearly with the writes.
+    let validated = |w: &FileWrite<'_>| w.desired.is_some() && !w.validate.is_empty();
+    let mut last_with: HashMap<&[String], usize> = HashMap::new();
+    for (i, write) in writes.iter().enumerate().filter(|(_, w)| validated(w)) {
+        last_with.insert(write.validate, i);
     }
+    if !last_with.is_empty() {
+        s.push_str(
+            r#"put_back() { if [ -n "$2" ]; then mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
+put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
+"#,
+        );
+        let mut lasts: Vec<usize> = last_with.values().copied().collect();
+        lasts.sort_unstable();
+        for last in lasts {
+            let _ = writeln!(s, "g{last}=\"\"");
+        }
+    }
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, write) in writes.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -641,49 +640,48 @@ main() {{"#
                 stamp = install.stamp
             );
         }
-        if write.validate.is_empty() {
+        if !validated(write) {
             s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot rename into place\"\n");
             let _ = writeln!(s, "echo 'DONE {i}'; crash file:{i}:placed");
             continue;
         }
         // The old file stays reachable through a hard link, so putting it
-        // back is one rename too.
-        let placed_before: Vec<usize> = (0..i).filter(|&m| group_end[m] == group_end[i]).collect();
+        // back is one rename too. A failure puts back the group's members
+        // placed so far (`$g<last>`, newest first).
+        let last = last_with[write.validate];
         let _ = writeln!(
             s,
-            "old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || {{ {}fail \"$w\" \"cannot keep the previous file\"; }}; fi",
-            put_back(&placed_before)
+            "p{i}=$p; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || {{ put_back_all \"$g{last}\"; fail \"$w\" \"cannot keep the previous file\"; }}; fi"
         );
         let _ = writeln!(
             s,
-            "mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; {}fail \"$w\" \"cannot rename into place\"; }}",
-            put_back(&placed_before)
+            "mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; put_back_all \"$g{last}\"; fail \"$w\" \"cannot rename into place\"; }}; g{last}=\"{i} $g{last}\""
         );
-        if group_end[i] != i {
+        let group = members.entry(last).or_default();
+        group.push(i);
+        if last != i {
             continue;
         }
-        let members: Vec<usize> = placed_before.iter().copied().chain([i]).collect();
-        let back = if members.len() == 1 {
+        let back = if group.len() == 1 {
             "the previous file is back".to_owned()
         } else {
-            let paths: Vec<&str> = members.iter().map(|&m| writes[m].path).collect();
+            let paths: Vec<&str> = group.iter().map(|&m| writes[m].path).collect();
             format!("checked with {} in place; the previous files are back", paths.join(", "))
         };
         for check in write.validate {
             let _ = writeln!(
                 s,
-                "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then {}fail \"$w\" {}; fi",
+                "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then put_back_all \"$g{last}\"; fail \"$w\" {}; fi",
                 quote(check),
-                put_back(&members),
                 quote(&format!("validation `{check}` failed; {back}"))
             );
         }
-        for &m in &members {
+        for &m in group.iter() {
             let _ = writeln!(s, "crash file:{m}:validated");
         }
-        let olds: Vec<String> = members.iter().map(|m| format!("\"$old{m}\"")).collect();
+        let olds: Vec<String> = group.iter().map(|m| format!("\"$old{m}\"")).collect();
         let _ = writeln!(s, "rm -f -- {} 2>/dev/null", olds.join(" "));
-        for &m in &members {
+        for &m in group.iter() {
             let _ = writeln!(s, "echo 'DONE {m}'; crash file:{m}:placed");
         }
     }
