@@ -35,7 +35,7 @@ v = dict(
 )
 
 redis = [
-    files.line(name="Remove RDB snapshot lines", path=v["redis_conf"], line=r"^\s*save\s+\d", present=False),
+    files.line(name="Remove RDB snapshot lines", path=v["redis_conf"], line=r"^\s*save\s\s*[0-9]", present=False),
     files.line(name="Snapshots off", path=v["redis_conf"], line=r"^\s*save\s", replace='save ""'),
     files.line(name="AOF off", path=v["redis_conf"], line=r"^\s*appendonly\s", replace="appendonly no"),
     files.line(name="Cap memory", path=v["redis_conf"], line=r"^\s*maxmemory\s", replace="maxmemory " + v["redis_maxmemory"]),
