@@ -10,7 +10,7 @@ use crate::plan::{Desired, Entry, Snapshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -198,7 +198,10 @@ pub fn folder_of(path: &str) -> &str {
 
 /// Quotes a value for sh: `'...'` with each `'` written as `'\''`.
 pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+    let mut quoted = vec![b'\''];
+    quote_bytes(value.as_bytes(), &mut quoted);
+    quoted.push(b'\'');
+    String::from_utf8(quoted).expect("quoting keeps UTF-8 intact")
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, String> {
@@ -520,11 +523,10 @@ main() {{"#
     // readable by its owner only until its mode is set; `set -C` makes the
     // shell refuse to write through anything already at a staged path
     // (`2>|` overrides it for the error log, which exists).
-    let mut made: Vec<&str> = Vec::new();
+    let mut made: HashSet<&str> = HashSet::new();
     for (i, write) in writes.iter().enumerate() {
         let folder = folder_of(write.path);
-        if write.desired.is_some() && !made.contains(&folder) {
-            made.push(folder);
+        if write.desired.is_some() && made.insert(folder) {
             let _ = writeln!(
                 s,
                 "d={}; [ -d \"$d\" ] || mkdir -p -- \"$d\" 2>\"$errlog\" || fail file:{i} \"cannot create folder $d\"",
@@ -587,8 +589,12 @@ main() {{"#
     }
     // Contents reach the disk before any rename: after a crash each path
     // holds the old file or the whole new one.
-    let is_file = |d: &Desired| matches!(d, Desired::File { .. }).then_some(());
-    if let Some((first, paths)) = grouped_by(writes, is_file).remove(&()) {
+    let files: Vec<(usize, String)> = (writes.iter().enumerate())
+        .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
+        .map(|(i, w)| (i, staged_path(w, i)))
+        .collect();
+    if let Some((first, _)) = files.first() {
+        let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
         let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail file:{first} \"fsync\"", paths.join(" "));
     }
     for (i, write) in writes.iter().enumerate() {
