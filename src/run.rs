@@ -803,14 +803,21 @@ impl HostRun<'_> {
             let mut dirs: Vec<&str> = path_refs.iter().map(|p| script::folder_of(p)).collect();
             dirs.sort_unstable();
             dirs.dedup();
-            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script);
+            let locked =
+                script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script.text);
             let (output, held) = self
                 .transport
-                .run_and_hold(&locked.into(), self.job.become_root, self.settings.command_timeout)
+                .run_and_hold(
+                    &locked.into(),
+                    &snapshot_script.end_line(),
+                    self.job.become_root,
+                    self.settings.command_timeout,
+                )
                 .await
                 .map_err(|e| transport_failure("snapshot", e))?;
             self.lock = Some(held);
-            if String::from_utf8_lossy(&output.stdout).lines().any(|l| l == "LOCKBUSY") {
+            // Printed before anything else: file contents follow, raw.
+            if output.stdout.starts_with(b"LOCKBUSY\n") {
                 return Err(failed(format!(
                     "another run holds the host's lock ({}/lock) and did not release it within {}s (--lock-timeout)",
                     self.job.state.dir(),
@@ -819,10 +826,10 @@ impl HostRun<'_> {
             }
             output
         } else {
-            self.round_trip("snapshot", &snapshot_script.into()).await?
+            self.round_trip("snapshot", &snapshot_script.text.clone().into()).await?
         };
         self.crash_point("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs).map_err(|e| {
+        let snap = script::parse_snapshot(&output.stdout, &path_refs, &snapshot_script.token).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         let facts =

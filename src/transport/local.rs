@@ -26,11 +26,11 @@ pub async fn run(program: &str, script: &Script) -> Result<Output, Error> {
     Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
 }
 
-pub async fn run_and_hold(program: &str, script: &Script) -> Result<(Output, Held<'static>), Error> {
+pub async fn run_and_hold(program: &str, script: &Script, end_line: &str) -> Result<(Output, Held<'static>), Error> {
     let mut child = spawn(program)?;
     let mut input = child.stdin.take().expect("stdin is piped");
     let mut output = child.stdout.take().expect("stdout is piped");
-    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
+    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
         .await
         .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
     if held {

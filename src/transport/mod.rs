@@ -76,21 +76,22 @@ impl Transport {
         within(timeout, work).await
     }
 
-    /// Runs `script` and keeps it running after it prints a line `END`:
-    /// returns what it printed up to there, and a handle whose release ends
+    /// Runs `script` and keeps it running after it prints the line
+    /// `end_line`: returns what it printed up to there, and a handle whose release ends
     /// it. A lock the script takes is held until then, or until this process
     /// dies (the script's stdin closes either way).
     pub async fn run_and_hold(
         &self,
         script: &Script,
+        end_line: &str,
         become_root: bool,
         timeout: Option<Duration>,
     ) -> Result<(Output, Held<'_>), Error> {
         let program = shell(become_root);
         let work = async {
             match self {
-                Transport::Ssh(session) => ssh::run_and_hold(session, program, script).await,
-                Transport::Local => local::run_and_hold(program, script).await,
+                Transport::Ssh(session) => ssh::run_and_hold(session, program, script, end_line).await,
+                Transport::Local => local::run_and_hold(program, script, end_line).await,
             }
         };
         within(timeout, work).await
@@ -151,12 +152,13 @@ impl Held<'_> {
     }
 }
 
-/// Writes `script` (keeping stdin open) and reads stdout up to a line `END`.
+/// Writes `script` (keeping stdin open) and reads stdout up to the line `end_line`.
 /// `Ok(None)` means the script ended first; its remaining output is for the caller to collect.
 async fn feed_and_read_to_end_marker(
     stdin: &mut (impl tokio::io::AsyncWrite + Unpin),
     stdout: &mut (impl tokio::io::AsyncRead + Unpin),
     script: &Script,
+    end_line: &str,
 ) -> std::io::Result<(Vec<u8>, bool)> {
     use tokio::io::AsyncBufReadExt;
     script.write_to(stdin).await?;
@@ -168,7 +170,7 @@ async fn feed_and_read_to_end_marker(
         if reader.read_until(b'\n', &mut collected).await? == 0 {
             return Ok((collected, false));
         }
-        if collected[start..] == *b"END\n" {
+        if collected[start..].strip_suffix(b"\n") == Some(end_line.as_bytes()) {
             return Ok((collected, true));
         }
     }

@@ -220,20 +220,28 @@ trap 'rm -f "$errlog"' EXIT
 "#;
 
 /// `script` run under the host's lock (`flock` on `<state>/lock`), waiting
-/// at most `wait_seconds` for it; after its `END` the lock is held until the
-/// controller closes stdin (or dies). Prints `LOCKBUSY` if the wait ran out.
+/// at most `wait_seconds` for it; after its last line the lock is held until
+/// the controller closes stdin (or dies). Prints only `LOCKBUSY` if the wait
+/// ran out.
 ///
 /// Holding the lock, it first removes temp files a killed run left in
 /// `dirs` (the folders of managed paths) and in the state folder.
 pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str) -> String {
-    // One rm for every folder: a process per folder would cost each host more.
-    let mut cleanup = String::from("rm -f -- \"$state\"/.pending.* \"$state\"/.applied.*");
+    // The leftovers' patterns in the positional parameters; one rm for all
+    // of them, and only when one matched (most runs find none): each process
+    // costs every host.
+    let mut leftovers = String::from("set -- \"$state\"/.pending.* \"$state\"/.applied.*");
     for dir in dirs {
-        let _ = write!(cleanup, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
+        let _ = write!(leftovers, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
     }
-    cleanup.push_str(" 2>/dev/null\n");
     format!(
-        "{shell}[ -d \"$state\" ] || mkdir -p -- \"$state\" || exit 96\nexec 9>>\"$state/lock\" || exit 96\nif ! flock -w {wait_seconds} 9; then echo LOCKBUSY; echo END; exit 3; fi\n{cleanup}{script}cat >/dev/null\n",
+        r#"{shell}[ -d "$state" ] || mkdir -p -- "$state" || exit 96
+exec 9>>"$state/lock" || exit 96
+if ! flock -w {wait_seconds} 9; then echo LOCKBUSY; exit 3; fi
+{leftovers}
+for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -f -- "$@" 2>/dev/null; break; fi; done
+{script}while read -r _; do :; done
+"#,
         shell = state.shell()
     )
 }
@@ -241,18 +249,75 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
 /// Facts are what templates may use as `facts.*`.
 pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "systemctl", "sudo", "uwsgi"];
 
-/// The snapshot: facts, then each path, then `unless` guards, then pending handlers.
-pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> String {
+/// A snapshot script and the token that frames the raw bytes it prints.
+///
+/// File contents come back as they are, not encoded (an encoder is one more
+/// process on every host): the token, which the host cannot know before the
+/// script arrives, marks where they end, and the script's last line is
+/// [`SnapshotScript::end_line`]. A file holding a line `END` ends nothing.
+pub struct SnapshotScript {
+    pub text: String,
+    pub token: String,
+}
+
+impl SnapshotScript {
+    /// The line after which the snapshot has said everything.
+    pub fn end_line(&self) -> String {
+        format!("END {}", self.token)
+    }
+}
+
+/// 16 hex digits from the standard library's randomly keyed hasher.
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    format!("{:016x}", hasher.finish())
+}
+
+/// The snapshot: facts, then each path, then `unless` guards, then the
+/// handlers still owed and the record of the last apply.
+pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
+    snapshot_framed_by(state, paths, guards, &new_token())
+}
+
+fn snapshot_framed_by(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)], token: &str) -> SnapshotScript {
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
+    let _ = writeln!(s, "token={token}");
     s.push_str(
-        // Shell builtins where they do: on a converged host, the processes
-        // this script starts are most of what a run costs the host.
-        r#"printf 'FACT cpus %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-while read -r key value _; do [ "$key" = MemTotal: ] && printf 'FACT memory_kb %s\n' "$value" && break; done < /proc/meminfo
-( . /etc/os-release 2>/dev/null; printf 'FACT os_id %s\nFACT os_version %s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
-{ read -r name < /proc/sys/kernel/hostname || name=$(hostname); } 2>/dev/null; printf 'FACT hostname %s\n' "$name"
-printf 'FACT user %s\n' "$(id -un)"
+        // Shell builtins reading /proc and /etc where they do: on a converged
+        // host, the processes this script starts are most of what a run
+        // costs the host (~1.5 ms of CPU each on a loaded one). `nproc` and
+        // `id -un` run only where /proc or /etc/passwd cannot answer.
+        r#"cpus= euid=
+while read -r key first second _; do
+    case $key in Cpus_allowed_list:) cpus=$first ;; Uid:) euid=$second ;; esac
+done 2>/dev/null </proc/self/status
+count=0 IFS=,
+for range in $cpus; do
+    case $range in
+        *[!0-9-]* | '') count=0; break ;;
+        *-*) count=$((count + ${range#*-} - ${range%-*} + 1)) ;;
+        *) count=$((count + 1)) ;;
+    esac
+done
+unset IFS
+[ "$count" -gt 0 ] || count=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
+printf 'FACT cpus %s\n' "$count"
+while read -r key value _; do [ "$key" = MemTotal: ] && printf 'FACT memory_kb %s\n' "$value" && break; done </proc/meminfo
+os_id= os_version=
+while IFS='=' read -r key value; do
+    value=${value#[\"\']} value=${value%[\"\']}
+    case $key in ID) os_id=$value ;; VERSION_ID) os_version=$value ;; esac
+done 2>/dev/null </etc/os-release
+printf 'FACT os_id %s\nFACT os_version %s\n' "${os_id:-unknown}" "$os_version"
+{ read -r name </proc/sys/kernel/hostname || name=$(hostname); } 2>/dev/null; printf 'FACT hostname %s\n' "$name"
+user=
+[ -z "$euid" ] || while IFS=: read -r login _ id _; do
+    [ "$id" = "$euid" ] && user=$login && break
+done 2>/dev/null </etc/passwd
+printf 'FACT user %s\n' "${user:-$(id -un)}"
 if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else echo 'FACT service_manager none'; fi
 "#,
     );
@@ -260,14 +325,14 @@ if [ -d /run/systemd/system ]; then echo 'FACT service_manager systemd'; else ec
         let _ = writeln!(s, "command -v {tool} >/dev/null 2>&1 && echo 'TOOL {tool}'");
     }
     // Regular files are gathered in the positional parameters and read by
-    // one stat, one cat and one base64 for all of them: three processes, not
-    // two per file (a process costs a loaded host ~2 ms of CPU).
-    s.push_str("set --; files=\n");
+    // one stat and one cat for all of them, links by one readlink: not a
+    // process or two per path.
+    s.push_str("set --; files= links=\n");
     for (i, path) in paths.iter().enumerate() {
         let _ = writeln!(
             s,
             "p={}
-if [ -L \"$p\" ]; then printf 'LINK {i} %s\\n' \"$(readlink -- \"$p\" | b64)\"
+if [ -L \"$p\" ]; then link{i}=$p links=\"$links {i}\"
 elif [ -f \"$p\" ]; then if [ -r \"$p\" ]; then set -- \"$@\" \"$p\"; files=\"$files {i}\"; else echo 'ERROR {i}'; fi
 elif [ -d \"$p\" ]; then echo 'OTHER {i} directory'
 elif [ -e \"$p\" ]; then echo 'OTHER {i} special-file'
@@ -275,23 +340,30 @@ else echo 'MISSING {i}'; fi",
             quote(path)
         );
     }
-    s.push_str(
-        r#"if [ $# -gt 0 ]; then
-    echo "FILES$files"
-    stat -c 'META %a %U %G %s' -- "$@"
-    printf 'CONTENT '; cat -- "$@" | b64; echo
-fi
-"#,
-    );
     for (index, cmd) in guards {
         let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
     }
-    let _ = writeln!(
-        s,
-        "[ -f \"$pending\" ] && {{ printf 'PENDING '; b64 < \"$pending\"; echo; }}\n[ -f \"$applied\" ] && {{ printf 'APPLIED '; b64 < \"$applied\"; echo; }}"
+    s.push_str(
+        r#"[ -f "$pending" ] && [ -r "$pending" ] && set -- "$@" "$pending" && files="$files pending"
+[ -f "$applied" ] && [ -r "$applied" ] && set -- "$@" "$applied" && files="$files applied"
+if [ $# -gt 0 ]; then
+    echo "FILES$files"
+    stat -c 'META %a %U %G %s' -- "$@"
+    echo "CONTENT $token"
+    cat -- "$@"
+    printf '\nCONTENT-END %s\n' "$token"
+fi
+if [ -n "$links" ]; then
+    set --
+    for i in $links; do eval "set -- \"\$@\" \"\$link$i\""; done
+    echo "LINKS$links"
+    readlink -z -- "$@"
+    printf '\nLINKS-END %s\n' "$token"
+fi
+echo "END $token"
+"#,
     );
-    s.push_str("echo END\n");
-    s
+    SnapshotScript { text: s, token: token.to_owned() }
 }
 
 const CHANGED_WHILE_READ: &str = "a managed file changed while the snapshot read it; run again";
@@ -326,10 +398,51 @@ pub struct SnapshotOutput {
     pub applied: Option<String>,
 }
 
-pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, String> {
-    let text = String::from_utf8_lossy(stdout);
+/// What a script printed, read line by line and, where it says so, byte by byte.
+struct Printed<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Printed<'a> {
+    /// The next line without its newline; `None` at the end.
+    fn line(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = self.rest.iter().position(|&b| b == b'\n').unwrap_or(self.rest.len());
+        let line = &self.rest[..end];
+        self.rest = self.rest.get(end + 1..).unwrap_or_default();
+        Some(line)
+    }
+
+    fn bytes(&mut self, count: usize) -> Option<&'a [u8]> {
+        let taken = self.rest.get(..count)?;
+        self.rest = &self.rest[count..];
+        Some(taken)
+    }
+
+    /// Up to the next NUL, which is passed over.
+    fn nul_terminated(&mut self) -> Option<&'a [u8]> {
+        let end = self.rest.iter().position(|&b| b == 0)?;
+        self.bytes(end + 1).map(|taken| &taken[..end])
+    }
+
+    /// Passes over `"\n" + line + "\n"`, or says it is not next.
+    fn closing(&mut self, line: &str) -> bool {
+        let expected = format!("\n{line}\n");
+        match self.rest.strip_prefix(expected.as_bytes()) {
+            Some(rest) => {
+                self.rest = rest;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<SnapshotOutput, String> {
     let mut out = SnapshotOutput::default();
-    let mut lines = text.lines();
+    let mut printed = Printed { rest: stdout };
     let path_at = |i: &str| -> Result<String, String> {
         i.parse::<usize>()
             .ok()
@@ -337,13 +450,14 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
             .map(|p| p.to_string())
             .ok_or_else(|| format!("unexpected path index {i}"))
     };
-    // A file that could not be read may leave a partial line before its
-    // ERROR: name the file rather than the garbled line.
-    if let Some(index) = text.lines().find_map(|line| line.strip_prefix("ERROR ")) {
-        return Err(format!("cannot read {}", path_at(index)?));
-    }
+    let end_line = format!("END {token}");
     let mut complete = false;
-    while let Some(line) = lines.next() {
+    while let Some(line) = printed.line() {
+        let line = String::from_utf8_lossy(line);
+        if line == end_line {
+            complete = true;
+            break;
+        }
         let mut words = line.splitn(3, ' ');
         let (tag, first, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
         match tag {
@@ -351,53 +465,27 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
                 out.facts.insert(first.to_owned(), rest.to_owned());
             }
             "TOOL" => out.tools.push(first.to_owned()),
+            "ERROR" => return Err(format!("cannot read {}", path_at(first)?)),
             "MISSING" => {
                 out.snapshot.entries.insert(path_at(first)?, Entry::Missing);
-            }
-            "LINK" => {
-                let target = String::from_utf8_lossy(&decode(rest)?).trim_end_matches('\n').to_owned();
-                out.snapshot.entries.insert(path_at(first)?, Entry::Link { target });
             }
             "OTHER" => {
                 out.snapshot.entries.insert(path_at(first)?, Entry::Other { kind: rest.to_owned() });
             }
-            "FILES" => {
-                let indices: Vec<&str> = line.split(' ').skip(1).collect();
-                let mut metas = Vec::with_capacity(indices.len());
-                for _ in &indices {
-                    match lines.next().and_then(|l| l.strip_prefix("META ")) {
-                        Some(meta) => metas.push(parse_meta(meta)?),
-                        None => return Err(CHANGED_WHILE_READ.into()),
-                    }
+            "FILES" => read_files(&mut printed, line.split(' ').skip(1), token, &path_at, &mut out)?,
+            "LINKS" => {
+                for index in line.split(' ').skip(1) {
+                    let target = printed.nul_terminated().ok_or(CHANGED_WHILE_READ)?;
+                    let target = String::from_utf8_lossy(target).into_owned();
+                    out.snapshot.entries.insert(path_at(index)?, Entry::Link { target });
                 }
-                let Some(content) = lines.next().and_then(|l| l.strip_prefix("CONTENT ")) else {
-                    return Err("the snapshot ended early".into());
-                };
-                let content = Bytes::from(decode(content)?);
-                if content.len() != metas.iter().map(|m| m.size).sum::<usize>() {
+                if !printed.closing(&format!("LINKS-END {token}")) {
                     return Err(CHANGED_WHILE_READ.into());
-                }
-                let mut start = 0;
-                for (index, meta) in indices.into_iter().zip(metas) {
-                    let entry = Entry::File {
-                        content: content.slice(start..start + meta.size),
-                        mode: meta.mode,
-                        owner: meta.owner,
-                        group: meta.group,
-                    };
-                    start += meta.size;
-                    out.snapshot.entries.insert(path_at(index)?, entry);
                 }
             }
             "GUARD" => {
                 out.snapshot.guards_passed.insert(first.parse().map_err(|_| format!("bad guard index {first}"))?);
             }
-            "PENDING" => {
-                let names = String::from_utf8_lossy(&decode(first)?).into_owned();
-                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-            }
-            "APPLIED" => out.applied = Some(String::from_utf8_lossy(&decode(first)?).into_owned()),
-            "END" => complete = true,
             _ => {}
         }
     }
@@ -405,6 +493,52 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str]) -> Result<SnapshotOutput, S
         return Err("the snapshot ended early".into());
     }
     Ok(out)
+}
+
+/// After `FILES <names>`: a `META` line for each, then their bytes end to
+/// end, framed by the token. A name is a path's index, `pending` or `applied`.
+fn read_files<'a>(
+    printed: &mut Printed<'_>,
+    names: impl Iterator<Item = &'a str>,
+    token: &str,
+    path_at: &impl Fn(&str) -> Result<String, String>,
+    out: &mut SnapshotOutput,
+) -> Result<(), String> {
+    let names: Vec<&str> = names.collect();
+    let mut metas = Vec::with_capacity(names.len());
+    for _ in &names {
+        // A file gone between the test and stat leaves one META short.
+        match printed.line().map(String::from_utf8_lossy) {
+            Some(line) if line.starts_with("META ") => metas.push(parse_meta(&line["META ".len()..])?),
+            _ => return Err(CHANGED_WHILE_READ.into()),
+        }
+    }
+    if printed.line() != Some(format!("CONTENT {token}").as_bytes()) {
+        return Err("the snapshot ended early".into());
+    }
+    let total = metas.iter().map(|m| m.size).sum();
+    let content = printed.bytes(total).map(Bytes::copy_from_slice).ok_or(CHANGED_WHILE_READ)?;
+    // Fewer or more bytes than stat counted put something else here.
+    if !printed.closing(&format!("CONTENT-END {token}")) {
+        return Err(CHANGED_WHILE_READ.into());
+    }
+    let mut start = 0;
+    for (name, meta) in names.into_iter().zip(metas) {
+        let bytes = content.slice(start..start + meta.size);
+        start += meta.size;
+        match name {
+            "pending" => {
+                let names = String::from_utf8_lossy(&bytes);
+                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            }
+            "applied" => out.applied = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            index => {
+                let entry = Entry::File { content: bytes, mode: meta.mode, owner: meta.owner, group: meta.group };
+                out.snapshot.entries.insert(path_at(index)?, entry);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One file (or link) to put in place.
@@ -948,6 +1082,12 @@ mod tests {
         assert!(!text.contains("mktemp --"), "staged files are named by the script's pid");
     }
 
+    /// Runs the snapshot of `paths` here and reads what it printed.
+    fn read_snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> Result<SnapshotOutput, String> {
+        let script = snapshot(state, paths, guards);
+        parse_snapshot(&sh(&script.text), paths, &script.token)
+    }
+
     fn test_state() -> StateFiles {
         StateFiles::new("/nonexistent", "p")
     }
@@ -983,7 +1123,7 @@ mod tests {
                 .unwrap();
             proptest::prop_assert_eq!(&out.written, &[0], "{:?}", out);
             let paths = [path.as_str()];
-            let read = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[(0, "false")])), &paths).unwrap();
+            let read = read_snapshot(&test_state(), &paths, &[(0, "false")]).unwrap();
             match &read.snapshot.entries[&path] {
                 Entry::File { content: back, .. } => proptest::prop_assert_eq!(back, &content),
                 other => proptest::prop_assert!(false, "{:?}", other),
@@ -1013,7 +1153,7 @@ mod tests {
             .unwrap();
         assert_eq!(out.written, [0], "{out:?}");
         let paths = [path.as_str()];
-        let snap = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[])), &paths).unwrap();
+        let snap = read_snapshot(&test_state(), &paths, &[]).unwrap();
         match &snap.snapshot.entries[&path] {
             Entry::File { content: read, mode, .. } => {
                 assert_eq!(read, &content);
@@ -1149,7 +1289,7 @@ mod tests {
             parse_install(&sh(install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }).to_bytes()))
                 .unwrap();
         assert!(out.failure.is_none(), "{out:?}");
-        let snap = parse_snapshot(&sh(snapshot(&state, &[], &[])), &[]).unwrap();
+        let snap = read_snapshot(&state, &[], &[]).unwrap();
         assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));
     }
 
@@ -1171,36 +1311,121 @@ mod tests {
     #[test]
     fn the_snapshot_reports_missing_paths_links_and_guards() {
         let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("l");
+        let (link, other_link) = (dir.path().join("l"), dir.path().join("odd 'link'"));
         std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        std::os::unix::fs::symlink("../a target\nwith a newline", &other_link).unwrap();
         let missing = dir.path().join("none").display().to_string();
-        let link = link.display().to_string();
-        let paths = [missing.as_str(), link.as_str()];
-        let out = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[(4, "true"), (5, "false")])), &paths).unwrap();
+        let (link, other_link) = (link.display().to_string(), other_link.display().to_string());
+        let paths = [missing.as_str(), link.as_str(), other_link.as_str()];
+        let out = read_snapshot(&test_state(), &paths, &[(4, "true"), (5, "false")]).unwrap();
         assert_eq!(out.snapshot.entries[&missing], Entry::Missing);
         assert_eq!(out.snapshot.entries[&link], Entry::Link { target: "/etc/hostname".into() });
+        assert_eq!(out.snapshot.entries[&other_link], Entry::Link { target: "../a target\nwith a newline".into() });
         assert!(out.snapshot.guards_passed.contains(&4) && !out.snapshot.guards_passed.contains(&5));
-        assert!(out.facts["cpus"].parse::<u32>().unwrap() >= 1);
+    }
+
+    #[test]
+    fn facts_read_by_the_shell_agree_with_nproc_id_and_os_release() {
+        let out = read_snapshot(&test_state(), &[], &[]).unwrap();
+        let command = |program: &str, args: &[&str]| {
+            let output = Command::new(program).args(args).output().unwrap();
+            String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        };
+        assert_eq!(out.facts["cpus"], command("nproc", &[]));
+        assert_eq!(out.facts["user"], command("id", &["-un"]));
         assert!(out.facts["memory_kb"].parse::<u64>().unwrap() > 0);
         assert_eq!(out.facts["hostname"], std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim());
+        let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
+        let value = |key: &str| {
+            os_release.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_matches('"').to_owned()).unwrap()
+        };
+        assert_eq!(out.facts["os_id"], value("ID="));
+        assert_eq!(out.facts["os_version"], value("VERSION_ID="));
+    }
+
+    #[test]
+    fn file_contents_come_back_raw_and_a_line_like_the_end_ends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
+        std::fs::create_dir(state.dir()).unwrap();
+        std::fs::write(&state.pending, "reload nginx\nrestart web\n").unwrap();
+        std::fs::write(&state.applied, "{\"paths\":{}}").unwrap();
+        let path = dir.path().join("f").display().to_string();
+        // What the old framing ended at, and what this one is made of.
+        let content = "END\nCONTENT-END x\nLINKS 0\nFILES 0\nMETA 644 root root 1\nERROR 0\nEND";
+        std::fs::write(&path, content).unwrap();
+        let paths = [path.as_str()];
+        let script = snapshot(&state, &paths, &[]);
+        let locked = locked(&state, 5, &[], &script.text);
+        let stdout = sh(&locked);
+        let out = parse_snapshot(&stdout, &paths, &script.token).unwrap();
+        match &out.snapshot.entries[&path] {
+            Entry::File { content: back, .. } => assert_eq!(back, content.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out.snapshot.pending_handlers, ["reload nginx", "restart web"]);
+        assert_eq!(out.applied.as_deref(), Some("{\"paths\":{}}"));
+        assert!(String::from_utf8_lossy(&stdout).ends_with(&format!("\n{}\n", script.end_line())));
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_reported_before_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        // std's lock is flock(2), the lock the script takes.
+        let lock = std::fs::File::create(dir.path().join("lock")).unwrap();
+        lock.lock().unwrap();
+        let stdout = sh(locked(&state, 0, &[], &snapshot(&state, &[], &[]).text));
+        assert_eq!(String::from_utf8_lossy(&stdout), "LOCKBUSY\n");
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
+        let managed = dir.path().join("etc");
+        std::fs::create_dir_all(&managed).unwrap();
+        std::fs::create_dir_all(state.dir()).unwrap();
+        for left in ["etc/.sentry-provision.123.0", "state/.pending.9"] {
+            std::fs::write(dir.path().join(left), "half").unwrap();
+        }
+        std::fs::write(managed.join("kept.conf"), "x").unwrap();
+        let folder = managed.display().to_string();
+        let script = snapshot(&state, &[], &[]);
+        sh(locked(&state, 5, &[folder.as_str()], &script.text));
+        let names = |dir: &std::path::Path| -> Vec<String> {
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(names(&managed), ["kept.conf"]);
+        assert_eq!(names(std::path::Path::new(state.dir())), ["lock"]);
     }
 
     #[test]
     fn an_unreadable_file_is_reported_by_name() {
         let paths = ["/etc/redis/redis.conf"];
-        let stdout = b"ERROR 0\nEND\n";
-        assert_eq!(parse_snapshot(stdout, &paths).unwrap_err(), "cannot read /etc/redis/redis.conf");
+        let stdout = b"ERROR 0\nEND t\n";
+        assert_eq!(parse_snapshot(stdout, &paths, "t").unwrap_err(), "cannot read /etc/redis/redis.conf");
     }
 
     #[test]
     fn a_file_that_changes_size_while_read_fails_the_snapshot_rather_than_misplacing_bytes() {
         let paths = ["/a", "/b"];
-        // stat saw 3 + 4 bytes; cat then read 3 + 2 ("abc" "de").
-        let stdout = b"FILES 0 1\nMETA 644 root root 3\nMETA 600 root root 4\nCONTENT YWJjZGU=\nEND\n";
-        assert_eq!(parse_snapshot(stdout, &paths).unwrap_err(), CHANGED_WHILE_READ);
+        let framed = |metas: &str, bytes: &str| {
+            format!("FILES 0 1\n{metas}CONTENT t\n{bytes}\nCONTENT-END t\nEND t\n").into_bytes()
+        };
+        let both = "META 644 root root 3\nMETA 600 root root 4\n";
+        assert!(parse_snapshot(&framed(both, "abcdefg"), &paths, "t").is_ok());
+        // stat saw 3 + 4 bytes; cat then read 3 + 2, or 3 + 6.
+        assert_eq!(parse_snapshot(&framed(both, "abcde"), &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
+        assert_eq!(parse_snapshot(&framed(both, "abcdefgh\n"), &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
         // A file gone between the test and stat: one META short.
-        let stdout = b"FILES 0 1\nMETA 644 root root 3\nCONTENT YWJj\nEND\n";
-        assert_eq!(parse_snapshot(stdout, &paths).unwrap_err(), CHANGED_WHILE_READ);
+        assert_eq!(
+            parse_snapshot(&framed("META 644 root root 3\n", "abc"), &paths, "t").unwrap_err(),
+            CHANGED_WHILE_READ
+        );
+        // A link gone between the test and readlink: one target short.
+        let stdout = b"LINKS 0 1\n/etc/x\0\nLINKS-END t\nEND t\n";
+        assert_eq!(parse_snapshot(stdout, &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
     }
 
     #[test]
@@ -1216,7 +1441,7 @@ mod tests {
         }
         let names: Vec<String> = [&a, &empty, &b].iter().map(|p| p.display().to_string()).collect();
         let paths: Vec<&str> = names.iter().map(String::as_str).collect();
-        let out = parse_snapshot(&sh(snapshot(&test_state(), &paths, &[])), &paths).unwrap();
+        let out = read_snapshot(&test_state(), &paths, &[]).unwrap();
         let content_and_mode = |path: &str| match &out.snapshot.entries[path] {
             Entry::File { content, mode, .. } => (content.to_vec(), *mode),
             other => panic!("{other:?}"),

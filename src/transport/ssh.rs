@@ -95,11 +95,12 @@ pub async fn run_and_hold<'a>(
     session: &'a Session,
     program: &str,
     script: &Script,
+    end_line: &str,
 ) -> Result<(Output, Held<'a>), Error> {
     let mut child = spawn(session, program).await?;
     let mut input = child.stdin().take().expect("stdin is piped");
     let mut output = child.stdout().take().expect("stdout is piped");
-    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script)
+    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
         .await
         .map_err(|e| Error::Unreachable(format!("the connection was lost: {e}")))?;
     if held {
