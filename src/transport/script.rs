@@ -215,7 +215,14 @@ export LC_ALL=C
 b64() { base64 -w0; }
 "#;
 
-const ERRLOG: &str = r#"errlog=$(mktemp) || exit 97
+/// The scripts that change things keep stderr in `$errlog`: a file named by
+/// the script's pid in the state folder (the run holds the host's lock, and
+/// the next run to take it removes what a killed one left), so no mktemp
+/// process; mktemp only where that folder is missing. Needs `$state`.
+/// (`true`, not `:`: a redirection that fails on a special builtin ends
+/// the shell.)
+const ERRLOG: &str = r#"errlog="$state/.log.$$.err"
+{ true >"$errlog"; } 2>/dev/null || errlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog"' EXIT
 "#;
 
@@ -230,7 +237,7 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
     // The leftovers' patterns in the positional parameters; one rm for all
     // of them, and only when one matched (most runs find none): each process
     // costs every host.
-    let mut leftovers = String::from("set -- \"$state\"/.pending.* \"$state\"/.applied.*");
+    let mut leftovers = String::from("set -- \"$state\"/.pending.* \"$state\"/.applied.* \"$state\"/.log.*");
     for dir in dirs {
         let _ = write!(leftovers, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
     }
@@ -567,22 +574,32 @@ pub struct Install<'a> {
     pub crash_at: Option<&'a str>,
 }
 
-/// Shell that atomically replaces the state file named by the variable `var`
-/// (`pending` or `applied`) with `content`, then offers the crash point `point`.
+/// Shell that writes `content`, the next version of the state file named by
+/// the variable `var` (`pending` or `applied`), beside it as `$state/.<var>.$$`;
+/// [`place_state_file`] renames it into place once an fsync has covered it.
 ///
-/// The temp file is named by the script's pid, not by mktemp: the state
-/// folder is ours, the script holds the host's lock, and the run that next
-/// takes the lock removes what a killed one left. The content is text,
-/// quoted, written by the shell's printf: no process but sync and mv.
-fn write_state_file(s: &mut impl Write, var: &str, content: &str, what: &str, point: &str) {
+/// Named by the script's pid, not by mktemp: the state folder is ours, the
+/// script holds the host's lock, and the run that next takes the lock removes
+/// what a killed one left. The content is text, quoted, written by the
+/// shell's printf: no process.
+fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str) {
     let _ = write!(
         s,
         r#"[ -d "$state" ] || mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
-tmp="$state/.{var}.$$"
-{{ printf '%s' {content} > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "${var}"; }} 2>"$errlog" || {{ rm -f "$tmp"; fail record "cannot record {what} in ${var}"; }}
-crash {point}
+{{ printf '%s' {content} >| "$state/.{var}.$$"; }} 2>|"$errlog" || fail record "cannot record {what} in ${var}"
 "#,
         content = quote(content),
+    );
+}
+
+/// Shell that renames the staged state file into place (see
+/// [`stage_state_file`]), then offers the crash point `point`.
+fn place_state_file(s: &mut impl Write, var: &str, what: &str, point: &str) {
+    let _ = write!(
+        s,
+        r#"mv -f -- "$state/.{var}.$$" "${var}" 2>"$errlog" || fail record "cannot record {what} in ${var}"
+crash {point}
+"#
     );
 }
 
@@ -635,22 +652,31 @@ pub fn install(install: &Install<'_>) -> Script {
     let writes = install.writes;
     let mut s = Script::default();
     s.push_str(PRELUDE);
-    s.push_str(ERRLOG);
     s.push_str(&install.state.shell());
+    s.push_str(ERRLOG);
     s.push_str(&crash_hook(install.crash_at));
     // A failure removes every staged file: none outlives the run that made it.
     let staged: Vec<String> =
         writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()).map(|(i, w)| staged_path(w, i)).collect();
+    let mut unstaged = staged.clone();
+    if !install.pending.is_empty() {
+        unstaged.push("\"$state/.pending.$$\"".into());
+    }
+    if install.applied.is_some() {
+        unstaged.push("\"$state/.applied.$$\"".into());
+    }
     let unstage =
-        if staged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", staged.join(" ")) };
+        if unstaged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", unstaged.join(" ")) };
     let _ = writeln!(
         s,
         r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; cat "$errlog"; }} | b64)"; exit 1; }}
 main() {{"#
     );
+    // The handlers owed are staged like the files, and recorded before any
+    // file moves.
     if !install.pending.is_empty() {
         let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
-        write_state_file(&mut s, "pending", &names, "pending handlers", "record");
+        stage_state_file(&mut s, "pending", &names, "pending handlers");
     }
 
     // Stage: folders first (with the host's umask), then every file, made
@@ -727,9 +753,16 @@ main() {{"#
         .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
         .map(|(i, w)| (i, staged_path(w, i)))
         .collect();
-    if let Some((first, _)) = files.first() {
-        let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
-        let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail file:{first} \"fsync\"", paths.join(" "));
+    let mut synced: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
+    if !install.pending.is_empty() {
+        synced.push("\"$state/.pending.$$\"");
+    }
+    if !synced.is_empty() {
+        let what = files.first().map_or("record".to_owned(), |(first, _)| format!("file:{first}"));
+        let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail {what} \"fsync\"", synced.join(" "));
+    }
+    if !install.pending.is_empty() {
+        place_state_file(&mut s, "pending", "pending handlers", "record");
     }
     for (i, write) in writes.iter().enumerate() {
         if write.desired.is_some() {
@@ -827,12 +860,18 @@ put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
     }
     // The renames reach the disk before anything runs or is recorded as
     // applied: one sync of every folder written to, not one per file.
+    // The record of what was applied is staged here so that the same sync
+    // covers it; it moves into place after the commands, if they pass.
     let mut folders: Vec<&str> = writes.iter().map(|w| folder_of(w.path)).collect();
     folders.sort_unstable();
     folders.dedup();
-    if !folders.is_empty() {
-        let quoted: Vec<String> = folders.iter().map(|f| quote(f)).collect();
-        let _ = writeln!(s, "sync -- {} 2>/dev/null", quoted.join(" "));
+    let mut synced: Vec<String> = folders.iter().map(|f| quote(f)).collect();
+    if let Some(record) = install.applied {
+        stage_state_file(&mut s, "applied", record, "what was applied");
+        synced.push("\"$state/.applied.$$\"".into());
+    }
+    if !synced.is_empty() {
+        let _ = writeln!(s, "sync -- {} 2>/dev/null", synced.join(" "));
     }
     for (index, cmd) in install.commands {
         let _ = writeln!(
@@ -841,8 +880,8 @@ put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
             quote(cmd)
         );
     }
-    if let Some(record) = install.applied {
-        write_state_file(&mut s, "applied", record, "what was applied", "applied");
+    if install.applied.is_some() {
+        place_state_file(&mut s, "applied", "what was applied", "applied");
     }
     s.push_str("echo END\n}\nmain\n");
     s
@@ -933,14 +972,17 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
 /// After the handlers, `probes` verify the live state they touched.
 pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], crash_at: Option<&str>) -> String {
     let mut s = String::from(PRELUDE);
-    s.push_str(ERRLOG);
     s.push_str(&state.shell());
+    s.push_str(ERRLOG);
     s.push_str(&crash_hook(crash_at));
     s.push_str(
-        r#"outlog=$(mktemp) || exit 97
+        r#"outlog="$state/.log.$$.out"
+{ true >"$outlog"; } 2>/dev/null || outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
 # Removes one handler from the pending record, keeping any others (a
 # remedy run by drift leaves owed handlers owed). Read by the shell: no grep.
+# Not fsynced: a clearing lost to a crash runs a handler that had succeeded
+# once more, a duplicate reload, never a lost one.
 done_with() {
     [ -f "$pending" ] || return 0
     left=""
@@ -948,7 +990,7 @@ done_with() {
 "; done < "$pending"
     [ -n "$left" ] || { rm -f -- "$pending"; return; }
     tmp="$state/.pending.$$"
-    printf '%s' "$left" > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending"
+    printf '%s' "$left" > "$tmp" && mv -f -- "$tmp" "$pending"
 }
 main() {
 "#,
@@ -1062,7 +1104,7 @@ mod tests {
     }
 
     #[test]
-    fn files_are_staged_with_one_chmod_per_mode_one_chown_per_owner_and_one_fsync() {
+    fn files_and_records_are_staged_with_one_chmod_per_mode_one_chown_per_owner_and_one_fsync() {
         let state = test_state();
         let plain = |mode| Desired::File { content: Bytes::from_static(b"x"), mode, owner: None, group: None };
         let owned = Desired::File {
@@ -1073,12 +1115,18 @@ mod tests {
         };
         let (a, b, c, d) = (plain(0o644), plain(0o600), plain(0o644), owned.clone());
         let writes = [write("/etc/a", &a), write("/etc/b", &b), write("/srv/c", &c), write("/srv/d", &d)];
-        let text = install(&Install { writes: &writes, ..install_of(&state) }).to_text();
+        let pending = ["reload nginx".to_owned()];
+        let text = install(&Install { writes: &writes, pending: &pending, applied: Some("{}"), ..install_of(&state) })
+            .to_text();
         let lines_starting = |word: &str| text.lines().filter(|l| l.starts_with(word)).count();
         assert_eq!(lines_starting("chmod 0644 "), 1, "{text}");
         assert_eq!(lines_starting("chmod 0600 "), 1, "{text}");
         assert_eq!(lines_starting("chown "), 1, "{text}");
-        assert_eq!(lines_starting("sync -- "), 2, "one for the staged files, one for the folders after the renames");
+        assert_eq!(
+            lines_starting("sync -- "),
+            2,
+            "one for the staged files and the pending record, one for the folders after the renames and the applied record"
+        );
         assert!(!text.contains("mktemp --"), "staged files are named by the script's pid");
     }
 
