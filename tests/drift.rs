@@ -1,7 +1,8 @@
 //! Drift on real hosts: hand edits and live changes are host drift, a
 //! changed variable is a pending change, `--remediate` puts back only what
-//! the host lost, scheduled passes write their reports and stop cleanly,
-//! and the timer units pass `systemd-analyze verify`.
+//! the host lost (programs stopped by hand included), scheduled passes
+//! write their reports and stop cleanly, and the timer units pass
+//! `systemd-analyze verify`.
 
 mod common;
 
@@ -84,6 +85,22 @@ fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_o
     assert!(fleet.exec(1, "cat /etc/supervisor/conf.d/memmon.conf").contains("-a 512MB"));
     let (code, settled) = drift_json(&fleet, &changed);
     assert_eq!((code, &settled["summary"]["in_sync"]), (0, &Value::from(3)), "{settled:#}");
+
+    // Programs stopped by hand are live drift, and --remediate starts them
+    // again (supervisorctl update alone leaves them stopped).
+    fleet.exec(1, "supervisorctl stop 'worker:*' memmon sentry-web >/dev/null");
+    let (code, stopped) = drift_json(&fleet, &changed);
+    assert_eq!(code, 2, "{stopped:#}");
+    assert!(
+        items(&stopped, "host1").contains(&("live", "supervisord runs the configured programs", "host_drift")),
+        "{stopped:#}"
+    );
+    let (code, started) = drift_json(&fleet, &["--remediate", "-e", "memmon_limit=512MB"]);
+    assert_eq!(code, 0, "{started:#}");
+    assert!(host(&started, "host1")["remediated"].to_string().contains("update supervisor"), "{started:#}");
+    assert_eq!(fleet.exec(1, "supervisorctl status | grep -c RUNNING"), "18\n", "16 workers, memmon, web");
+    let (code, running) = drift_json(&fleet, &changed);
+    assert_eq!((code, &running["summary"]["in_sync"]), (0, &Value::from(3)), "{running:#}");
 }
 
 fn lines(path: &Path) -> usize {
