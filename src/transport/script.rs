@@ -275,20 +275,18 @@ impl SnapshotScript {
 }
 
 /// 16 hex digits from the standard library's randomly keyed hasher.
+/// (Each `RandomState` has its own keys, so each token differs.)
 fn new_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id().into());
+    hasher.write_u64(0);
     format!("{:016x}", hasher.finish())
 }
 
 /// The snapshot: facts, then each path, then `unless` guards, then the
 /// handlers still owed and the record of the last apply.
 pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
-    snapshot_framed_by(state, paths, guards, &new_token())
-}
-
-fn snapshot_framed_by(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)], token: &str) -> SnapshotScript {
+    let token = new_token();
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
     let _ = writeln!(s, "token={token}");
@@ -370,7 +368,7 @@ fi
 echo "END $token"
 "#,
     );
-    SnapshotScript { text: s, token: token.to_owned() }
+    SnapshotScript { text: s, token }
 }
 
 const CHANGED_WHILE_READ: &str = "a managed file changed while the snapshot read it; run again";
@@ -981,8 +979,9 @@ pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], 
 trap 'rm -f "$errlog" "$outlog"' EXIT
 # Removes one handler from the pending record, keeping any others (a
 # remedy run by drift leaves owed handlers owed). Read by the shell: no grep.
-# Not fsynced: a clearing lost to a crash runs a handler that had succeeded
-# once more, a duplicate reload, never a lost one.
+# The handlers still owed are fsynced before the rename: without it a crash
+# could leave the renamed record empty (a filesystem may commit the rename
+# before the data), and their reloads would be lost.
 done_with() {
     [ -f "$pending" ] || return 0
     left=""
@@ -990,7 +989,7 @@ done_with() {
 "; done < "$pending"
     [ -n "$left" ] || { rm -f -- "$pending"; return; }
     tmp="$state/.pending.$$"
-    printf '%s' "$left" > "$tmp" && mv -f -- "$tmp" "$pending"
+    printf '%s' "$left" > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending"
 }
 main() {
 "#,
