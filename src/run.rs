@@ -620,12 +620,9 @@ async fn run_batch(
     Ok(reports)
 }
 
-/// A number in [0, 1) from the standard library's randomly keyed hasher.
+/// A number in [0, 1).
 fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    (script::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub fn target_of(host: &Host) -> (Target, String) {
@@ -793,7 +790,7 @@ impl HostRun<'_> {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
-        let snapshot_script = script::snapshot(&self.job.state, &path_refs, &guard_refs);
+        let script::SnapshotScript { text, token } = script::snapshot(&self.job.state, &path_refs, &guard_refs);
         self.line.phase("snapshot");
         let output = if writes {
             // Runs that write hold the host's lock from before the snapshot to
@@ -803,13 +800,12 @@ impl HostRun<'_> {
             let mut dirs: Vec<&str> = path_refs.iter().map(|p| script::folder_of(p)).collect();
             dirs.sort_unstable();
             dirs.dedup();
-            let locked =
-                script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &snapshot_script.text);
+            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
             let (output, held) = self
                 .transport
                 .run_and_hold(
                     &locked.into(),
-                    &snapshot_script.end_line(),
+                    &script::end_line(&token),
                     self.job.become_root,
                     self.settings.command_timeout,
                 )
@@ -826,10 +822,10 @@ impl HostRun<'_> {
             }
             output
         } else {
-            self.round_trip("snapshot", &snapshot_script.text.clone().into()).await?
+            self.round_trip("snapshot", &text.into()).await?
         };
         self.crash_point("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs, &snapshot_script.token).map_err(|e| {
+        let snap = script::parse_snapshot(&output.stdout, &path_refs, &token).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         let facts =

@@ -261,32 +261,31 @@ pub const TOOLS: &[&str] = &["redis-cli", "nginx", "supervisorctl", "python3", "
 /// File contents come back as they are, not encoded (an encoder is one more
 /// process on every host): the token, which the host cannot know before the
 /// script arrives, marks where they end, and the script's last line is
-/// [`SnapshotScript::end_line`]. A file holding a line `END` ends nothing.
+/// [`end_line`]. A file holding a line `END` ends nothing.
 pub struct SnapshotScript {
     pub text: String,
     pub token: String,
 }
 
-impl SnapshotScript {
-    /// The line after which the snapshot has said everything.
-    pub fn end_line(&self) -> String {
-        format!("END {}", self.token)
-    }
+/// The line after which a snapshot framed by `token` has said everything.
+pub fn end_line(token: &str) -> String {
+    format!("END {token}")
 }
 
-/// 16 hex digits from the standard library's randomly keyed hasher.
-/// (Each `RandomState` has its own keys, so each token differs.)
-fn new_token() -> String {
+/// A random number from the standard library's randomly keyed hasher (each
+/// `RandomState` has its own keys, so each call differs): enough for tokens
+/// and splay, no crate needed.
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
-    format!("{:016x}", hasher.finish())
+    hasher.finish()
 }
 
 /// The snapshot: facts, then each path, then `unless` guards, then the
 /// handlers still owed and the record of the last apply.
 pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
-    let token = new_token();
+    let token = format!("{:016x}", random_u64());
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
     let _ = writeln!(s, "token={token}");
@@ -455,7 +454,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<Snap
             .map(|p| p.to_string())
             .ok_or_else(|| format!("unexpected path index {i}"))
     };
-    let end_line = format!("END {token}");
+    let end_line = end_line(token);
     let mut complete = false;
     while let Some(line) = printed.line() {
         let line = String::from_utf8_lossy(line);
@@ -572,6 +571,11 @@ pub struct Install<'a> {
     pub crash_at: Option<&'a str>,
 }
 
+/// Where the next version of the state file `var` is staged, quoted for sh.
+fn staged_record(var: &str) -> String {
+    format!("\"$state/.{var}.$$\"")
+}
+
 /// Shell that writes `content`, the next version of the state file named by
 /// the variable `var` (`pending` or `applied`), beside it as `$state/.<var>.$$`;
 /// [`place_state_file`] renames it into place once an fsync has covered it.
@@ -584,9 +588,10 @@ fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str) {
     let _ = write!(
         s,
         r#"[ -d "$state" ] || mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
-{{ printf '%s' {content} >| "$state/.{var}.$$"; }} 2>|"$errlog" || fail record "cannot record {what} in ${var}"
+{{ printf '%s' {content} >| {staged}; }} 2>|"$errlog" || fail record "cannot record {what} in ${var}"
 "#,
         content = quote(content),
+        staged = staged_record(var),
     );
 }
 
@@ -595,9 +600,10 @@ fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str) {
 fn place_state_file(s: &mut impl Write, var: &str, what: &str, point: &str) {
     let _ = write!(
         s,
-        r#"mv -f -- "$state/.{var}.$$" "${var}" 2>"$errlog" || fail record "cannot record {what} in ${var}"
+        r#"mv -f -- {staged} "${var}" 2>"$errlog" || fail record "cannot record {what} in ${var}"
 crash {point}
-"#
+"#,
+        staged = staged_record(var),
     );
 }
 
@@ -658,10 +664,10 @@ pub fn install(install: &Install<'_>) -> Script {
         writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()).map(|(i, w)| staged_path(w, i)).collect();
     let mut unstaged = staged.clone();
     if !install.pending.is_empty() {
-        unstaged.push("\"$state/.pending.$$\"".into());
+        unstaged.push(staged_record("pending"));
     }
     if install.applied.is_some() {
-        unstaged.push("\"$state/.applied.$$\"".into());
+        unstaged.push(staged_record("applied"));
     }
     let unstage =
         if unstaged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", unstaged.join(" ")) };
@@ -751,9 +757,9 @@ main() {{"#
         .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
         .map(|(i, w)| (i, staged_path(w, i)))
         .collect();
-    let mut synced: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
+    let mut synced: Vec<String> = files.iter().map(|(_, p)| p.clone()).collect();
     if !install.pending.is_empty() {
-        synced.push("\"$state/.pending.$$\"");
+        synced.push(staged_record("pending"));
     }
     if !synced.is_empty() {
         let what = files.first().map_or("record".to_owned(), |(first, _)| format!("file:{first}"));
@@ -866,7 +872,7 @@ put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
     let mut synced: Vec<String> = folders.iter().map(|f| quote(f)).collect();
     if let Some(record) = install.applied {
         stage_state_file(&mut s, "applied", record, "what was applied");
-        synced.push("\"$state/.applied.$$\"".into());
+        synced.push(staged_record("applied"));
     }
     if !synced.is_empty() {
         let _ = writeln!(s, "sync -- {} 2>/dev/null", synced.join(" "));
@@ -1412,7 +1418,7 @@ mod tests {
         }
         assert_eq!(out.snapshot.pending_handlers, ["reload nginx", "restart web"]);
         assert_eq!(out.applied.as_deref(), Some("{\"paths\":{}}"));
-        assert!(String::from_utf8_lossy(&stdout).ends_with(&format!("\n{}\n", script.end_line())));
+        assert!(String::from_utf8_lossy(&stdout).ends_with(&format!("\n{}\n", end_line(&script.token))));
     }
 
     #[test]
