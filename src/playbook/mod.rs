@@ -343,6 +343,14 @@ impl Playbook {
                 if handler_names.contains(&handler.name.as_str()) {
                     return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
+                // The pending record keeps one name a line, and a line that
+                // starts with a tab clears one.
+                if handler.name.trim().is_empty() || handler.name.chars().any(char::is_control) {
+                    return Err(Error(format!(
+                        "{file}: {play_name}: handler name {:?} must be one line of text without tabs",
+                        handler.name
+                    )));
+                }
                 handler_names.push(&handler.name);
             }
             for probe in &play.verify {
@@ -450,6 +458,17 @@ mod tests {
         let err = load_text("- steps:\n    - name: a\n      template: {src: a.j2, dest: /a}\n      notify: reload\n")
             .unwrap_err();
         assert!(err.0.contains("notifies `reload`"), "{err}");
+    }
+
+    #[test]
+    fn a_handler_name_with_a_tab_or_a_newline_is_refused() {
+        for name in ["\"\\treload\"", "\"re\\nload\"", "' '"] {
+            let text = format!(
+                "- steps:\n    - name: a\n      template: {{src: a.j2, dest: /a}}\n  handlers:\n    - name: {name}\n      command: 'true'\n"
+            );
+            let err = load_text(&text).unwrap_err();
+            assert!(err.0.contains("must be one line of text without tabs"), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -532,8 +532,7 @@ fn read_files<'a>(
         start += meta.size;
         match name {
             "pending" => {
-                let names = String::from_utf8_lossy(&bytes);
-                out.snapshot.pending_handlers = names.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                out.snapshot.pending_handlers = owed_handlers(&String::from_utf8_lossy(&bytes));
             }
             "applied" => out.applied = Some(String::from_utf8_lossy(&bytes).into_owned()),
             index => {
@@ -971,7 +970,24 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
     Ok(out)
 }
 
-/// Runs handlers in order; each one's success removes it from the pending
+/// The handlers a pending record still owes, in the order recorded: one
+/// name a line, written by the install; a handler that has run since is
+/// cleared by a later line with its name after a tab (see [`handlers`]).
+pub fn owed_handlers(record: &str) -> Vec<String> {
+    // Only whole lines count: an append cut short by a crash ("\tre" of
+    // "\trestart web") must not clear another handler.
+    let lines: Vec<&str> = record.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')).collect();
+    let cleared: HashSet<&str> = lines.iter().filter_map(|line| line.strip_prefix('\t')).collect();
+    let mut owed: Vec<String> = Vec::new();
+    for &name in lines.iter().filter(|l| !l.is_empty() && !l.starts_with('\t') && !cleared.contains(*l)) {
+        if !owed.iter().any(|o| o == name) {
+            owed.push(name.to_owned());
+        }
+    }
+    owed
+}
+
+/// Runs handlers in order; each one's success clears it from the pending
 /// record, so a handler that fails (or a run that dies) is retried next time.
 /// After the handlers, `probes` verify the live state they touched.
 pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], crash_at: Option<&str>) -> String {
@@ -979,23 +995,31 @@ pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], 
     s.push_str(&state.shell());
     s.push_str(ERRLOG);
     s.push_str(&crash_hook(crash_at));
+    s.push_str("tab='\t'\n");
     s.push_str(
         r#"outlog="$state/.log.$$.out"
 { true >"$outlog"; } 2>/dev/null || outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
-# Removes one handler from the pending record, keeping any others (a
-# remedy run by drift leaves owed handlers owed). Read by the shell: no grep.
-# The handlers still owed are fsynced before the rename: without it a crash
-# could leave the renamed record empty (a filesystem may commit the rename
-# before the data), and their reloads would be lost.
+# Clears one handler from the pending record, keeping any others (a
+# remedy run by drift leaves owed handlers owed): appends a line naming it
+# after a tab, and removes the record once nothing in it is owed. Read by
+# the shell: no process unless it removes the record. The record is never
+# rewritten, so the handlers still owed cannot be lost in a crash; the
+# append is not fsynced: a crash that loses it only runs the handler again.
 done_with() {
     [ -f "$pending" ] || return 0
-    left=""
-    while IFS= read -r name; do [ "$name" = "$1" ] || left="$left$name
-"; done < "$pending"
-    [ -n "$left" ] || { rm -f -- "$pending"; return; }
-    tmp="$state/.pending.$$"
-    printf '%s' "$left" > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$pending"
+    cleared="
+$1
+"
+    while IFS= read -r name; do case $name in "$tab"*) cleared="$cleared${name#?}
+" ;; esac; done < "$pending"
+    while IFS= read -r name; do
+        case $name in "$tab"* | "") continue ;; esac
+        case $cleared in *"
+$name
+"*) ;; *) printf '\t%s\n' "$1" >> "$pending"; return ;; esac
+    done < "$pending"
+    rm -f -- "$pending"
 }
 main() {
 "#,
@@ -1347,18 +1371,43 @@ mod tests {
     }
 
     #[test]
-    fn a_handler_that_succeeds_leaves_the_pending_record_and_the_others_stay_owed() {
+    fn a_handler_that_succeeds_is_cleared_from_the_pending_record_and_the_others_stay_owed() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFiles::new(&dir.path().display().to_string(), "site");
-        std::fs::write(&state.pending, "reload nginx\nrestart web\nupdate supervisor\n").unwrap();
+        let recorded = "reload nginx\nrestart web\nupdate supervisor\n";
+        std::fs::write(&state.pending, recorded).unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
         let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 2, "{out:?}");
-        assert_eq!(std::fs::read_to_string(&state.pending).unwrap(), "restart web\n");
+        let record = std::fs::read_to_string(&state.pending).unwrap();
+        assert!(record.starts_with(recorded), "the names owed are never rewritten: {record:?}");
+        assert_eq!(owed_handlers(&record), ["restart web"]);
+        assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart web"]);
+
         let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], None)), 0).unwrap();
         assert_eq!(last.succeeded, 1, "{last:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_remedy_that_was_not_owed_leaves_the_owed_handlers_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        std::fs::write(&state.pending, "restart web\n").unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], None)), 0).unwrap();
+        assert_eq!(out.succeeded, 1, "{out:?}");
+        assert_eq!(owed_handlers(&std::fs::read_to_string(&state.pending).unwrap()), ["restart web"]);
+    }
+
+    #[test]
+    fn a_pending_record_owes_each_name_until_a_tabbed_line_clears_it() {
+        assert_eq!(owed_handlers(""), Vec::<String>::new());
+        assert_eq!(owed_handlers("a\nb\na\n"), ["a", "b"]);
+        assert_eq!(owed_handlers("a\nb\nc\n\tb\n"), ["a", "c"]);
+        assert_eq!(owed_handlers("a\n\ta\n\tx\n"), Vec::<String>::new());
+        // An append cut short by a crash clears nothing.
+        assert_eq!(owed_handlers("a\nab\n\ta"), ["a", "ab"]);
     }
 
     #[test]
