@@ -347,7 +347,7 @@ impl Playbook {
                 // starts with a tab clears one.
                 if handler.name.trim().is_empty() || handler.name.chars().any(char::is_control) {
                     return Err(Error(format!(
-                        "{file}: {play_name}: handler name {:?} must be one line of text without tabs",
+                        "{file}: {play_name}: handler name {:?} must be a non-empty line of text without tabs or control characters",
                         handler.name
                     )));
                 }
@@ -467,7 +467,7 @@ mod tests {
                 "- steps:\n    - name: a\n      template: {{src: a.j2, dest: /a}}\n  handlers:\n    - name: {name}\n      command: 'true'\n"
             );
             let err = load_text(&text).unwrap_err();
-            assert!(err.0.contains("must be one line of text without tabs"), "{name}: {err}");
+            assert!(err.0.contains("must be a non-empty line of text without tabs"), "{name}: {err}");
         }
     }
 

@@ -972,14 +972,21 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
 
 /// The handlers a pending record still owes, in the order recorded: one
 /// name a line, written by the install; a handler that has run since is
-/// cleared by a later line with its name after a tab (see [`handlers`]).
+/// cleared by a later line with its name between tabs (see [`handlers`]).
+/// Names hold no control characters (the playbook's check).
 pub fn owed_handlers(record: &str) -> Vec<String> {
-    // Only whole lines count: an append cut short by a crash ("\tre" of
-    // "\trestart web") must not clear another handler.
+    // Only whole, clean lines count: an append cut short by a crash ("\tre"
+    // of "\trestart web\t", or zeros on some filesystems) must neither clear
+    // another handler nor pass for one; at worst a handler runs again.
+    let is_name = |text: &str| !text.is_empty() && !text.contains(char::is_control);
     let lines: Vec<&str> = record.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')).collect();
-    let cleared: HashSet<&str> = lines.iter().filter_map(|line| line.strip_prefix('\t')).collect();
+    let cleared: HashSet<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix('\t')?.strip_suffix('\t'))
+        .filter(|name| is_name(name))
+        .collect();
     let mut owed: Vec<String> = Vec::new();
-    for &name in lines.iter().filter(|l| !l.is_empty() && !l.starts_with('\t') && !cleared.contains(*l)) {
+    for &name in lines.iter().filter(|l| is_name(l) && !cleared.contains(*l)) {
         if !owed.iter().any(|o| o == name) {
             owed.push(name.to_owned());
         }
@@ -1001,23 +1008,25 @@ pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], 
 { true >"$outlog"; } 2>/dev/null || outlog=$(mktemp) || exit 97
 trap 'rm -f "$errlog" "$outlog"' EXIT
 # Clears one handler from the pending record, keeping any others (a
-# remedy run by drift leaves owed handlers owed): appends a line naming it
-# after a tab, and removes the record once nothing in it is owed. Read by
-# the shell: no process unless it removes the record. The record is never
-# rewritten, so the handlers still owed cannot be lost in a crash; the
-# append is not fsynced: a crash that loses it only runs the handler again.
+# remedy run by drift leaves owed handlers owed): appends a line with its
+# name between tabs, on a line of its own even after a torn append, and
+# removes the record once nothing in it is owed. Read by the shell: no
+# process unless it removes the record. The record is never rewritten, so
+# the handlers still owed cannot be lost in a crash; the append is not
+# fsynced: a crash that loses it only runs the handler again, and what a
+# torn append leaves (a line cut short, zeros) names no handler.
 done_with() {
     [ -f "$pending" ] || return 0
     cleared="
 $1
 "
-    while IFS= read -r name; do case $name in "$tab"*) cleared="$cleared${name#?}
+    while IFS= read -r name; do case $name in "$tab"*"$tab") name=${name#?}; cleared="$cleared${name%?}
 " ;; esac; done < "$pending"
     while IFS= read -r name; do
-        case $name in "$tab"* | "") continue ;; esac
+        case $name in "" | *[[:cntrl:]]*) continue ;; esac
         case $cleared in *"
 $name
-"*) ;; *) printf '\t%s\n' "$1" >> "$pending"; return ;; esac
+"*) ;; *) printf '\n\t%s\t\n' "$1" >> "$pending"; return ;; esac
     done < "$pending"
     rm -f -- "$pending"
 }
@@ -1401,13 +1410,32 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_record_owes_each_name_until_a_tabbed_line_clears_it() {
+    fn what_a_torn_append_left_in_the_pending_record_does_not_keep_it_owing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        std::fs::write(&state.pending, "restart\nrestart web\nreload nginx\n\0\0\x01\n\trestart").unwrap();
+        let ran = [("restart web", "true")];
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        assert_eq!(out.succeeded, 1, "{out:?}");
+        let record = std::fs::read_to_string(&state.pending).unwrap();
+        assert_eq!(owed_handlers(&record), ["restart", "reload nginx"], "{record:?}");
+        assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart", "reload nginx"]);
+        let ran = [("reload nginx", "true"), ("restart", "true")];
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        assert_eq!(out.succeeded, 2, "{out:?}");
+        assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
+    }
+
+    #[test]
+    fn a_pending_record_owes_each_name_until_a_line_with_it_between_tabs_clears_it() {
         assert_eq!(owed_handlers(""), Vec::<String>::new());
         assert_eq!(owed_handlers("a\nb\na\n"), ["a", "b"]);
-        assert_eq!(owed_handlers("a\nb\nc\n\tb\n"), ["a", "c"]);
-        assert_eq!(owed_handlers("a\n\ta\n\tx\n"), Vec::<String>::new());
-        // An append cut short by a crash clears nothing.
-        assert_eq!(owed_handlers("a\nab\n\ta"), ["a", "ab"]);
+        assert_eq!(owed_handlers("a\nb\nc\n\n\tb\t\n"), ["a", "c"]);
+        assert_eq!(owed_handlers("a\n\n\ta\t\n\n\tx\t\n"), Vec::<String>::new());
+        // An append cut short by a crash clears nothing and owes nothing.
+        assert_eq!(owed_handlers("a\nab\n\n\ta"), ["a", "ab"]);
+        assert_eq!(owed_handlers("a\nab\n\n\ta\n\tab\t\n"), ["a"]);
+        assert_eq!(owed_handlers("a\nb\n\0\0\0\tb\t\n"), ["a", "b"]);
     }
 
     #[test]
