@@ -850,9 +850,10 @@ impl HostRun<'_> {
         let order = handler_order(&tasks);
         let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context).map_err(failed)?;
         for stale in snap.snapshot.pending_handlers.iter().filter(|h| !order.contains(h)) {
-            self.report
-                .warnings
-                .push(format!("pending handler `{stale}` from an earlier run is not in this playbook; left recorded"));
+            self.report.warnings.push(format!(
+                "pending handler `{stale}` from an earlier run is not in this playbook, so it cannot run; \
+                 the host's record keeps it until an apply records handlers again"
+            ));
         }
         Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan })
     }

@@ -178,3 +178,26 @@ fn an_unknown_playbook_key_is_bad_input_with_file_line_and_column() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("site.yml:21:7") && out.stderr.contains("notfy"), "{out:?}");
 }
+
+#[test]
+fn a_pending_handler_no_longer_in_the_playbook_is_warned_about_and_dropped_once_handlers_are_recorded_again() {
+    let p = project();
+    let state = p.dir.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("site.pending"), "renamed away\n").unwrap();
+
+    let check = p.run(&["apply", "--check"]);
+    assert!(
+        check
+            .stdout
+            .contains("pending handler `renamed away` from an earlier run is not in this playbook, so it cannot run"),
+        "{check:?}"
+    );
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("the host's record keeps it until an apply records handlers again"), "{out:?}");
+    assert_eq!(p.file("reloads"), "reloaded\n");
+    assert!(!state.join("site.pending").exists(), "this apply recorded `reload app`, ran it, and nothing is owed");
+    let again = p.run(&["apply"]);
+    assert!(!again.stdout.contains("renamed away"), "{again:?}");
+}
