@@ -343,9 +343,8 @@ impl Playbook {
                 if handler_names.contains(&handler.name.as_str()) {
                     return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
-                // The pending record keeps one name a line, and a line that
-                // starts with a tab clears one.
-                if handler.name.trim().is_empty() || handler.name.chars().any(char::is_control) {
+                // Owed handlers are recorded on the host by name.
+                if handler.name.trim().is_empty() || !crate::transport::script::fits_pending_record(&handler.name) {
                     return Err(Error(format!(
                         "{file}: {play_name}: handler name {:?} must be a non-empty line of text without tabs or control characters",
                         handler.name

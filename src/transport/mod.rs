@@ -77,9 +77,9 @@ impl Transport {
     }
 
     /// Runs `script` and keeps it running after it prints the line
-    /// `end_line`: returns what it printed up to there, and a handle whose release ends
-    /// it. A lock the script takes is held until then, or until this process
-    /// dies (the script's stdin closes either way).
+    /// `end_line`: returns what it printed up to there, and a handle whose
+    /// release ends it. A lock the script takes is held until then, or until
+    /// this process dies (the script's stdin closes either way).
     pub async fn run_and_hold(
         &self,
         script: &Script,

@@ -970,23 +970,28 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
     Ok(out)
 }
 
+/// Whether `name` can stand in a pending record: one line, and no tab or
+/// other control character (a tab marks a cleared handler). The playbook
+/// refuses handler names that cannot.
+pub fn fits_pending_record(name: &str) -> bool {
+    !name.is_empty() && !name.contains(char::is_control)
+}
+
 /// The handlers a pending record still owes, in the order recorded: one
 /// name a line, written by the install; a handler that has run since is
 /// cleared by a later line with its name between tabs (see [`handlers`]).
-/// Names hold no control characters (the playbook's check).
 pub fn owed_handlers(record: &str) -> Vec<String> {
     // Only whole, clean lines count: an append cut short by a crash ("\tre"
     // of "\trestart web\t", or zeros on some filesystems) must neither clear
     // another handler nor pass for one; at worst a handler runs again.
-    let is_name = |text: &str| !text.is_empty() && !text.contains(char::is_control);
     let lines: Vec<&str> = record.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')).collect();
     let cleared: HashSet<&str> = lines
         .iter()
         .filter_map(|line| line.strip_prefix('\t')?.strip_suffix('\t'))
-        .filter(|name| is_name(name))
+        .filter(|name| fits_pending_record(name))
         .collect();
     let mut owed: Vec<String> = Vec::new();
-    for &name in lines.iter().filter(|l| is_name(l) && !cleared.contains(*l)) {
+    for &name in lines.iter().filter(|l| fits_pending_record(l) && !cleared.contains(*l)) {
         if !owed.iter().any(|o| o == name) {
             owed.push(name.to_owned());
         }
