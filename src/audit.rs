@@ -96,10 +96,10 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
         );
     }
     if let Some(nginx) = &seen.nginx {
-        let proxied =
-            nginx.lines().any(|l| l.trim_start().starts_with("proxy_pass") && !l.trim_start().starts_with('#'));
-        let uwsgi = nginx.lines().any(|l| l.trim_start().starts_with("uwsgi_pass"));
-        if proxied && !uwsgi && seen.web_protocol.as_deref() != Some("uwsgi") {
+        // Sentry web's default address; a vhost proxying to other apps is not Sentry's.
+        if crate::plan::nginx::proxies_over_http(nginx, "127.0.0.1:9000")
+            && seen.web_protocol.as_deref() != Some("uwsgi")
+        {
             add(
                 "web",
                 "Sentry web speaks HTTP behind nginx `proxy_pass`".into(),

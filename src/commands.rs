@@ -151,9 +151,10 @@ pub async fn facts(args: &FactsArgs) -> u8 {
     };
     let hosts = reach.hosts();
     let state = script::StateFiles::new(script::STATE_DIR, "facts");
-    let snapshot = script::snapshot(&state, &[], &[]);
+    let snapshot = script::snapshot(&state, &[], &[], &[]);
     let results = reach.run_everywhere(snapshot.text).await.into_iter().map(|output| {
-        let parsed = script::parse_snapshot(&output?.stdout, &[], &snapshot.token).map_err(transport::Error::Failed)?;
+        let parsed =
+            script::parse_snapshot(&output?.stdout, &[], &[], &snapshot.token).map_err(transport::Error::Failed)?;
         Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
     });
     let mut document = Map::new();

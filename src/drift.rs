@@ -82,6 +82,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
     let outcome = match run::prepare(settings) {
         Err(e) => Err(e),
         Ok(prepared) => {
+            prepared.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             let digest = prepared.digest.clone();
             run::execute(prepared, settings, splay).await.map(|reports| (digest, reports))
         }

@@ -67,6 +67,7 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool, format: cli:
         Ok(p) => p,
         Err(e) => return bad_input(&e),
     };
+    prepared.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
     let reports = match run::execute(prepared, &settings, std::time::Duration::ZERO).await {
         Ok(r) => r,
         Err(e) => return bad_input(&e),

@@ -163,6 +163,8 @@ pub struct Prepared {
     jobs: Vec<Job>,
     /// sha256 of the playbook and its templates.
     pub digest: String,
+    /// Said before the run starts: plays whose hosts the inventory lacks.
+    pub warnings: Vec<String>,
 }
 
 struct Job {
@@ -180,6 +182,7 @@ struct Job {
 #[derive(Default)]
 struct BeforeFacts {
     paths: Vec<String>,
+    patterns: Vec<String>,
     guards: Vec<(usize, String)>,
 }
 
@@ -187,6 +190,7 @@ impl BeforeFacts {
     fn of(tasks: &HostTasks) -> BeforeFacts {
         BeforeFacts {
             paths: tasks.paths().into_iter().map(str::to_owned).collect(),
+            patterns: tasks.patterns().into_iter().map(str::to_owned).collect(),
             guards: tasks.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect(),
         }
     }
@@ -229,10 +233,20 @@ pub fn load(settings: &Settings) -> Result<Prepared, String> {
         ),
     };
     let mut jobs: Vec<Job> = Vec::new();
+    let mut warnings = Vec::new();
     for (p, play) in playbook.plays.iter().enumerate() {
-        let selected = inventory.select(&play.hosts).map_err(|e| {
-            format!("{}: play `{}`: hosts: {e}", playbook.path.display(), play.name.as_deref().unwrap_or("?"))
-        })?;
+        let play_name = play.name.as_deref().unwrap_or("?");
+        // As in Ansible, a play whose hosts the inventory does not have is
+        // skipped with a word (a worker box is not touched for Redis); a
+        // pattern that cannot be read is bad input.
+        let selected = match inventory.select(&play.hosts) {
+            Ok(selected) => selected,
+            Err(e) if e.0.contains("matches no host or group") => {
+                warnings.push(format!("play `{play_name}`: hosts `{}`: {e}; the play is skipped", play.hosts));
+                Vec::new()
+            }
+            Err(e) => return Err(format!("{}: play `{play_name}`: hosts: {e}", playbook.path.display())),
+        };
         for host in selected {
             if limited.as_ref().is_some_and(|l| !l.contains(&host.name)) {
                 continue;
@@ -255,10 +269,14 @@ pub fn load(settings: &Settings) -> Result<Prepared, String> {
     let order: Vec<&str> = inventory.hosts.iter().map(|h| h.name.as_str()).collect();
     jobs.sort_by_key(|j| order.iter().position(|n| *n == j.host.name));
     if jobs.is_empty() {
-        return Err("no host matches the playbook's plays and --limit".into());
+        let mut message = String::from("no host matches the playbook's plays and --limit");
+        for warning in &warnings {
+            message.push_str(&format!("\n  {warning}"));
+        }
+        return Err(message);
     }
     let digest = digest_of(&playbook)?;
-    Ok(Prepared { playbook, renderer, jobs, digest })
+    Ok(Prepared { playbook, renderer, jobs, digest, warnings })
 }
 
 fn digest_of(playbook: &Playbook) -> Result<String, String> {
@@ -286,6 +304,13 @@ impl HostTasks {
         paths.sort();
         paths.dedup();
         paths
+    }
+
+    fn patterns(&self) -> Vec<&str> {
+        let mut patterns: Vec<&str> = self.tasks.iter().flat_map(|t| t.action.patterns()).collect();
+        patterns.sort();
+        patterns.dedup();
+        patterns
     }
 
     fn guards(&self) -> Vec<(usize, &str)> {
@@ -372,6 +397,21 @@ fn render_tasks(
                     create: b.create,
                 },
                 StepKind::Link(l) => Action::Link { path: path("dest", &l.dest)?, target: text("src", &l.src)? },
+                StepKind::Vhost(v) => Action::Site {
+                    search: text("search", &v.search)?
+                        .split_whitespace()
+                        .map(|pattern| checked_pattern(&origin("search"), pattern))
+                        .collect::<Result<_, _>>()?,
+                    upstream: text("upstream", &v.upstream)?,
+                    dest: path("dest", &v.dest)?,
+                    enable: path("enable", &v.enable)?,
+                    content: renderer.render_file(&playbook.templates_dir, &v.src, &vars)?.into_bytes().into(),
+                    attributes: Attributes {
+                        mode: v.mode,
+                        owner: v.owner.as_deref().map(|o| text("owner", o)).transpose()?,
+                        group: v.group.as_deref().map(|g| text("group", g)).transpose()?,
+                    },
+                },
                 StepKind::Command(c) => Action::Command {
                     cmd: text("cmd", &c.cmd)?,
                     creates: c.creates.as_deref().map(|v| path("creates", v)).transpose()?,
@@ -415,6 +455,16 @@ fn state_files(host: &Host, playbook: &Playbook) -> Result<StateFiles, String> {
     };
     let name = playbook.path.file_stem().and_then(|s| s.to_str()).unwrap_or("playbook");
     Ok(StateFiles::new(&dir, name))
+}
+
+/// A search pattern: an absolute path whose last part may hold `*` and `?`
+/// (so that the folder it searches is known, for the run's cleanup there).
+fn checked_pattern(origin: &str, pattern: &str) -> Result<String, String> {
+    let pattern = checked_path(origin, pattern)?;
+    if script::folder_of(&pattern).contains(['*', '?']) || pattern.contains(['[', ']']) {
+        return Err(format!("{origin}: `{pattern}`: only the last part of a pattern may hold `*` or `?`"));
+    }
+    Ok(pattern)
 }
 
 fn checked_path(origin: &str, path: &str) -> Result<String, String> {
@@ -782,22 +832,24 @@ impl HostRun<'_> {
     async fn inspect(&mut self) -> Result<Inspection, Failure> {
         // Paths and guards are known before facts: they may use variables but not facts.
         // `prepare` rendered this host once with stand-in facts: reuse what it found.
-        let BeforeFacts { paths, guards } = &self.job.before_facts;
+        let BeforeFacts { paths, patterns, guards } = &self.job.before_facts;
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let pattern_refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
 
         let writes = match self.settings.mode {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
-        let script::SnapshotScript { text, token } = script::snapshot(&self.job.state, &path_refs, &guard_refs);
+        let script::SnapshotScript { text, token } =
+            script::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
         self.line.phase("snapshot");
         let output = if writes {
             // Runs that write hold the host's lock from before the snapshot to
             // their end, so two runs never interleave; one round trip still.
             self.report.round_trips += 1;
             // The folders install writes its temp files in (the same folder_of).
-            let mut dirs: Vec<&str> = path_refs.iter().map(|p| script::folder_of(p)).collect();
+            let mut dirs: Vec<&str> = path_refs.iter().chain(&pattern_refs).map(|p| script::folder_of(p)).collect();
             dirs.sort_unstable();
             dirs.dedup();
             let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
@@ -825,13 +877,13 @@ impl HostRun<'_> {
             self.round_trip("snapshot", &text.into()).await?
         };
         self.crash_point("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs, &token).map_err(|e| {
+        let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         let facts =
             Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
-        if tasks.paths() != path_refs || tasks.guards() != guard_refs {
+        if tasks.paths() != path_refs || tasks.patterns() != pattern_refs || tasks.guards() != guard_refs {
             return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
         }
         let applied = match &snap.applied {
@@ -1053,13 +1105,11 @@ impl HostRun<'_> {
                 .collect();
         // Live state that a pending file change would also change (its remedy is
         // a handler those files notify) is pending too, not drift of the host.
-        let pending_paths: BTreeSet<&str> =
-            items.iter().filter(|i| i.state != ItemState::HostDrift).map(|i| i.subject.as_str()).collect();
+        let pending_paths: BTreeSet<String> =
+            items.iter().filter(|i| i.state != ItemState::HostDrift).map(|i| i.subject.clone()).collect();
         let pending_handlers: BTreeSet<&str> = inspection
-            .tasks
-            .tasks
-            .iter()
-            .filter(|t| t.action.paths().iter().any(|p| pending_paths.contains(p)))
+            .plan
+            .tasks_managing(&inspection.tasks.tasks, &pending_paths)
             .flat_map(|t| t.notify.iter().map(String::as_str))
             .collect();
         let mut remedies = Vec::new();

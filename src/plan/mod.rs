@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod drift;
 pub mod edit;
+pub mod nginx;
 
 use bytes::Bytes;
 use edit::Markers;
@@ -38,6 +39,19 @@ pub struct Snapshot {
     pub guards_passed: BTreeSet<usize>,
     /// Handlers an earlier run recorded and did not finish.
     pub pending_handlers: Vec<String>,
+    /// The files the steps' search patterns found; their contents are in `entries`.
+    pub found: Vec<Found>,
+}
+
+/// A file a search pattern found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The pattern that found it.
+    pub pattern: String,
+    /// The path as the folder lists it (a link in `sites-enabled/`, say).
+    pub listed: String,
+    /// The file itself: `listed`, or where its link points.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,11 +63,45 @@ pub struct Attributes {
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Template { dest: String, content: Bytes, attributes: Attributes },
-    Line { path: String, line: Option<String>, regexp: Option<Regex>, present: bool, create: bool },
-    Block { path: String, block: String, marker: String, present: bool, create: bool },
-    Link { path: String, target: String },
-    Command { cmd: String, creates: Option<String>, unless: Option<String> },
+    Template {
+        dest: String,
+        content: Bytes,
+        attributes: Attributes,
+    },
+    Line {
+        path: String,
+        line: Option<String>,
+        regexp: Option<Regex>,
+        present: bool,
+        create: bool,
+    },
+    Block {
+        path: String,
+        block: String,
+        marker: String,
+        present: bool,
+        create: bool,
+    },
+    Link {
+        path: String,
+        target: String,
+    },
+    Command {
+        cmd: String,
+        creates: Option<String>,
+        unless: Option<String>,
+    },
+    /// Sentry's nginx site: the operator's vhosts that hand requests to
+    /// `upstream` (found by `search`) are switched to uwsgi in place; where
+    /// none does, the template goes to `dest`, linked from `enable`.
+    Site {
+        search: Vec<String>,
+        upstream: String,
+        dest: String,
+        enable: String,
+        content: Bytes,
+        attributes: Attributes,
+    },
 }
 
 impl Action {
@@ -65,6 +113,15 @@ impl Action {
                 vec![path]
             }
             Action::Command { creates, .. } => creates.iter().map(String::as_str).collect(),
+            Action::Site { dest, enable, .. } => vec![dest, enable],
+        }
+    }
+
+    /// The patterns whose matches the snapshot must read for this action.
+    pub fn patterns(&self) -> Vec<&str> {
+        match self {
+            Action::Site { search, .. } => search.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -127,6 +184,8 @@ pub struct Plan {
     pub carried_over: Vec<String>,
     /// What every managed path should be once the plan is carried out.
     pub desired: BTreeMap<String, Desired>,
+    /// Per path, the positions (in the task list) of the tasks that manage it.
+    pub managed_by: BTreeMap<String, Vec<usize>>,
 }
 
 impl Plan {
@@ -145,16 +204,16 @@ pub fn plan(
     handler_order: &[String],
     diff_context: usize,
 ) -> Result<Plan, String> {
-    let mut working: BTreeMap<&str, Desired> = BTreeMap::new();
+    let mut working: BTreeMap<String, Desired> = BTreeMap::new();
     let mut plan = Plan::default();
     let mut notified: BTreeSet<&str> = BTreeSet::new();
-    let entry_of = |path: &str| snapshot.entries.get(path).cloned().unwrap_or(Entry::Missing);
 
-    for task in tasks {
+    for (position, task) in tasks.iter().enumerate() {
         let fail = |message: String| format!("step `{}`: {message}", task.name);
+        let mut edit = Editing { snapshot, working: &mut working, managed_by: &mut plan.managed_by, position };
         let (subject, changed) = match &task.action {
             Action::Command { cmd, creates, unless } => {
-                let created = creates.as_deref().is_some_and(|p| !matches!(entry_of(p), Entry::Missing));
+                let created = creates.as_deref().is_some_and(|p| !matches!(edit.entry_of(p), Entry::Missing));
                 let guarded = unless.is_some() && snapshot.guards_passed.contains(&task.index);
                 let run = !created && !guarded;
                 if run {
@@ -162,35 +221,37 @@ pub fn plan(
                 }
                 (cmd.clone(), run)
             }
-            Action::Link { path, target } => {
-                let before = working.get(path.as_str()).cloned().or_else(|| desired_of(&entry_of(path)));
-                let after = Desired::Link { target: target.clone() };
-                let changed = before.as_ref() != Some(&after);
-                working.insert(path, after);
-                (path.clone(), changed)
+            Action::Link { path, target } => (path.clone(), edit.link(path, target)),
+            Action::Site { search, upstream, dest, enable, content, attributes } => {
+                let (switched, changed) = edit.switch_vhosts(search, upstream, dest).map_err(fail)?;
+                // Sentry's own site, from the template, where no vhost of the
+                // operator's serves Sentry web (or where it already is ours).
+                let ours_enabled = snapshot.found.iter().any(|f| f.path == *dest && search.contains(&f.pattern));
+                if switched.is_empty() || ours_enabled {
+                    if let Some(Entry::File { .. }) = snapshot.entries.get(enable)
+                        && !switched.contains(enable)
+                    {
+                        return Err(fail(format!(
+                            "{enable} is a file that does not hand requests to Sentry web at {upstream}: \
+                             not replaced by a link (set nginx_site_enabled to another path)"
+                        )));
+                    }
+                    let template = Action::Template {
+                        dest: dest.clone(),
+                        content: content.clone(),
+                        attributes: attributes.clone(),
+                    };
+                    let installed = edit.file(&template, dest).map_err(fail)?;
+                    let linked = edit.link(enable, dest);
+                    let subjects: Vec<&str> = switched.iter().map(String::as_str).chain([dest.as_str()]).collect();
+                    (subjects.join(", "), changed || installed || linked)
+                } else {
+                    (switched.join(", "), changed)
+                }
             }
             action => {
                 let path = action.paths()[0];
-                let before = match working.get(path) {
-                    Some(desired) => Some(desired.clone()),
-                    None => match entry_of(path) {
-                        Entry::Link { target } => {
-                            return Err(fail(format!(
-                                "{path} is a symbolic link to {target}; edit the file it points to"
-                            )));
-                        }
-                        Entry::Other { kind } => {
-                            return Err(fail(format!("{path} is a {kind}, not a file")));
-                        }
-                        entry => desired_of(&entry),
-                    },
-                };
-                let after = edit_file(action, before.clone()).map_err(fail)?;
-                let changed = before != after;
-                if let Some(after) = after {
-                    working.insert(path, after);
-                }
-                (path.to_owned(), changed)
+                (path.to_owned(), edit.file(action, path).map_err(fail)?)
             }
         };
         if changed {
@@ -199,19 +260,18 @@ pub fn plan(
         plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject });
     }
 
-    plan.desired = working.iter().map(|(path, desired)| (path.to_string(), desired.clone())).collect();
+    plan.desired = working.clone();
     for (path, after) in working {
-        let before = entry_of(path);
+        let before = snapshot.entries.get(&path).cloned().unwrap_or(Entry::Missing);
         if desired_of(&before).as_ref() == Some(&after) {
             continue;
         }
-        let diff = describe_change(path, &before, &after, diff_context);
-        let touching =
-            tasks.iter().filter(|t| t.action.paths().contains(&path) && !matches!(t.action, Action::Command { .. }));
-        let mut validate: Vec<String> = touching.clone().filter_map(|t| t.validate.clone()).collect();
+        let diff = describe_change(&path, &before, &after, diff_context);
+        let touching: Vec<&Task> = plan.managed_by.get(&path).into_iter().flatten().map(|&p| &tasks[p]).collect();
+        let mut validate: Vec<String> = touching.iter().filter_map(|t| t.validate.clone()).collect();
         validate.dedup();
-        let backup = touching.clone().any(|t| t.backup);
-        plan.files.push(FileChange { path: path.to_owned(), after, before, diff, validate, backup });
+        let backup = touching.iter().any(|t| t.backup);
+        plan.files.push(FileChange { path, after, before, diff, validate, backup });
     }
     // A step that changed a path only for a later step to change it back
     // changes nothing overall; it must not notify either.
@@ -233,6 +293,86 @@ pub fn plan(
     Ok(plan)
 }
 
+/// One task's view of the host while planning: what the snapshot found,
+/// what earlier tasks made of each path, and who manages what.
+struct Editing<'a> {
+    snapshot: &'a Snapshot,
+    working: &'a mut BTreeMap<String, Desired>,
+    managed_by: &'a mut BTreeMap<String, Vec<usize>>,
+    position: usize,
+}
+
+impl Editing<'_> {
+    fn entry_of(&self, path: &str) -> Entry {
+        self.snapshot.entries.get(path).cloned().unwrap_or(Entry::Missing)
+    }
+
+    /// What `path` is before this task: as an earlier task left it, or as the host has it.
+    fn current(&self, path: &str) -> Option<Desired> {
+        self.working.get(path).cloned().or_else(|| desired_of(&self.entry_of(path)))
+    }
+
+    fn manage(&mut self, path: &str) {
+        let tasks = self.managed_by.entry(path.to_owned()).or_default();
+        if !tasks.contains(&self.position) {
+            tasks.push(self.position);
+        }
+    }
+
+    /// Sets `path` to `after`; says whether that changes it.
+    fn set(&mut self, path: &str, before: Option<Desired>, after: Option<Desired>) -> bool {
+        self.manage(path);
+        let changed = before != after;
+        if let Some(after) = after {
+            self.working.insert(path.to_owned(), after);
+        }
+        changed
+    }
+
+    fn link(&mut self, path: &str, target: &str) -> bool {
+        let before = self.current(path);
+        self.set(path, before, Some(Desired::Link { target: target.to_owned() }))
+    }
+
+    /// A template, line or block edit of the file at `path`.
+    fn file(&mut self, action: &Action, path: &str) -> Result<bool, String> {
+        let before = match self.working.get(path) {
+            Some(desired) => Some(desired.clone()),
+            None => match self.entry_of(path) {
+                Entry::Link { target } => {
+                    return Err(format!("{path} is a symbolic link to {target}; edit the file it points to"));
+                }
+                Entry::Other { kind } => return Err(format!("{path} is a {kind}, not a file")),
+                entry => desired_of(&entry),
+            },
+        };
+        let after = edit_file(action, before.clone())?;
+        Ok(self.set(path, before, after))
+    }
+
+    /// Switches every file `search` found that hands requests to Sentry web
+    /// at `upstream` (other than Sentry's own site at `dest`) to uwsgi.
+    /// Returns those files, and whether any of them changes.
+    fn switch_vhosts(&mut self, search: &[String], upstream: &str, dest: &str) -> Result<(Vec<String>, bool), String> {
+        let mut serving: Vec<String> = Vec::new();
+        let mut changed = false;
+        let snapshot = self.snapshot;
+        for found in snapshot.found.iter().filter(|f| search.contains(&f.pattern) && f.path != dest) {
+            if serving.contains(&found.path) {
+                continue;
+            }
+            let Some(Desired::File { content, mode, owner, group }) = self.current(&found.path) else { continue };
+            let Ok(text) = std::str::from_utf8(&content) else { continue };
+            let Some(switched) = nginx::switch_to_uwsgi(text, upstream) else { continue };
+            let after = Desired::File { content: Bytes::from(switched.into_bytes()), mode, owner, group };
+            let before = self.current(&found.path);
+            changed |= self.set(&found.path, before, Some(after));
+            serving.push(found.path.clone());
+        }
+        Ok((serving, changed))
+    }
+}
+
 impl Plan {
     /// The part of this plan that puts back `paths` and runs what they
     /// notify, plus `extra_handlers` and the handlers owed from before.
@@ -243,9 +383,8 @@ impl Plan {
         extra_handlers: &[String],
         handler_order: &[String],
     ) -> Plan {
-        let notified: BTreeSet<&str> = tasks
-            .iter()
-            .filter(|t| t.action.paths().iter().any(|p| paths.contains(*p)))
+        let notified: BTreeSet<&str> = self
+            .tasks_managing(tasks, paths)
             .flat_map(|t| t.notify.iter().map(String::as_str))
             .chain(extra_handlers.iter().map(String::as_str))
             .chain(self.carried_over.iter().map(String::as_str))
@@ -257,7 +396,23 @@ impl Plan {
             handlers: handler_order.iter().filter(|h| notified.contains(h.as_str())).cloned().collect(),
             carried_over: self.carried_over.clone(),
             desired: self.desired.clone(),
+            managed_by: self.managed_by.clone(),
         }
+    }
+
+    /// The tasks that manage any of `paths`.
+    pub fn tasks_managing<'t>(
+        &'t self,
+        tasks: &'t [Task],
+        paths: &'t BTreeSet<impl std::borrow::Borrow<str> + Ord>,
+    ) -> impl Iterator<Item = &'t Task> + 't {
+        let mut positions: Vec<usize> = (self.managed_by.iter())
+            .filter(|(path, _)| paths.contains(path.as_str()))
+            .flat_map(|(_, positions)| positions.iter().copied())
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions.into_iter().filter_map(|p| tasks.get(p))
     }
 
     /// This plan plus handlers that must run although no file changed.
@@ -347,7 +502,7 @@ fn edit_file(action: &Action, before: Option<Desired>) -> Result<Option<Desired>
                 (Some(current), false) => Some(file(edit::remove_block(current, &markers))),
             }
         }
-        Action::Link { .. } | Action::Command { .. } => unreachable!("not a file edit"),
+        Action::Link { .. } | Action::Command { .. } | Action::Site { .. } => unreachable!("not a file edit"),
     })
 }
 
@@ -540,6 +695,83 @@ mod tests {
         assert!(warnings[0].contains("-c 64"), "{warnings:?}");
         let tuned = "command=/www/sentry/bin/sentry run worker -c 4 -l WARNING\n";
         assert!(concurrency_warnings(&snapshot(&[("/w.conf", file(tuned))])).is_empty());
+    }
+
+    fn site(content: &str) -> Task {
+        let action = Action::Site {
+            search: vec!["/n/enabled/*".into()],
+            upstream: "127.0.0.1:9000".into(),
+            dest: "/n/available/sentry".into(),
+            enable: "/n/enabled/sentry".into(),
+            content: Bytes::copy_from_slice(content.as_bytes()),
+            attributes: Attributes::default(),
+        };
+        Task { validate: Some("nginx -t".into()), ..task(0, "site", action, &["nginx"]) }
+    }
+
+    fn found(listed: &str, path: &str) -> Found {
+        Found { pattern: "/n/enabled/*".into(), listed: listed.into(), path: path.into() }
+    }
+
+    const OURS: &str = "server { location / { uwsgi_pass 127.0.0.1:9000; } }\n";
+    const DEFAULT_SITE: &str = "server { listen 80 default_server; root /var/www/html; }\n";
+
+    #[test]
+    fn the_operators_vhost_is_switched_in_place_and_no_site_of_ours_is_added() {
+        let vhost = "server {\n    server_name sentry.example.com;\n    location / {\n        proxy_pass http://127.0.0.1:9000;\n    }\n}\n";
+        let mut snap = snapshot(&[
+            ("/n/enabled/sentry", file(vhost)),
+            ("/n/available/default", file(DEFAULT_SITE)),
+            ("/n/available/sentry", Entry::Missing),
+        ]);
+        snap.found =
+            vec![found("/n/enabled/default", "/n/available/default"), found("/n/enabled/sentry", "/n/enabled/sentry")];
+        let plan = plan(&[site(OURS)], &snap, &["nginx".into()], 3).unwrap();
+        assert_eq!(plan.files.len(), 1, "{plan:?}");
+        assert_eq!(plan.files[0].path, "/n/enabled/sentry");
+        assert_eq!(plan.files[0].validate, ["nginx -t"]);
+        assert!(plan.files[0].diff.contains("-        proxy_pass http://127.0.0.1:9000;"), "{}", plan.files[0].diff);
+        assert!(plan.files[0].diff.contains("+        uwsgi_pass 127.0.0.1:9000;"), "{}", plan.files[0].diff);
+        assert_eq!(plan.handlers, ["nginx"]);
+        assert_eq!(plan.steps[0].subject, "/n/enabled/sentry");
+
+        let Desired::File { content, .. } = &plan.files[0].after else { panic!() };
+        snap.entries.insert("/n/enabled/sentry".into(), file(std::str::from_utf8(content).unwrap()));
+        assert!(super::plan(&[site(OURS)], &snap, &["nginx".into()], 3).unwrap().is_empty(), "a second run is idle");
+    }
+
+    #[test]
+    fn a_host_with_no_vhost_of_sentrys_gets_the_template_and_its_link_checked_together() {
+        let mut snap = snapshot(&[("/n/available/default", file(DEFAULT_SITE))]);
+        snap.found = vec![found("/n/enabled/default", "/n/available/default")];
+        let plan = plan(&[site(OURS)], &snap, &["nginx".into()], 3).unwrap();
+        let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["/n/available/sentry", "/n/enabled/sentry"]);
+        assert!(plan.files.iter().all(|f| f.validate == ["nginx -t"]), "validated as one group");
+
+        // Once enabled, the site is ours: the template keeps it, nothing moves.
+        let mut done = snapshot(&[
+            ("/n/available/default", file(DEFAULT_SITE)),
+            ("/n/available/sentry", file(OURS)),
+            ("/n/enabled/sentry", Entry::Link { target: "/n/available/sentry".into() }),
+        ]);
+        done.found = vec![
+            found("/n/enabled/default", "/n/available/default"),
+            found("/n/enabled/sentry", "/n/available/sentry"),
+        ];
+        assert!(super::plan(&[site(OURS)], &done, &["nginx".into()], 3).unwrap().is_empty());
+        let newer = "server { listen 8080; location / { uwsgi_pass 127.0.0.1:9000; } }\n";
+        let plan = super::plan(&[site(newer)], &done, &["nginx".into()], 3).unwrap();
+        assert_eq!(plan.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["/n/available/sentry"]);
+    }
+
+    #[test]
+    fn a_file_of_the_operators_where_the_link_would_go_is_not_replaced() {
+        let other = "server { location / { proxy_pass http://127.0.0.1:8080; } }\n";
+        let mut snap = snapshot(&[("/n/enabled/sentry", file(other))]);
+        snap.found = vec![found("/n/enabled/sentry", "/n/enabled/sentry")];
+        let err = plan(&[site(OURS)], &snap, &[], 3).unwrap_err();
+        assert!(err.contains("/n/enabled/sentry is a file that does not hand requests to Sentry web"), "{err}");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Step {
     pub link: Option<LinkStep>,
     #[serde(default)]
     pub command: Option<CommandStep>,
+    #[serde(default)]
+    pub vhost: Option<VhostStep>,
     #[serde(default, deserialize_with = "one_or_many")]
     pub notify: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
@@ -118,6 +120,7 @@ pub enum StepKind<'a> {
     Block(&'a BlockStep),
     Link(&'a LinkStep),
     Command(&'a CommandStep),
+    Vhost(&'a VhostStep),
 }
 
 impl Step {
@@ -127,6 +130,7 @@ impl Step {
             StepKind::Template(t) => (t.validate.as_deref(), t.backup),
             StepKind::Line(l) => (l.validate.as_deref(), l.backup),
             StepKind::Block(b) => (b.validate.as_deref(), b.backup),
+            StepKind::Vhost(v) => (v.validate.as_deref(), v.backup),
             StepKind::Link(_) | StepKind::Command(_) => (None, false),
         }
     }
@@ -142,6 +146,7 @@ impl Step {
         kinds.extend(self.block.as_ref().map(StepKind::Block));
         kinds.extend(self.link.as_ref().map(StepKind::Link));
         kinds.extend(self.command.as_ref().map(StepKind::Command));
+        kinds.extend(self.vhost.as_ref().map(StepKind::Vhost));
         kinds
     }
 }
@@ -237,6 +242,36 @@ pub struct CommandStep {
     /// Skip when this command exits 0 on the host.
     #[serde(default)]
     pub unless: Option<String>,
+}
+
+/// Sentry's nginx site on a host as it is: every vhost of the operator's
+/// that hands requests to Sentry web is switched to uwsgi in place (only
+/// that `proxy_pass` changes); where none does, the template is installed
+/// and enabled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostStep {
+    /// Where nginx's vhosts are: absolute paths, `*` and `?` allowed in the
+    /// last part, separated by spaces (`/etc/nginx/sites-enabled/*`).
+    pub search: String,
+    /// Sentry web's address (`127.0.0.1:9000`): what a vhost of Sentry's
+    /// hands requests to, and what `uwsgi_pass` will name.
+    pub upstream: String,
+    /// The template for a host with no such vhost, relative to the templates folder.
+    pub src: String,
+    pub dest: String,
+    /// The link in nginx's enabled sites that points to `dest`.
+    pub enable: String,
+    #[serde(default)]
+    pub validate: Option<String>,
+    #[serde(default)]
+    pub backup: bool,
+    #[serde(default, deserialize_with = "octal_mode")]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,7 +400,7 @@ impl Playbook {
                 match step.kinds().len() {
                     1 => {}
                     0 => {
-                        return Err(at("names no action (one of template, line, block, link, command)".into()));
+                        return Err(at("names no action (one of template, line, block, link, command, vhost)".into()));
                     }
                     _ => {
                         return Err(at("names more than one action; give each its own step".into()));
@@ -394,14 +429,10 @@ impl Playbook {
                     StepKind::Block(block) if !block.marker.contains("{mark}") => {
                         return Err(at(format!("marker `{}` must contain {{mark}}", block.marker)));
                     }
-                    StepKind::Template(t) => {
-                        let source = self.templates_dir.join(&t.src);
+                    StepKind::Template(TemplateStep { src, .. }) | StepKind::Vhost(VhostStep { src, .. }) => {
+                        let source = self.templates_dir.join(src);
                         if !source.is_file() {
-                            return Err(at(format!(
-                                "template `{}` not found (looked for {})",
-                                t.src,
-                                source.display()
-                            )));
+                            return Err(at(format!("template `{src}` not found (looked for {})", source.display())));
                         }
                     }
                     _ => {}
@@ -417,7 +448,11 @@ impl Playbook {
             .plays
             .iter()
             .flat_map(|p| &p.steps)
-            .filter_map(|s| s.template.as_ref().map(|t| t.src.as_str()))
+            .filter_map(|s| match s.kind() {
+                StepKind::Template(t) => Some(t.src.as_str()),
+                StepKind::Vhost(v) => Some(v.src.as_str()),
+                _ => None,
+            })
             .collect();
         sources.sort();
         sources.dedup();

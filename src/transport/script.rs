@@ -6,7 +6,7 @@
 //! Every value from the playbook enters a script single-quoted or base64
 //! encoded, so no path or content is ever run as a command.
 
-use crate::plan::{Desired, Entry, Snapshot};
+use crate::plan::{Desired, Entry, Found, Snapshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
@@ -204,6 +204,23 @@ pub fn quote(value: &str) -> String {
     String::from_utf8(quoted).expect("quoting keeps UTF-8 intact")
 }
 
+/// A search pattern as one shell word that the shell expands as a glob:
+/// `*` and `?` bare, everything else quoted.
+pub fn glob_word(pattern: &str) -> String {
+    let mut word = String::new();
+    for part in pattern.split_inclusive(['*', '?']) {
+        let (literal, wildcard) = match part.strip_suffix(['*', '?']) {
+            Some(literal) => (literal, &part[literal.len()..]),
+            None => (part, ""),
+        };
+        if !literal.is_empty() {
+            word.push_str(&quote(literal));
+        }
+        word.push_str(wildcard);
+    }
+    word
+}
+
 fn decode(text: &str) -> Result<Vec<u8>, String> {
     B64.decode(text.trim()).map_err(|e| format!("bad base64 from host: {e}"))
 }
@@ -282,9 +299,10 @@ pub fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The snapshot: facts, then each path, then `unless` guards, then the
-/// handlers still owed and the record of the last apply.
-pub fn snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
+/// The snapshot: facts, then each path, then the files each search pattern
+/// finds, then `unless` guards, then the handlers still owed and the record
+/// of the last apply.
+pub fn snapshot(state: &StateFiles, paths: &[&str], patterns: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
     let token = format!("{:016x}", random_u64());
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
@@ -344,6 +362,26 @@ else echo 'MISSING {i}'; fi",
             quote(path)
         );
     }
+    // What a pattern finds is read like a path, named `f<k>` (the k-th
+    // found); through a link, cat and `stat -L` read the file it points to,
+    // and readlink says which that is.
+    if !patterns.is_empty() {
+        s.push_str("found=0\n");
+    }
+    for (i, pattern) in patterns.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "for f in {}; do
+    [ -f \"$f\" ] && [ -r \"$f\" ] || continue
+    case $f in *'
+'*) continue ;; esac
+    printf 'FOUND {i} %s\\n' \"$f\"; set -- \"$@\" \"$f\"; files=\"$files f$found\"
+    if [ -L \"$f\" ]; then eval \"linkf$found=\\$f\"; links=\"$links f$found\"; fi
+    found=$((found + 1))
+done",
+            glob_word(pattern)
+        );
+    }
     for (index, cmd) in guards {
         let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
     }
@@ -352,7 +390,7 @@ else echo 'MISSING {i}'; fi",
 [ -f "$applied" ] && [ -r "$applied" ] && set -- "$@" "$applied" && files="$files applied"
 if [ $# -gt 0 ]; then
     echo "FILES$files"
-    stat -c 'META %a %U %G %s' -- "$@"
+    stat -L -c 'META %a %U %G %s' -- "$@"
     echo "CONTENT $token"
     cat -- "$@"
     printf '\nCONTENT-END %s\n' "$token"
@@ -444,16 +482,14 @@ impl<'a> Printed<'a> {
     }
 }
 
-pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<SnapshotOutput, String> {
+pub fn parse_snapshot(stdout: &[u8], paths: &[&str], patterns: &[&str], token: &str) -> Result<SnapshotOutput, String> {
     let mut out = SnapshotOutput::default();
     let mut printed = Printed { rest: stdout };
-    let path_at = |i: &str| -> Result<String, String> {
-        i.parse::<usize>()
-            .ok()
-            .and_then(|i| paths.get(i))
-            .map(|p| p.to_string())
-            .ok_or_else(|| format!("unexpected path index {i}"))
-    };
+    // What the patterns found, in order: (pattern, listed path); and of each,
+    // what it holds and, for a link, where it points.
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut found_entries: BTreeMap<usize, Entry> = BTreeMap::new();
+    let mut found_targets: BTreeMap<usize, String> = BTreeMap::new();
     let end_line = end_line(token);
     let mut complete = false;
     while let Some(line) = printed.line() {
@@ -464,6 +500,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<Snap
         }
         let mut words = line.splitn(3, ' ');
         let (tag, first, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let path_at = |i: &str| name_of(i, paths, found.len()).map(|name| name.path(paths, &found));
         match tag {
             "FACT" => {
                 out.facts.insert(first.to_owned(), rest.to_owned());
@@ -476,12 +513,48 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<Snap
             "OTHER" => {
                 out.snapshot.entries.insert(path_at(first)?, Entry::Other { kind: rest.to_owned() });
             }
-            "FILES" => read_files(&mut printed, line.split(' ').skip(1), token, &path_at, &mut out)?,
+            "FOUND" => {
+                let pattern = first.parse::<usize>().ok().and_then(|i| patterns.get(i));
+                let pattern = pattern.ok_or_else(|| format!("unexpected pattern index {first}"))?;
+                found.push((pattern.to_string(), rest.to_owned()));
+            }
+            "FILES" => {
+                let names = line.split(' ').skip(1).map(|word| match word {
+                    "pending" => Ok(Read::Pending),
+                    "applied" => Ok(Read::Applied),
+                    word => name_of(word, paths, found.len()).map(Read::Entry),
+                });
+                let names = names.collect::<Result<_, _>>()?;
+                for (name, entry) in read_files(&mut printed, names, token)? {
+                    let text = || match &entry {
+                        Entry::File { content, .. } => String::from_utf8_lossy(content).into_owned(),
+                        _ => String::new(),
+                    };
+                    match name {
+                        Read::Pending => out.snapshot.pending_handlers = owed_handlers(&text()),
+                        Read::Applied => out.applied = Some(text()),
+                        Read::Entry(Name::Path(i)) => {
+                            out.snapshot.entries.insert(paths[i].to_owned(), entry);
+                        }
+                        Read::Entry(Name::Found(k)) => {
+                            found_entries.insert(k, entry);
+                        }
+                    }
+                }
+            }
             "LINKS" => {
                 for index in line.split(' ').skip(1) {
+                    let name = name_of(index, paths, found.len())?;
                     let target = printed.nul_terminated().ok_or(CHANGED_WHILE_READ)?;
                     let target = String::from_utf8_lossy(target).into_owned();
-                    out.snapshot.entries.insert(path_at(index)?, Entry::Link { target });
+                    match name {
+                        Name::Path(i) => {
+                            out.snapshot.entries.insert(paths[i].to_owned(), Entry::Link { target });
+                        }
+                        Name::Found(k) => {
+                            found_targets.insert(k, target);
+                        }
+                    }
                 }
                 if !printed.closing(&format!("LINKS-END {token}")) {
                     return Err(CHANGED_WHILE_READ.into());
@@ -496,19 +569,65 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], token: &str) -> Result<Snap
     if !complete {
         return Err("the snapshot ended early".into());
     }
+    for (k, (pattern, listed)) in found.into_iter().enumerate() {
+        let Some(entry) = found_entries.remove(&k) else { continue };
+        let path = match found_targets.remove(&k) {
+            Some(target) => resolve_link(&listed, &target),
+            None => listed.clone(),
+        };
+        out.snapshot.entries.entry(path.clone()).or_insert(entry);
+        out.snapshot.found.push(Found { pattern, listed, path });
+    }
     Ok(out)
 }
 
+/// Where a link at `link` pointing to `target` leads, one step, as a clean
+/// absolute path.
+fn resolve_link(link: &str, target: &str) -> String {
+    let joined = if target.starts_with('/') { target.to_owned() } else { format!("{}/{target}", folder_of(link)) };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// What a name in a `FILES` or `LINKS` line stands for.
+#[derive(Debug, Clone, Copy)]
+enum Name {
+    /// The i-th managed path.
+    Path(usize),
+    /// The k-th file a pattern found.
+    Found(usize),
+}
+
+impl Name {
+    fn path(self, paths: &[&str], found: &[(String, String)]) -> String {
+        match self {
+            Name::Path(i) => paths[i].to_owned(),
+            Name::Found(k) => found[k].1.clone(),
+        }
+    }
+}
+
+/// A managed path's index, or `f<k>` for the k-th found file.
+fn name_of(word: &str, paths: &[&str], found: usize) -> Result<Name, String> {
+    let name = match word.strip_prefix('f') {
+        Some(k) => k.parse().ok().filter(|k| *k < found).map(Name::Found),
+        None => word.parse().ok().filter(|i| *i < paths.len()).map(Name::Path),
+    };
+    name.ok_or_else(|| format!("unexpected path index {word}"))
+}
+
 /// After `FILES <names>`: a `META` line for each, then their bytes end to
-/// end, framed by the token. A name is a path's index, `pending` or `applied`.
-fn read_files<'a>(
-    printed: &mut Printed<'_>,
-    names: impl Iterator<Item = &'a str>,
-    token: &str,
-    path_at: &impl Fn(&str) -> Result<String, String>,
-    out: &mut SnapshotOutput,
-) -> Result<(), String> {
-    let names: Vec<&str> = names.collect();
+/// end, framed by the token; each comes back as a file entry.
+fn read_files(printed: &mut Printed<'_>, names: Vec<Read>, token: &str) -> Result<Vec<(Read, Entry)>, String> {
     let mut metas = Vec::with_capacity(names.len());
     for _ in &names {
         // A file gone between the test and stat leaves one META short.
@@ -520,28 +639,28 @@ fn read_files<'a>(
     if printed.line() != Some(format!("CONTENT {token}").as_bytes()) {
         return Err("the snapshot ended early".into());
     }
-    let total = metas.iter().map(|m| m.size).sum();
+    let total = metas.iter().try_fold(0usize, |sum, m| sum.checked_add(m.size)).ok_or("file sizes overflow")?;
     let content = printed.bytes(total).map(Bytes::copy_from_slice).ok_or(CHANGED_WHILE_READ)?;
     // Fewer or more bytes than stat counted put something else here.
     if !printed.closing(&format!("CONTENT-END {token}")) {
         return Err(CHANGED_WHILE_READ.into());
     }
     let mut start = 0;
+    let mut entries = Vec::with_capacity(names.len());
     for (name, meta) in names.into_iter().zip(metas) {
         let bytes = content.slice(start..start + meta.size);
         start += meta.size;
-        match name {
-            "pending" => {
-                out.snapshot.pending_handlers = owed_handlers(&String::from_utf8_lossy(&bytes));
-            }
-            "applied" => out.applied = Some(String::from_utf8_lossy(&bytes).into_owned()),
-            index => {
-                let entry = Entry::File { content: bytes, mode: meta.mode, owner: meta.owner, group: meta.group };
-                out.snapshot.entries.insert(path_at(index)?, entry);
-            }
-        }
+        entries.push((name, Entry::File { content: bytes, mode: meta.mode, owner: meta.owner, group: meta.group }));
     }
-    Ok(())
+    Ok(entries)
+}
+
+/// What a name in a `FILES` line stands for.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Entry(Name),
+    Pending,
+    Applied,
 }
 
 /// One file (or link) to put in place.
@@ -1175,8 +1294,8 @@ mod tests {
 
     /// Runs the snapshot of `paths` here and reads what it printed.
     fn read_snapshot(state: &StateFiles, paths: &[&str], guards: &[(usize, &str)]) -> Result<SnapshotOutput, String> {
-        let script = snapshot(state, paths, guards);
-        parse_snapshot(&sh(&script.text), paths, &script.token)
+        let script = snapshot(state, paths, &[], guards);
+        parse_snapshot(&sh(&script.text), paths, &[], &script.token)
     }
 
     fn test_state() -> StateFiles {
@@ -1490,10 +1609,10 @@ mod tests {
         let content = "END\nCONTENT-END x\nLINKS 0\nFILES 0\nMETA 644 root root 1\nERROR 0\nEND";
         std::fs::write(&path, content).unwrap();
         let paths = [path.as_str()];
-        let script = snapshot(&state, &paths, &[]);
+        let script = snapshot(&state, &paths, &[], &[]);
         let locked = locked(&state, 5, &[], &script.text);
         let stdout = sh(&locked);
-        let out = parse_snapshot(&stdout, &paths, &script.token).unwrap();
+        let out = parse_snapshot(&stdout, &paths, &[], &script.token).unwrap();
         match &out.snapshot.entries[&path] {
             Entry::File { content: back, .. } => assert_eq!(back, content.as_bytes()),
             other => panic!("{other:?}"),
@@ -1504,13 +1623,50 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_finds_files_and_links_and_reads_each_link_through_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (available, enabled) = (dir.path().join("sites-available"), dir.path().join("sites-enabled"));
+        std::fs::create_dir_all(&available).unwrap();
+        std::fs::create_dir_all(enabled.join("a folder")).unwrap();
+        std::fs::write(available.join("default"), "server { listen 80 default_server; }\n").unwrap();
+        std::os::unix::fs::symlink("../sites-available/default", enabled.join("default")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", enabled.join("dangling")).unwrap();
+        std::fs::write(enabled.join("sentry site"), "server { listen 80; }\n").unwrap();
+        let pattern = format!("{}/*", enabled.display());
+        let script = snapshot(&test_state(), &[], &[&pattern], &[]);
+        let out = parse_snapshot(&sh(&script.text), &[], &[&pattern], &script.token).unwrap();
+        let at = |name: &str| format!("{}/{name}", enabled.display());
+        let default = available.join("default").display().to_string();
+        assert_eq!(
+            out.snapshot.found,
+            [
+                Found { pattern: pattern.clone(), listed: at("default"), path: default.clone() },
+                Found { pattern: pattern.clone(), listed: at("sentry site"), path: at("sentry site") },
+            ]
+        );
+        let content = |path: &str| match &out.snapshot.entries[path] {
+            Entry::File { content, .. } => String::from_utf8_lossy(content).into_owned(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(content(&default), "server { listen 80 default_server; }\n");
+        assert_eq!(content(&at("sentry site")), "server { listen 80; }\n");
+    }
+
+    #[test]
+    fn a_pattern_is_one_shell_word_with_only_its_wildcards_bare() {
+        assert_eq!(glob_word("/etc/nginx/sites-enabled/*"), "'/etc/nginx/sites-enabled/'*");
+        assert_eq!(glob_word("/etc/it's/*.conf"), "'/etc/it'\\''s/'*'.conf'");
+        assert_eq!(glob_word("/etc/$(id)/a?"), "'/etc/$(id)/a'?");
+    }
+
+    #[test]
     fn a_lock_held_elsewhere_is_reported_before_anything_else() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFiles::new(&dir.path().display().to_string(), "site");
         // std's lock is flock(2), the lock the script takes.
         let lock = std::fs::File::create(dir.path().join("lock")).unwrap();
         lock.lock().unwrap();
-        let stdout = sh(locked(&state, 0, &[], &snapshot(&state, &[], &[]).text));
+        let stdout = sh(locked(&state, 0, &[], &snapshot(&state, &[], &[], &[]).text));
         assert_eq!(String::from_utf8_lossy(&stdout), "LOCKBUSY\n");
     }
 
@@ -1526,7 +1682,7 @@ mod tests {
         }
         std::fs::write(managed.join("kept.conf"), "x").unwrap();
         let folder = managed.display().to_string();
-        let script = snapshot(&state, &[], &[]);
+        let script = snapshot(&state, &[], &[], &[]);
         sh(locked(&state, 5, &[folder.as_str()], &script.text));
         let names = |dir: &std::path::Path| -> Vec<String> {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
@@ -1539,7 +1695,7 @@ mod tests {
     fn an_unreadable_file_is_reported_by_name() {
         let paths = ["/etc/redis/redis.conf"];
         let stdout = b"ERROR 0\nEND t\n";
-        assert_eq!(parse_snapshot(stdout, &paths, "t").unwrap_err(), "cannot read /etc/redis/redis.conf");
+        assert_eq!(parse_snapshot(stdout, &paths, &[], "t").unwrap_err(), "cannot read /etc/redis/redis.conf");
     }
 
     #[test]
@@ -1549,18 +1705,18 @@ mod tests {
             format!("FILES 0 1\n{metas}CONTENT t\n{bytes}\nCONTENT-END t\nEND t\n").into_bytes()
         };
         let both = "META 644 root root 3\nMETA 600 root root 4\n";
-        assert!(parse_snapshot(&framed(both, "abcdefg"), &paths, "t").is_ok());
+        assert!(parse_snapshot(&framed(both, "abcdefg"), &paths, &[], "t").is_ok());
         // stat saw 3 + 4 bytes; cat then read 3 + 2, or 3 + 6.
-        assert_eq!(parse_snapshot(&framed(both, "abcde"), &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
-        assert_eq!(parse_snapshot(&framed(both, "abcdefgh\n"), &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
+        assert_eq!(parse_snapshot(&framed(both, "abcde"), &paths, &[], "t").unwrap_err(), CHANGED_WHILE_READ);
+        assert_eq!(parse_snapshot(&framed(both, "abcdefgh\n"), &paths, &[], "t").unwrap_err(), CHANGED_WHILE_READ);
         // A file gone between the test and stat: one META short.
         assert_eq!(
-            parse_snapshot(&framed("META 644 root root 3\n", "abc"), &paths, "t").unwrap_err(),
+            parse_snapshot(&framed("META 644 root root 3\n", "abc"), &paths, &[], "t").unwrap_err(),
             CHANGED_WHILE_READ
         );
         // A link gone between the test and readlink: one target short.
         let stdout = b"LINKS 0 1\n/etc/x\0\nLINKS-END t\nEND t\n";
-        assert_eq!(parse_snapshot(stdout, &paths, "t").unwrap_err(), CHANGED_WHILE_READ);
+        assert_eq!(parse_snapshot(stdout, &paths, &[], "t").unwrap_err(), CHANGED_WHILE_READ);
     }
 
     #[test]
