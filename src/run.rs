@@ -505,7 +505,10 @@ pub fn render_offline(prepared: &Prepared, settings: &Settings) -> Result<Vec<Re
                 .tasks
                 .into_iter()
                 .filter_map(|t| match t.action {
-                    Action::Template { dest, content, .. } => Some((dest, content)),
+                    // Sentry's own site: what a host with no vhost serving Sentry gets.
+                    Action::Template { dest, content, .. } | Action::Site { dest, content, .. } => {
+                        Some((dest, content))
+                    }
                     _ => None,
                 })
                 .collect();
