@@ -84,9 +84,9 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
             }
         }
     }
-    if !seen.supervisor_files.is_empty()
-        && !seen.supervisor_files.values().any(|t| t.contains("[eventlistener:memmon]"))
-    {
+    // memmon watches workers: a host that runs none (Sentry web alone) needs none.
+    let runs_workers = seen.supervisor_files.values().any(|t| worker.is_match(t));
+    if runs_workers && !seen.supervisor_files.values().any(|t| t.contains("[eventlistener:memmon]")) {
         add(
             "memory",
             "no memmon event listener under supervisord".into(),
@@ -215,6 +215,22 @@ mod tests {
             web_protocol: Some("http".into()),
             web_workers: Some(3),
         }
+    }
+
+    #[test]
+    fn a_web_only_host_is_not_asked_for_memmon_nor_a_vhost_proxying_elsewhere_for_uwsgi() {
+        let web_only = Observed {
+            cpus: 1,
+            supervisor_files: BTreeMap::from([(
+                "/etc/supervisor/conf.d/sentry-web.conf".into(),
+                "[program:sentry-web]\ncommand=/www/sentry/bin/sentry run web\n".into(),
+            )]),
+            nginx: Some("server { location / { proxy_pass http://127.0.0.1:8080; } }\n".into()),
+            web_protocol: Some("uwsgi".into()),
+            web_workers: Some(3),
+            ..Observed::default()
+        };
+        assert_eq!(analyse(&web_only), []);
     }
 
     #[test]
