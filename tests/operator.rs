@@ -108,7 +108,7 @@ fn serial_batches_run_one_after_another_and_max_fail_percentage_stops_the_rest()
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let path = copy.path().join("playbooks/sentry-tuning.yml");
-    edit(&path, "  hosts: all\n", "  hosts: all\n  serial: 1\n  max_fail_percentage: 0\n");
+    edit(&path, "  hosts: sentry_redis\n", "  hosts: sentry_redis\n  serial: 1\n  max_fail_percentage: 0\n");
     let playbook = path.display().to_string();
 
     fleet.exec(1, "kill $(cat /run/sshd.pid)");
