@@ -8,6 +8,7 @@
 //! parent's `group_vars/` file beats a child's `[child:vars]`.
 
 pub mod ini;
+pub mod pyliteral;
 pub mod yaml;
 
 use serde_json::{Map, Value};
