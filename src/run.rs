@@ -561,17 +561,12 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
         let done = run_batch(&shared, &semaphore, members, splay).await?;
         let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
         reports.extend(done);
-        let share = failed as f64 * 100.0 / members.len() as f64;
-        if number + 1 < batches.len() && max_fail.is_some_and(|limit| share > limit) {
-            let limit = max_fail.unwrap_or_default();
+        let stop = batch_stops(number + 1, failed, members.len(), max_fail);
+        if let (Some(why), true) = (stop, number + 1 < batches.len()) {
             for rest in batches[number + 1..].iter().flatten() {
                 let mut skipped = blank_report(&shared.0.jobs[*rest].host);
                 skipped.status = Status::Failed;
-                skipped.error = Some(format!(
-                    "not run: {failed} of {} host(s) in batch {} failed, over max_fail_percentage {limit}",
-                    members.len(),
-                    number + 1
-                ));
+                skipped.error = Some(format!("not run: {why}"));
                 reports.push((*rest, skipped));
             }
             break;
@@ -580,6 +575,20 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
     progress.finish();
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Why a rolling run stops after a batch, as Ansible stops: when the
+/// batch's failed share is over `max_fail_percentage`, or, with or without
+/// it, when every host of the batch failed.
+fn batch_stops(batch: usize, failed: usize, size: usize, max_fail: Option<f64>) -> Option<String> {
+    let share = failed as f64 * 100.0 / size.max(1) as f64;
+    match max_fail {
+        Some(limit) if share > limit => {
+            Some(format!("{failed} of {size} host(s) in batch {batch} failed, over max_fail_percentage {limit}"))
+        }
+        _ if failed > 0 && failed == size => Some(format!("every host of batch {batch} failed ({failed} of {size})")),
+        _ => None,
+    }
 }
 
 type Shared = Arc<(Prepared, SshOptions, Settings, Arc<Progress>)>;
@@ -1253,6 +1262,26 @@ pub fn any_changes(reports: &[HostReport]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rolling_run_stops_when_every_host_of_a_batch_failed() {
+        assert_eq!(batch_stops(1, 2, 2, None).as_deref(), Some("every host of batch 1 failed (2 of 2)"));
+        assert_eq!(batch_stops(1, 1, 2, None), None, "without max_fail_percentage, one survivor is enough");
+        assert_eq!(batch_stops(1, 0, 2, None), None);
+    }
+
+    #[test]
+    fn a_rolling_run_stops_over_max_fail_percentage() {
+        assert_eq!(
+            batch_stops(1, 1, 1, Some(0.0)).as_deref(),
+            Some("1 of 1 host(s) in batch 1 failed, over max_fail_percentage 0")
+        );
+        assert_eq!(batch_stops(2, 1, 2, Some(50.0)), None, "exactly the limit is not over it");
+        assert!(
+            batch_stops(3, 2, 2, Some(100.0)).unwrap().contains("every host of batch 3"),
+            "all failed stops at 100"
+        );
+    }
 
     #[test]
     fn secret_looking_lines_of_sensitive_files_lose_their_values() {
