@@ -59,11 +59,13 @@ pub enum Command {
     Man,
 }
 
+/// The options of every other command are accepted too (`--ssh-config`, ...),
+/// so one set of flags works for every command: `-e` and `--limit` count
+/// here, the rest change nothing in an offline listing.
 #[derive(Args, Debug)]
 pub struct InventoryArgs {
-    /// Inventory file or folder.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Every host with its variables, and the groups (the default).
     #[arg(long, conflicts_with_all = ["graph", "host"])]
     pub list: bool,
@@ -73,9 +75,6 @@ pub struct InventoryArgs {
     /// One host's variables.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
-    /// Extra variables, as for apply.
-    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
-    pub extra_vars: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -425,6 +424,29 @@ mod tests {
         assert_eq!(vars["maxmemory"], "2gb");
         assert_eq!(vars["flag"], true);
         assert_eq!(vars["empty"], "");
+    }
+
+    #[test]
+    fn every_command_takes_the_same_connection_flags() {
+        for command in ["inventory", "apply", "diff", "drift", "audit", "facts", "render"] {
+            let args = [
+                "sentry-provision",
+                command,
+                "-i",
+                "inventory",
+                "--ssh-config",
+                "ssh_config",
+                "-l",
+                "web",
+                "-e",
+                "a=1",
+                "--connect-timeout",
+                "3",
+            ];
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{command}: {e}");
+            }
+        }
     }
 
     #[test]
