@@ -289,6 +289,25 @@ fn a_folder_of_ini_and_yaml_files_with_group_priorities_reads_as_ansible_reads_i
 }
 
 #[test]
+fn vars_files_without_extensions_json_files_and_cfg_files_read_as_ansible_reads_them() {
+    let f = folder(&[
+        ("hosts", "[web]\nweb1.example.com\nweb2.example.com\n"),
+        ("ansible.cfg", "[defaults]\nthis is no inventory\n"),
+        ("more.json", r#"{"db": {"hosts": {"db1": null}, "vars": {"port": 5432}}}"#),
+        ("host_vars/web1.example.com", "plain: no extension\n"),
+        ("host_vars/web2.example.com/a.yml", "order: a\n"),
+        ("host_vars/web2.example.com/b", "order: b\n"),
+        ("group_vars/web.json", r#"{"from_json": [1, 2]}"#),
+        ("group_vars/web.yml", "from_json: the only one read, as .yml comes before .json\n"),
+        ("group_vars/all.yml", "order: not read, as all/ comes first\n"),
+        ("group_vars/all/10-first.yml", "order: first\n"),
+        ("group_vars/all/deeper/20-second", "order: second\n"),
+        ("group_vars/all/notes.txt", "not: read\n"),
+    ]);
+    f.agrees(&[]);
+}
+
+#[test]
 fn extra_variables_and_a_limit_read_as_ansible_reads_them() {
     let f = folder(&[("hosts.ini", INI), ("group_vars/sentry.yml", "who: sentry-file\n")]);
     let ours = f.agrees(&["-e", "who=extra greeting=\"hello world\" tier='quoted'", "-e", r#"{"list": [1, 2]}"#]);
