@@ -289,11 +289,11 @@ fn a_folder_of_ini_and_yaml_files_with_group_priorities_reads_as_ansible_reads_i
 }
 
 #[test]
-fn vars_files_without_extensions_json_files_and_cfg_files_read_as_ansible_reads_them() {
+fn vars_files_without_extensions_json_files_cfg_files_and_ports_read_as_ansible_reads_them() {
     let f = folder(&[
-        ("hosts", "[web]\nweb1.example.com\nweb2.example.com\n"),
+        ("hosts", "[web]\nweb1.example.com\nweb2.example.com:2222\nweb[3:4]:2200 ansible_port=9\n10.0.0.5:22\n"),
         ("ansible.cfg", "[defaults]\nthis is no inventory\n"),
-        ("more.json", r#"{"db": {"hosts": {"db1": null}, "vars": {"port": 5432}}}"#),
+        ("more.json", r#"{"db": {"hosts": {"db1": null, "db2:2022": {"x": 1}}, "vars": {"port": 5432}}}"#),
         ("host_vars/web1.example.com", "plain: no extension\n"),
         ("host_vars/web2.example.com/a.yml", "order: a\n"),
         ("host_vars/web2.example.com/b", "order: b\n"),

@@ -46,14 +46,14 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
                 let tokens = split_words(line).map_err(at)?;
                 // A line that is all comment after its first `#`.
                 let Some((pattern, assignments)) = tokens.split_first() else { continue };
-                let mut vars = Vars::new();
+                let (hosts, mut vars) = host_pattern(pattern).map_err(at)?;
                 for assignment in assignments {
                     let (key, value) = assignment
                         .split_once('=')
                         .ok_or_else(|| at(format!("`{assignment}` is not a `key=value` host variable")))?;
                     vars.insert(key.to_owned(), pyliteral::value(value));
                 }
-                for host in expand_range(pattern).map_err(at)? {
+                for host in hosts {
                     inv.add_host(group, &host, vars.clone(), file, index + 1)?;
                 }
             }
@@ -141,6 +141,38 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// A host line's first word: the hosts it names (`web[01:20]`) and, from a
+/// `:port` suffix (`web1:2222`), `ansible_port`, which the line's own
+/// variables may override, as in Ansible. IPv6 addresses are not split.
+pub fn host_pattern(pattern: &str) -> Result<(Vec<String>, Vars), String> {
+    let mut depth = 0i32;
+    let mut colons = Vec::new();
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => colons.push(i),
+            _ => {}
+        }
+    }
+    let mut vars = Vars::new();
+    // One colon outside the ranges; more would be an IPv6 address.
+    let name = match colons[..] {
+        [at] => {
+            let port = &pattern[at + 1..];
+            let number: u16 = port
+                .parse()
+                .ok()
+                .filter(|_| port.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("`{pattern}`: `{port}` after the `:` is not a port number"))?;
+            vars.insert("ansible_port".into(), number.into());
+            &pattern[..at]
+        }
+        _ => pattern,
+    };
+    Ok((expand_range(name)?, vars))
+}
+
 /// Expands one host range (`web[01:20]`, `db-[a:c]`, `n[0:10:5]`); names
 /// without brackets pass through. Leading zeros set the width.
 pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
@@ -200,6 +232,17 @@ mod tests {
     fn ranges_accept_letters_and_steps() {
         assert_eq!(expand_range("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
         assert_eq!(expand_range("n[0:10:5]").unwrap(), ["n0", "n5", "n10"]);
+    }
+
+    #[test]
+    fn a_port_after_a_host_or_a_range_is_ansible_port() {
+        let (hosts, vars) = host_pattern("web[1:2]:2200").unwrap();
+        assert_eq!((hosts, vars["ansible_port"].clone()), (vec!["web1".to_owned(), "web2".to_owned()], 2200.into()));
+        let (hosts, vars) = host_pattern("10.0.0.5:22").unwrap();
+        assert_eq!((hosts, vars["ansible_port"].clone()), (vec!["10.0.0.5".to_owned()], 22.into()));
+        let (hosts, vars) = host_pattern("fe80::1").unwrap();
+        assert_eq!((hosts, vars.len()), (vec!["fe80::1".to_owned()], 0), "an IPv6 address has no port");
+        assert!(host_pattern("web1:ssh").unwrap_err().contains("not a port number"));
     }
 
     #[test]
