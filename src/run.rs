@@ -1186,25 +1186,58 @@ fn is_sensitive(file: &plan::FileChange) -> bool {
     before || after
 }
 
-/// In a diff of a sensitive file, lines about passwords, secrets, tokens,
-/// keys or auth keep their name and lose their value.
+/// In a diff of a sensitive file, a line with a secret-like word keeps what
+/// comes up to that word and its `=`/`:`, and loses the rest.
 fn mask_secret_lines(diff: &str) -> String {
-    let secretish = regex::Regex::new(r"(?i)(pass|secret|token|key|auth|credential)").expect("valid regex");
+    let word = regex::Regex::new(r"[A-Za-z0-9_.-]+").expect("valid regex");
     let mut out = String::new();
     for line in diff.lines() {
         let is_body = line.starts_with(['+', '-', ' ']) && !line.starts_with("+++") && !line.starts_with("---");
-        match secretish.find(line).filter(|_| is_body) {
-            Some(found) => {
-                let rest = &line[found.end()..];
-                let cut = rest.find([' ', '=', ':', '\t']).map_or(line.len(), |i| found.end() + i + 1);
-                out.push_str(&line[..cut]);
-                out.push_str(" ********");
-            }
-            None => out.push_str(line),
+        // The words of the line after its diff marker.
+        let found =
+            word.find_iter(line.get(1..).unwrap_or("")).filter(|_| is_body).find(|w| is_secret_word(w.as_str()));
+        let Some(found) = found else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        // Keep the name, whatever closes it (`"]`), and the separator.
+        let rest = &line[1 + found.end()..];
+        let after_name = rest.trim_start_matches(['"', '\'', ']', ')']);
+        let value = after_name.trim_start_matches([' ', '\t', '=', ':']);
+        if value.is_empty() {
+            out.push_str(line);
+        } else {
+            out.push_str(&line[..line.len() - value.len()]);
+            out.push_str("********");
         }
         out.push('\n');
     }
     out
+}
+
+/// A word that names a secret by itself, not one that merely contains such a
+/// name (`allkeys-lru`, `monkey`, `authorized_keys` are not): a known
+/// directive (`requirepass`, `masterauth`), or a word whose last part, split
+/// at `_`, `-` and `.`, is `password`, `passwd`, `pass`, `secret`, `token`,
+/// `key`, `auth` or the like (`SECRET_KEY`, `system.secret-key`, `api_token`).
+fn is_secret_word(word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    const WHOLE: [&str; 6] = ["requirepass", "masterauth", "authorization", "passphrase", "apikey", "credentials"];
+    const LAST: [&str; 11] = [
+        "password",
+        "passwd",
+        "pass",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "credentials",
+        "apikey",
+        "passphrase",
+    ];
+    WHOLE.contains(&word.as_str()) || word.rsplit(['_', '-', '.']).next().is_some_and(|last| LAST.contains(&last))
 }
 
 fn mask(text: &str, secrets: &[String]) -> String {
@@ -1285,11 +1318,38 @@ mod tests {
 
     #[test]
     fn secret_looking_lines_of_sensitive_files_lose_their_values() {
-        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass new\n+maxmemory 1gb\n";
+        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass hunter2\n+maxmemory 1gb\n";
         assert_eq!(
             mask_secret_lines(diff),
-            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass  ********\n+requirepass  ********\n+maxmemory 1gb\n"
+            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass ********\n+requirepass ********\n+maxmemory 1gb\n"
         );
+    }
+
+    #[test]
+    fn words_that_merely_contain_key_or_pass_are_not_masked() {
+        let diff =
+            " maxmemory-policy allkeys-lru\n+requirepass hunter2\n masterauth s3cret\n+maxmemory-policy allkeys-lru\n";
+        assert_eq!(
+            mask_secret_lines(diff),
+            " maxmemory-policy allkeys-lru\n+requirepass ********\n masterauth ********\n+maxmemory-policy allkeys-lru\n"
+        );
+        for plain in ["+bypass on", "+authorized_keys /root/.ssh/authorized_keys", "+monkey business", "+keyspace 3"] {
+            assert_eq!(mask_secret_lines(plain), format!("{plain}\n"));
+        }
+    }
+
+    #[test]
+    fn secret_names_are_masked_in_the_forms_configs_write_them() {
+        for (line, masked) in [
+            ("+SECRET_KEY = 'abc'", "+SECRET_KEY = ********"),
+            ("+SENTRY_OPTIONS[\"system.secret-key\"] = 'abc'", "+SENTRY_OPTIONS[\"system.secret-key\"] = ********"),
+            ("+api_token: abc", "+api_token: ********"),
+            ("+db_password=abc", "+db_password=********"),
+            ("+ssl_certificate_key /etc/ssl/private/site.key;", "+ssl_certificate_key ********"),
+            ("+# the password", "+# the password"),
+        ] {
+            assert_eq!(mask_secret_lines(line), format!("{masked}\n"), "{line}");
+        }
     }
 
     #[test]
