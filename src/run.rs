@@ -855,9 +855,10 @@ impl HostRun<'_> {
                 }
             },
         };
-        self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot));
         let order = handler_order(&tasks);
         let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context).map_err(failed)?;
+        let applying = self.settings.mode == Mode::Apply;
+        self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot, &plan.desired, applying));
         for stale in snap.snapshot.pending_handlers.iter().filter(|h| !order.contains(h)) {
             self.report.warnings.push(format!(
                 "pending handler `{stale}` from an earlier run is not in this playbook, so it cannot run; \
