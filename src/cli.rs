@@ -335,9 +335,7 @@ pub fn parse_extra_vars(items: &[String]) -> Result<Vars, String> {
                 let (key, value) = word.split_once('=').ok_or_else(|| {
                     let hint =
                         if word.starts_with(['/', '.']) { " (a file is named with @, as in @vars.yml)" } else { "" };
-                    format!(
-                        "-e `{item}`: `{word}` is not KEY=VALUE; expected KEY=VALUE, @FILE or a {{...}} mapping{hint}"
-                    )
+                    format!("-e `{item}`: expected KEY=VALUE, @FILE or a {{...}} mapping; `{word}` has no `=`{hint}")
                 })?;
                 let key = key.trim();
                 if key.is_empty()
