@@ -12,16 +12,30 @@ use clap::CommandFactory;
 use serde_json::{Map, Value, json};
 use std::fmt::Write;
 
-/// `inventory --list | --graph | --host H`, as ansible-inventory prints them.
+/// `inventory --list | --graph | --host H`, as ansible-inventory prints them;
+/// `--limit` narrows the list and the graph to the hosts it selects.
 pub fn inventory(args: &InventoryArgs) -> u8 {
-    let extra = match crate::cli::parse_extra_vars(&args.extra_vars) {
-        Ok(v) => v,
+    // The same checks as every command's, `--ssh-config` included.
+    let settings = match args.common.settings(Mode::Check) {
+        Ok(s) => s,
         Err(e) => return bad_input(&e),
     };
-    let inventory = match inventory::load(&args.inventory, &extra) {
+    let mut inventory = match inventory::load(&settings.inventory, &settings.extra_vars) {
         Ok(i) => i,
         Err(e) => return bad_input(&e.to_string()),
     };
+    if let Some(limit) = &settings.limit {
+        let keep: Vec<String> = match inventory.select(limit) {
+            Ok(hosts) => hosts.iter().map(|h| h.name.clone()).collect(),
+            Err(e) => return bad_input(&format!("--limit: {e}")),
+        };
+        if args.host.is_none() {
+            inventory.hosts.retain(|h| keep.contains(&h.name));
+            for (_, hosts) in inventory.tree.values_mut() {
+                hosts.retain(|h| keep.contains(h));
+            }
+        }
+    }
     if let Some(name) = &args.host {
         return match inventory.hosts.iter().find(|h| &h.name == name) {
             Some(host) => {

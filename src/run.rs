@@ -614,17 +614,12 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
         let done = run_batch(&shared, &semaphore, members, splay).await?;
         let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
         reports.extend(done);
-        let share = failed as f64 * 100.0 / members.len() as f64;
-        if number + 1 < batches.len() && max_fail.is_some_and(|limit| share > limit) {
-            let limit = max_fail.unwrap_or_default();
+        let stop = batch_stops(number + 1, failed, members.len(), max_fail);
+        if let (Some(why), true) = (stop, number + 1 < batches.len()) {
             for rest in batches[number + 1..].iter().flatten() {
                 let mut skipped = blank_report(&shared.0.jobs[*rest].host);
                 skipped.status = Status::Failed;
-                skipped.error = Some(format!(
-                    "not run: {failed} of {} host(s) in batch {} failed, over max_fail_percentage {limit}",
-                    members.len(),
-                    number + 1
-                ));
+                skipped.error = Some(format!("not run: {why}"));
                 reports.push((*rest, skipped));
             }
             break;
@@ -633,6 +628,20 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
     progress.finish();
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Why a rolling run stops after a batch, as Ansible stops: when the
+/// batch's failed share is over `max_fail_percentage`, or, with or without
+/// it, when every host of the batch failed.
+fn batch_stops(batch: usize, failed: usize, size: usize, max_fail: Option<f64>) -> Option<String> {
+    let share = failed as f64 * 100.0 / size.max(1) as f64;
+    match max_fail {
+        Some(limit) if share > limit => {
+            Some(format!("{failed} of {size} host(s) in batch {batch} failed, over max_fail_percentage {limit}"))
+        }
+        _ if failed > 0 && failed == size => Some(format!("every host of batch {batch} failed ({failed} of {size})")),
+        _ => None,
+    }
 }
 
 type Shared = Arc<(Prepared, SshOptions, Settings, Arc<Progress>)>;
@@ -901,9 +910,10 @@ impl HostRun<'_> {
                 }
             },
         };
-        self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot));
         let order = handler_order(&tasks);
         let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context).map_err(failed)?;
+        let applying = self.settings.mode == Mode::Apply;
+        self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot, &plan.desired, applying));
         for stale in snap.snapshot.pending_handlers.iter().filter(|h| !order.contains(h)) {
             self.report.warnings.push(format!(
                 "pending handler `{stale}` from an earlier run is not in this playbook, so it cannot run; \
@@ -1230,25 +1240,58 @@ fn is_sensitive(file: &plan::FileChange) -> bool {
     before || after
 }
 
-/// In a diff of a sensitive file, lines about passwords, secrets, tokens,
-/// keys or auth keep their name and lose their value.
+/// In a diff of a sensitive file, a line with a secret-like word keeps what
+/// comes up to that word and its `=`/`:`, and loses the rest.
 fn mask_secret_lines(diff: &str) -> String {
-    let secretish = regex::Regex::new(r"(?i)(pass|secret|token|key|auth|credential)").expect("valid regex");
+    let word = regex::Regex::new(r"[A-Za-z0-9_.-]+").expect("valid regex");
     let mut out = String::new();
     for line in diff.lines() {
         let is_body = line.starts_with(['+', '-', ' ']) && !line.starts_with("+++") && !line.starts_with("---");
-        match secretish.find(line).filter(|_| is_body) {
-            Some(found) => {
-                let rest = &line[found.end()..];
-                let cut = rest.find([' ', '=', ':', '\t']).map_or(line.len(), |i| found.end() + i + 1);
-                out.push_str(&line[..cut]);
-                out.push_str(" ********");
-            }
-            None => out.push_str(line),
+        // The words of the line after its diff marker.
+        let found =
+            word.find_iter(line.get(1..).unwrap_or("")).filter(|_| is_body).find(|w| is_secret_word(w.as_str()));
+        let Some(found) = found else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        // Keep the name, whatever closes it (`"]`), and the separator.
+        let rest = &line[1 + found.end()..];
+        let after_name = rest.trim_start_matches(['"', '\'', ']', ')']);
+        let value = after_name.trim_start_matches([' ', '\t', '=', ':']);
+        if value.is_empty() {
+            out.push_str(line);
+        } else {
+            out.push_str(&line[..line.len() - value.len()]);
+            out.push_str("********");
         }
         out.push('\n');
     }
     out
+}
+
+/// A word that names a secret by itself, not one that merely contains such a
+/// name (`allkeys-lru`, `monkey`, `authorized_keys` are not): a known
+/// directive (`requirepass`, `masterauth`), or a word whose last part, split
+/// at `_`, `-` and `.`, is `password`, `passwd`, `pass`, `secret`, `token`,
+/// `key`, `auth` or the like (`SECRET_KEY`, `system.secret-key`, `api_token`).
+fn is_secret_word(word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    const WHOLE: [&str; 6] = ["requirepass", "masterauth", "authorization", "passphrase", "apikey", "credentials"];
+    const LAST: [&str; 11] = [
+        "password",
+        "passwd",
+        "pass",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "credentials",
+        "apikey",
+        "passphrase",
+    ];
+    WHOLE.contains(&word.as_str()) || word.rsplit(['_', '-', '.']).next().is_some_and(|last| LAST.contains(&last))
 }
 
 fn mask(text: &str, secrets: &[String]) -> String {
@@ -1308,12 +1351,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rolling_run_stops_when_every_host_of_a_batch_failed() {
+        assert_eq!(batch_stops(1, 2, 2, None).as_deref(), Some("every host of batch 1 failed (2 of 2)"));
+        assert_eq!(batch_stops(1, 1, 2, None), None, "without max_fail_percentage, one survivor is enough");
+        assert_eq!(batch_stops(1, 0, 2, None), None);
+    }
+
+    #[test]
+    fn a_rolling_run_stops_over_max_fail_percentage() {
+        assert_eq!(
+            batch_stops(1, 1, 1, Some(0.0)).as_deref(),
+            Some("1 of 1 host(s) in batch 1 failed, over max_fail_percentage 0")
+        );
+        assert_eq!(batch_stops(2, 1, 2, Some(50.0)), None, "exactly the limit is not over it");
+        assert!(
+            batch_stops(3, 2, 2, Some(100.0)).unwrap().contains("every host of batch 3"),
+            "all failed stops at 100"
+        );
+    }
+
+    #[test]
     fn secret_looking_lines_of_sensitive_files_lose_their_values() {
-        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass new\n+maxmemory 1gb\n";
+        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass hunter2\n+maxmemory 1gb\n";
         assert_eq!(
             mask_secret_lines(diff),
-            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass  ********\n+requirepass  ********\n+maxmemory 1gb\n"
+            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass ********\n+requirepass ********\n+maxmemory 1gb\n"
         );
+    }
+
+    #[test]
+    fn words_that_merely_contain_key_or_pass_are_not_masked() {
+        let diff =
+            " maxmemory-policy allkeys-lru\n+requirepass hunter2\n masterauth s3cret\n+maxmemory-policy allkeys-lru\n";
+        assert_eq!(
+            mask_secret_lines(diff),
+            " maxmemory-policy allkeys-lru\n+requirepass ********\n masterauth ********\n+maxmemory-policy allkeys-lru\n"
+        );
+        for plain in ["+bypass on", "+authorized_keys /root/.ssh/authorized_keys", "+monkey business", "+keyspace 3"] {
+            assert_eq!(mask_secret_lines(plain), format!("{plain}\n"));
+        }
+    }
+
+    #[test]
+    fn secret_names_are_masked_in_the_forms_configs_write_them() {
+        for (line, masked) in [
+            ("+SECRET_KEY = 'abc'", "+SECRET_KEY = ********"),
+            ("+SENTRY_OPTIONS[\"system.secret-key\"] = 'abc'", "+SENTRY_OPTIONS[\"system.secret-key\"] = ********"),
+            ("+api_token: abc", "+api_token: ********"),
+            ("+db_password=abc", "+db_password=********"),
+            ("+ssl_certificate_key /etc/ssl/private/site.key;", "+ssl_certificate_key ********"),
+            ("+# the password", "+# the password"),
+        ] {
+            assert_eq!(mask_secret_lines(line), format!("{masked}\n"), "{line}");
+        }
     }
 
     #[test]

@@ -182,7 +182,12 @@ fn corpus() -> Vec<Case> {
             .file("inventory/hosts.ini", "[web]\nh1 sentry_provision_state_dir=var/lib\n")
             .expect("`var/lib` is not an absolute path"),
         case("extra variable without a value").arg("-e").arg("novalue").expect("-e `novalue`: expected KEY=VALUE"),
-        case("extra variable with a bad name").arg("-e").arg("bad name=1").expect("`bad name` is not a variable name"),
+        case("extra variable with a bad name").arg("-e").arg("bad-name=1").expect("`bad-name` is not a variable name"),
+        case("extra variables with a word that is no pair")
+            .arg("-e")
+            .arg("a=1 stray")
+            .expect("-e `a=1 stray`: expected KEY=VALUE")
+            .expect("`stray` has no `=`"),
         case("extra variables from a missing file")
             .arg("-e")
             .arg("@/nonexistent/vars.yml")

@@ -201,3 +201,39 @@ fn a_pending_handler_no_longer_in_the_playbook_is_warned_about_and_dropped_once_
     let again = p.run(&["apply"]);
     assert!(!again.stdout.contains("renamed away"), "{again:?}");
 }
+
+const ROLLING: &str = r#"
+- name: rolling
+  hosts: all
+  steps:
+    - name: fail on a, mark the others
+      command:
+        cmd: "{% if inventory_hostname == 'a' %}exit 3{% else %}echo ran >> ROOT/host/{{ inventory_hostname }}{% endif %}"
+"#;
+
+fn rolling(hosts: &[&str]) -> Project {
+    let lines: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{h} ansible_connection=local sentry_provision_state_dir=ROOT/state-{h}\n"))
+        .collect();
+    Project::new(ROLLING, &format!("[local]\n{}", lines.concat()))
+}
+
+#[test]
+fn a_rolling_run_stops_when_every_host_of_a_batch_failed_as_ansible_does() {
+    let p = rolling(&["a", "b", "c"]);
+    let out = p.run(&["apply", "--serial", "1"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(out.stdout.matches("not run: every host of batch 1 failed (1 of 1)").count(), 2, "{out:?}");
+    assert!(!p.path("b").exists() && !p.path("c").exists(), "later batches did not start");
+}
+
+#[test]
+fn a_rolling_run_goes_on_when_part_of_a_batch_survived() {
+    let p = rolling(&["b", "a", "c"]);
+    let out = p.run(&["apply", "--serial", "2"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(!out.stdout.contains("not run"), "{out:?}");
+    assert_eq!(p.file("b"), "ran\n");
+    assert_eq!(p.file("c"), "ran\n", "the second batch ran");
+}

@@ -1,9 +1,11 @@
 //! The Ansible INI inventory format: `[group]` host lines with `key=value`
 //! variables, `[group:vars]`, `[group:children]` and host ranges such as
-//! `web[01:20]`. No crate parses this dialect, so it is done here, by line.
+//! `web[01:20]`. No crate parses this dialect, so it is done here, by line,
+//! as Ansible's own INI plugin does: host lines are split like a shell's
+//! words (`shlex`), and every value is read as a Python literal
+//! ([`pyliteral`](super::pyliteral)), so `042` stays text and `42` is a number.
 
-use super::{Error, RawInventory, Vars};
-use serde_json::Value;
+use super::{Error, RawInventory, Vars, pyliteral};
 use std::path::Path;
 
 enum Section {
@@ -22,7 +24,8 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
             continue;
         }
         if let Some(header) = line.strip_prefix('[') {
-            let header = header
+            // `[web]  # a comment` is a header; Ansible allows the comment.
+            let header = strip_comment(header)
                 .strip_suffix(']')
                 .ok_or_else(|| at(format!("section header `{line}` is missing its closing `]`")))?;
             section = match header.split_once(':') {
@@ -41,26 +44,28 @@ pub fn parse(text: &str, file: &Path, inv: &mut RawInventory) -> Result<(), Erro
         match &section {
             Section::Hosts(group) => {
                 let tokens = split_words(line).map_err(at)?;
-                let (pattern, assignments) = tokens.split_first().expect("line is not empty");
-                let mut vars = Vars::new();
+                // A line that is all comment after its first `#`.
+                let Some((pattern, assignments)) = tokens.split_first() else { continue };
+                let (hosts, mut vars) = host_pattern(pattern).map_err(at)?;
                 for assignment in assignments {
                     let (key, value) = assignment
                         .split_once('=')
                         .ok_or_else(|| at(format!("`{assignment}` is not a `key=value` host variable")))?;
-                    vars.insert(key.to_owned(), scalar(value));
+                    vars.insert(key.to_owned(), pyliteral::value(value));
                 }
-                for host in expand_range(pattern).map_err(at)? {
+                for host in hosts {
                     inv.add_host(group, &host, vars.clone(), file, index + 1)?;
                 }
             }
             Section::Vars(group) => {
+                // Everything after the first `=` is one value, comment and
+                // all, read as a Python literal (`42 # c` is 42, `a b # c` text).
                 let (key, value) =
                     line.split_once('=').ok_or_else(|| at(format!("`{line}` is not a `key=value` group variable")))?;
-                let value = unquote(value.trim()).map_err(at)?;
-                inv.group_mut(group).vars.insert(key.trim().to_owned(), scalar(&value));
+                inv.group_mut(group).vars.insert(key.trim().to_owned(), pyliteral::value(value.trim()));
             }
             Section::Children(group) => {
-                let child = checked_group_name(line).map_err(at)?;
+                let child = checked_group_name(strip_comment(line)).map_err(at)?;
                 inv.group_mut(&child);
                 inv.group_mut(group).children.push(child);
             }
@@ -77,35 +82,44 @@ fn checked_group_name(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// Ansible reads INI values as Python literals; integers and booleans are the
-/// ones that matter for templates, everything else stays a string.
-fn scalar(value: &str) -> Value {
-    if let Ok(n) = value.parse::<i64>() {
-        return Value::from(n);
-    }
-    match value {
-        "true" | "True" => Value::Bool(true),
-        "false" | "False" => Value::Bool(false),
-        _ => Value::String(value.to_owned()),
-    }
+/// Cuts a `#` comment that starts the text or follows a space.
+fn strip_comment(text: &str) -> &str {
+    let cut = text.char_indices().find(|(i, c)| *c == '#' && (*i == 0 || text[..*i].ends_with(char::is_whitespace)));
+    cut.map_or(text, |(i, _)| &text[..i]).trim_end()
 }
 
-/// Splits a host line into words, honouring single and double quotes
-/// (`key="a value"` is one word whose value has the quotes removed).
+/// Splits a host line into words as Python's `shlex.split(line,
+/// comments=True)` does, which is what Ansible uses: quotes group and are
+/// removed (`key="a value"`), a backslash escapes outside single quotes, and
+/// a `#` outside quotes ends the line, even inside a word.
 fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut current = String::new();
     let mut quote = None;
     let mut in_word = false;
-    for c in line.chars() {
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => match chars.next() {
+                Some(next @ ('"' | '\\')) => current.push(next),
+                Some(next) => {
+                    current.push('\\');
+                    current.push(next);
+                }
+                None => return Err(format!("unterminated \" quote in `{line}`")),
+            },
             (Some(_), c) => current.push(c),
             (None, '\'' | '"') => {
                 quote = Some(c);
                 in_word = true;
             }
-            (None, '#') if !in_word => break,
+            (None, '\\') => {
+                let next = chars.next().ok_or_else(|| format!("nothing after the last `\\` in `{line}`"))?;
+                current.push(next);
+                in_word = true;
+            }
+            (None, '#') => break,
             (None, c) if c.is_whitespace() => {
                 if in_word {
                     words.push(std::mem::take(&mut current));
@@ -127,9 +141,36 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-fn unquote(value: &str) -> Result<String, String> {
-    let words = split_words(value)?;
-    Ok(if words.len() == 1 { words.into_iter().next().unwrap() } else { value.to_owned() })
+/// A host line's first word: the hosts it names (`web[01:20]`) and, from a
+/// `:port` suffix (`web1:2222`), `ansible_port`, which the line's own
+/// variables may override, as in Ansible. IPv6 addresses are not split.
+pub fn host_pattern(pattern: &str) -> Result<(Vec<String>, Vars), String> {
+    let mut depth = 0i32;
+    let mut colons = Vec::new();
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => colons.push(i),
+            _ => {}
+        }
+    }
+    let mut vars = Vars::new();
+    // One colon outside the ranges; more would be an IPv6 address.
+    let name = match colons[..] {
+        [at] => {
+            let port = &pattern[at + 1..];
+            let number: u16 = port
+                .parse()
+                .ok()
+                .filter(|_| port.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("`{pattern}`: `{port}` after the `:` is not a port number"))?;
+            vars.insert("ansible_port".into(), number.into());
+            &pattern[..at]
+        }
+        _ => pattern,
+    };
+    Ok((expand_range(name)?, vars))
 }
 
 /// Expands one host range (`web[01:20]`, `db-[a:c]`, `n[0:10:5]`); names
@@ -194,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn a_port_after_a_host_or_a_range_is_ansible_port() {
+        let (hosts, vars) = host_pattern("web[1:2]:2200").unwrap();
+        assert_eq!((hosts, vars["ansible_port"].clone()), (vec!["web1".to_owned(), "web2".to_owned()], 2200.into()));
+        let (hosts, vars) = host_pattern("10.0.0.5:22").unwrap();
+        assert_eq!((hosts, vars["ansible_port"].clone()), (vec!["10.0.0.5".to_owned()], 22.into()));
+        let (hosts, vars) = host_pattern("fe80::1").unwrap();
+        assert_eq!((hosts, vars.len()), (vec!["fe80::1".to_owned()], 0), "an IPv6 address has no port");
+        assert!(host_pattern("web1:ssh").unwrap_err().contains("not a port number"));
+    }
+
+    #[test]
     fn a_backwards_range_is_an_error() {
         assert!(expand_range("web[9:1]").unwrap_err().contains("backwards"));
     }
@@ -202,5 +254,62 @@ mod tests {
     fn quoted_words_keep_their_spaces() {
         let words = split_words(r#"h1 greeting="hello world" x='a b' # comment"#).unwrap();
         assert_eq!(words, ["h1", "greeting=hello world", "x=a b"]);
+    }
+
+    #[test]
+    fn host_lines_split_like_shlex_with_comments() {
+        let words = split_words(r#"h1 a=x#y b=2"#).unwrap();
+        assert_eq!(words, ["h1", "a=x"], "a # ends the line even inside a word");
+        let words = split_words(r#"h1 a="q\"uote" b=a\ b c="'042'" d="""#).unwrap();
+        assert_eq!(words, ["h1", r#"a=q"uote"#, "b=a b", "c='042'", "d="]);
+        assert!(split_words("h1 a='open").unwrap_err().contains("unterminated"));
+    }
+
+    fn parsed(text: &str) -> RawInventory {
+        let mut raw = RawInventory::default();
+        parse(text, Path::new("hosts.ini"), &mut raw).unwrap();
+        raw
+    }
+
+    #[test]
+    fn ini_values_are_python_literals_on_host_lines_and_in_vars_sections() {
+        let raw = parsed(
+            "[web]\nweb1 num=042 n=42 f=1.5 t=true T=True y=yes q=\"quoted\" l=[1,2] s=\"'042'\" sp=\"a b\"\n\
+             [web:vars]\nnum=042\nn=42 # a comment\nt=true\nd={'a': 1}\nq=\"quoted\"\ns=a b # kept\n",
+        );
+        let host = &raw.host_vars["web1"];
+        let group = &raw.groups["web"].vars;
+        use serde_json::json;
+        for (key, want) in [
+            ("num", json!("042")),
+            ("n", json!(42)),
+            ("f", json!(1.5)),
+            ("t", json!("true")),
+            ("T", json!(true)),
+            ("y", json!("yes")),
+            ("q", json!("quoted")),
+            ("l", json!([1, 2])),
+            ("s", json!("042")),
+            ("sp", json!("a b")),
+        ] {
+            assert_eq!(host[key], want, "host {key}");
+        }
+        for (key, want) in [
+            ("num", json!("042")),
+            ("n", json!(42)),
+            ("t", json!("true")),
+            ("d", json!({"a": 1})),
+            ("q", json!("quoted")),
+            ("s", json!("a b # kept")),
+        ] {
+            assert_eq!(group[key], want, "group {key}");
+        }
+    }
+
+    #[test]
+    fn headers_and_children_may_carry_comments() {
+        let raw = parsed("[web] # the web tier\nweb1\n[sentry:children]  # roles\nweb # the web tier\n");
+        assert_eq!(raw.groups["sentry"].children, ["web"]);
+        assert_eq!(raw.groups["web"].hosts, ["web1"]);
     }
 }

@@ -1,9 +1,15 @@
 //! Hosts, groups and their variables, loaded from an Ansible-compatible
 //! inventory (INI or YAML, a file or a folder) plus `group_vars/` and
-//! `host_vars/`. Precedence, lowest first: `all`, other groups (parents
-//! before children, then by name), the host, then `-e` extra variables.
+//! `host_vars/`. Precedence, lowest first, as Ansible layers them: the
+//! inventory file's group variables (`all`, then the other groups, parents
+//! before children, then by `ansible_group_priority` and name), the
+//! `group_vars/` files in that same order, the inventory file's host
+//! variables, the `host_vars/` files, then `-e` extra variables. So a
+//! parent's `group_vars/` file beats a child's `[child:vars]`.
 
 pub mod ini;
+pub mod pyliteral;
+mod vars_dirs;
 pub mod yaml;
 
 use serde_json::{Map, Value};
@@ -42,7 +48,13 @@ pub struct RawGroup {
 #[derive(Debug, Default)]
 pub struct RawInventory {
     pub groups: BTreeMap<String, RawGroup>,
+    /// Variables set on host lines of the inventory files.
     pub host_vars: BTreeMap<String, Vars>,
+    /// `group_vars/<group>` files; those of groups the inventory lacks are
+    /// ignored, as Ansible ignores them.
+    pub group_files: BTreeMap<String, Vars>,
+    /// `host_vars/<host>` files, likewise.
+    pub host_files: BTreeMap<String, Vars>,
     /// Declaration order of hosts, which is the order they are reported in.
     pub host_order: Vec<String>,
 }
@@ -113,16 +125,23 @@ pub fn load(path: &Path, extra_vars: &Vars) -> Result<Inventory, Error> {
         load_file(path, &mut raw)?;
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    load_vars_dir(&base.join("group_vars"), &mut |name, vars| {
-        raw.group_mut(name).vars.extend(vars);
-    })?;
-    let known_hosts: BTreeSet<String> = raw.host_vars.keys().cloned().collect();
-    let host_vars_dir = base.join("host_vars");
-    load_vars_dir(&host_vars_dir, &mut |name, vars| {
-        if known_hosts.contains(name) {
-            raw.host_vars.get_mut(name).expect("known host").extend(vars);
+    // Looked up by name, as Ansible does: files of unknown names are not read.
+    raw.group_mut("all");
+    raw.group_mut("ungrouped");
+    let groups: Vec<String> = raw.groups.keys().cloned().collect();
+    for group in groups {
+        let vars = vars_dirs::read_vars_named(&base.join("group_vars"), &group)?;
+        if !vars.is_empty() {
+            raw.group_files.insert(group, vars);
         }
-    })?;
+    }
+    let hosts = raw.host_order.clone();
+    for host in hosts {
+        let vars = vars_dirs::read_vars_named(&base.join("host_vars"), &host)?;
+        if !vars.is_empty() {
+            raw.host_files.insert(host, vars);
+        }
+    }
     resolve(raw, extra_vars)
 }
 
@@ -133,48 +152,19 @@ fn is_inventory_file(path: &Path) -> bool {
     }
     match path.extension().and_then(|e| e.to_str()) {
         None => true,
-        Some(ext) => matches!(ext, "ini" | "yml" | "yaml" | "cfg"),
+        // Ansible skips `.cfg` files in an inventory folder.
+        Some(ext) => matches!(ext, "ini" | "yml" | "yaml" | "json"),
     }
 }
 
 fn load_file(file: &Path, raw: &mut RawInventory) -> Result<(), Error> {
     let text = crate::input::read_text(file).map_err(Error)?;
-    let is_yaml = matches!(file.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+    let is_yaml = matches!(file.extension().and_then(|e| e.to_str()), Some("yml" | "yaml" | "json"))
         || text
             .lines()
             .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .is_some_and(|l| l.trim_end().ends_with(':') || l.starts_with("---"));
     if is_yaml { yaml::parse(&text, file, raw) } else { ini::parse(&text, file, raw) }
-}
-
-/// Reads `<dir>/<name>.yml` (or `.yaml`, or a `<name>/` folder of them).
-fn load_vars_dir(dir: &Path, apply: &mut dyn FnMut(&str, Vars)) -> Result<(), Error> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-                .map_err(|e| Error(format!("{}: {e}", path.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_yaml_file(p))
-                .collect();
-            files.sort();
-            for file in files {
-                apply(&name, read_vars_file(&file)?);
-            }
-        } else if is_yaml_file(&path) {
-            apply(&name, read_vars_file(&path)?);
-        }
-    }
-    Ok(())
-}
-
-fn is_yaml_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
 }
 
 /// A YAML mapping of variables; an empty file is no variables.
@@ -215,6 +205,28 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
     raw.group_mut("all");
     raw.group_mut("ungrouped");
     let depth = group_depths(&raw)?;
+    // Ansible reads `ansible_group_priority` as the group's place among its
+    // siblings, not as a variable.
+    let mut priority: BTreeMap<String, i64> = BTreeMap::new();
+    for (name, group) in &mut raw.groups {
+        if let Some(value) = group.vars.remove("ansible_group_priority") {
+            let number = value.as_i64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+            let number = number.ok_or_else(|| {
+                Error(format!("group `{name}`: ansible_group_priority `{value}` is not a whole number"))
+            })?;
+            priority.insert(name.clone(), number);
+        }
+    }
+    // Like Ansible, `ungrouped` holds exactly the hosts in no other group
+    // (a host listed before any section, or only under `all`).
+    let grouped: BTreeSet<String> = raw
+        .groups
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "all" | "ungrouped"))
+        .flat_map(|(_, g)| g.hosts.iter().cloned())
+        .collect();
+    let lonely: Vec<String> = raw.host_order.iter().filter(|h| !grouped.contains(*h)).cloned().collect();
+    raw.group_mut("ungrouped").hosts = lonely;
     // Membership: a host is in a group if listed there or in any descendant.
     let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in raw.groups.keys() {
@@ -227,12 +239,19 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
     let mut hosts = Vec::new();
     for name in &raw.host_order {
         let mut groups: Vec<&String> = members.iter().filter(|(_, m)| m.contains(name)).map(|(g, _)| g).collect();
-        groups.sort_by_key(|g| (g.as_str() != "all", depth.get(*g).copied().unwrap_or(0), g.as_str()));
+        groups.sort_by_key(|g| {
+            let place = (depth.get(*g).copied().unwrap_or(0), priority.get(*g).copied().unwrap_or(1));
+            (g.as_str() != "all", place, g.as_str())
+        });
         let mut vars = Vars::new();
         for group in &groups {
             vars.extend(raw.groups[*group].vars.clone());
         }
+        for group in &groups {
+            vars.extend(raw.group_files.get(*group).cloned().unwrap_or_default());
+        }
         vars.extend(raw.host_vars[name].clone());
+        vars.extend(raw.host_files.get(name).cloned().unwrap_or_default());
         vars.extend(extra_vars.clone());
         let connection = connection_of(name, &vars)?;
         let become_root = matches!(vars.get("ansible_become"), Some(Value::Bool(true)))
@@ -250,15 +269,13 @@ fn resolve(mut raw: RawInventory, extra_vars: &Vars) -> Result<Inventory, Error>
         .collect();
     let mut tree: BTreeMap<String, (Vec<String>, Vec<String>)> =
         raw.groups.iter().map(|(name, g)| (name.clone(), (g.children.clone(), g.hosts.clone()))).collect();
-    // Like Ansible: top-level groups are children of `all`, and hosts in no
-    // group are in `ungrouped`.
+    // Like Ansible: top-level groups are children of `all`, whose own hosts
+    // are shown under `ungrouped`.
     let children: BTreeSet<&String> = raw.groups.values().flat_map(|g| &g.children).collect();
     let top: Vec<String> = raw.groups.keys().filter(|g| *g != "all" && !children.contains(g)).cloned().collect();
-    tree.entry("all".into()).or_default().0.extend(top);
-    let grouped: BTreeSet<&String> =
-        raw.groups.iter().filter(|(n, _)| *n != "all").flat_map(|(_, g)| &g.hosts).collect();
-    let lonely: Vec<String> = raw.host_order.iter().filter(|h| !grouped.contains(h)).cloned().collect();
-    tree.entry("ungrouped".into()).or_default().1.extend(lonely);
+    let all = tree.entry("all".into()).or_default();
+    all.0.extend(top);
+    all.1.clear();
     Ok(Inventory { hosts, groups, tree })
 }
 
@@ -291,8 +308,11 @@ fn group_depths(raw: &RawInventory) -> Result<BTreeMap<String, usize>, Error> {
         let entry = out.entry(group.to_owned()).or_insert(0);
         *entry = (*entry).max(depth);
         path.push(group.to_owned());
+        // Every group is below `all`, listed there or not, so being listed
+        // there adds no depth.
+        let below = if group == "all" { depth } else { depth + 1 };
         for child in &raw.groups[group].children {
-            visit(raw, child, depth + 1, path, out)?;
+            visit(raw, child, below, path, out)?;
         }
         path.pop();
         Ok(())
@@ -407,7 +427,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn inventory_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    pub(super) fn inventory_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             let path = dir.path().join(name);
@@ -457,11 +477,72 @@ tier=sentry
         ]);
         let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
         let var = |host: usize, key: &str| inv.hosts[host].vars[key].clone();
-        assert_eq!(var(0, "maxmemory"), "1gb", "sentry group beats all");
+        assert_eq!(var(0, "maxmemory"), "512mb", "a group_vars file, even all's, beats [sentry:vars]");
         assert_eq!(var(0, "tier"), "web", "child group web beats parent sentry");
         assert_eq!(var(1, "tier"), "special", "host_vars beat groups");
         assert_eq!(var(2, "maxmemory"), "2gb", "host line beats groups");
         assert_eq!(var(2, "colour"), "all");
+    }
+
+    #[test]
+    fn a_parent_groups_vars_file_beats_a_child_groups_inline_variable() {
+        let dir = inventory_dir(&[
+            ("hosts.ini", "[web]\nweb1\n[web:vars]\nwho=web-inline\n[sentry:children]\nweb\n"),
+            ("group_vars/sentry.yml", "who: sentry-file\n"),
+        ]);
+        let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
+        assert_eq!(inv.hosts[0].vars["who"], "sentry-file");
+    }
+
+    #[test]
+    fn within_a_layer_children_beat_parents_and_files_of_unknown_groups_are_ignored() {
+        let dir = inventory_dir(&[
+            ("hosts.ini", "[web]\nweb1\n[sentry:children]\nweb\n[sentry:vars]\nwho=sentry\n[web:vars]\nwho=web\n"),
+            ("group_vars/sentry.yml", "file: sentry\n"),
+            ("group_vars/web.yml", "file: web\n"),
+            ("group_vars/nosuch.yml", "file: nosuch\n"),
+        ]);
+        let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
+        assert_eq!(inv.hosts[0].vars["who"], "web");
+        assert_eq!(inv.hosts[0].vars["file"], "web");
+        assert!(!inv.groups.contains_key("nosuch"), "{:?}", inv.groups.keys());
+    }
+
+    #[test]
+    fn a_host_line_loses_to_a_host_vars_file_and_beats_every_group_file() {
+        let dir = inventory_dir(&[
+            ("hosts.ini", "[web]\nweb1 who=line tier=line\n"),
+            ("group_vars/web.yml", "who: group-file\n"),
+            ("host_vars/web1.yml", "tier: host-file\n"),
+        ]);
+        let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
+        assert_eq!(inv.hosts[0].vars["who"], "line");
+        assert_eq!(inv.hosts[0].vars["tier"], "host-file");
+    }
+
+    #[test]
+    fn group_priority_orders_sibling_groups_and_is_not_a_variable() {
+        let ini = "[a]\nh1\n[b]\nh1\n[a:vars]\nwho=a\nansible_group_priority=10\n[b:vars]\nwho=b\n";
+        let dir = inventory_dir(&[("hosts.ini", ini)]);
+        let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
+        assert_eq!(inv.hosts[0].vars["who"], "a", "a's priority 10 puts it after b (1)");
+        assert!(!inv.hosts[0].vars.contains_key("ansible_group_priority"));
+    }
+
+    #[test]
+    fn a_group_listed_under_all_is_as_deep_as_one_that_is_not() {
+        let yaml = "all:\n  children:\n    a:\n      hosts: {h1: }\n      vars: {who: a}\nb:\n  hosts: {h1: }\n  vars: {who: b}\n";
+        let dir = inventory_dir(&[("hosts.yml", yaml)]);
+        let inv = load(&dir.path().join("hosts.yml"), &Vars::new()).unwrap();
+        assert_eq!(inv.hosts[0].vars["who"], "b", "siblings go by name: b after a");
+    }
+
+    #[test]
+    fn only_hosts_in_no_other_group_are_ungrouped() {
+        let dir = inventory_dir(&[("hosts.ini", "lone\nboth\n[web]\nboth\n")]);
+        let inv = load(&dir.path().join("hosts.ini"), &Vars::new()).unwrap();
+        assert_eq!(inv.groups["ungrouped"], ["lone"]);
+        assert_eq!(inv.tree["ungrouped"].1, ["lone"]);
     }
 
     #[test]

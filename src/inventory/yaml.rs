@@ -34,6 +34,8 @@ fn add_group(name: &str, group: Option<Group>, file: &Path, inv: &mut RawInvento
             serde_yaml::Value::String(s) => s,
             other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_owned(),
         };
+        let (hosts, mut port) =
+            super::ini::host_pattern(&host).map_err(|e| Error(format!("{}: {e}", file.display())))?;
         let vars: Vars = match vars {
             serde_yaml::Value::Null => Vars::new(),
             other => match serde_yaml::from_value::<serde_json::Value>(other) {
@@ -48,8 +50,10 @@ fn add_group(name: &str, group: Option<Group>, file: &Path, inv: &mut RawInvento
                 Err(e) => return Err(Error(format!("{}: host `{host}`: {e}", file.display()))),
             },
         };
-        for expanded in super::ini::expand_range(&host).map_err(|e| Error(format!("{}: {e}", file.display())))? {
-            inv.add_host(name, &expanded, vars.clone(), file, 0)?;
+        // A `host:port` key's port gives way to the host's own variables.
+        port.extend(vars);
+        for expanded in hosts {
+            inv.add_host(name, &expanded, port.clone(), file, 0)?;
         }
     }
     inv.group_mut(name).vars.extend(group.vars.unwrap_or_default());

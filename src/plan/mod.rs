@@ -426,23 +426,57 @@ impl Plan {
 
 /// The tuning guide's warning about worker concurrency: many workers at
 /// `-c 4` beat one at `-c 64`, because of lock contention in the master.
-pub fn concurrency_warnings(snapshot: &Snapshot) -> Vec<String> {
-    let worker = Regex::new(r"sentry\S*\s.*\brun\s+worker\b.*\s-c\s*(\d+)").expect("valid regex");
+///
+/// Said of the host as the snapshot found it. Where the playbook's version
+/// of the file (`desired`) runs at `-c 4` or less, the warning says so; and
+/// when `applying`, it speaks of the host before this run, since the report
+/// is read after the file changed.
+pub fn concurrency_warnings(snapshot: &Snapshot, desired: &BTreeMap<String, Desired>, applying: bool) -> Vec<String> {
     let mut warnings = Vec::new();
     for (path, entry) in &snapshot.entries {
         let Entry::File { content, .. } = entry else {
             continue;
         };
-        for line in String::from_utf8_lossy(content).lines().filter(|l| !l.trim_start().starts_with(['#', ';'])) {
-            if let Some(c) = worker.captures(line).and_then(|c| c[1].parse::<u32>().ok()).filter(|c| *c > 4) {
-                warnings.push(format!(
+        let after = match desired.get(path) {
+            Some(Desired::File { content: wanted, .. }) if wanted != content => {
+                Some(worker_concurrencies(wanted).into_iter().max())
+            }
+            _ => None,
+        };
+        for c in worker_concurrencies(content).into_iter().filter(|c| *c > 4) {
+            warnings.push(match after {
+                Some(new) if new.is_none_or(|n| n <= 4) => {
+                    let now = new.map_or("no worker at all".to_owned(), |n| format!("-c {n}"));
+                    if applying {
+                        format!(
+                            "{path}: Sentry workers were running at concurrency -c {c} before this run (above 4 is \
+                             a smell: lock contention); the playbook's file has {now}"
+                        )
+                    } else {
+                        format!(
+                            "{path}: Sentry workers run at concurrency -c {c}; above 4 is a smell (lock contention); \
+                             the playbook's file has {now}"
+                        )
+                    }
+                }
+                _ => format!(
                     "{path}: Sentry workers run at concurrency -c {c}; above 4 is a smell (lock contention): \
                      prefer more worker processes (numprocs) at -c 4"
-                ));
-            }
+                ),
+            });
         }
     }
     warnings
+}
+
+/// The `-c N` of each `sentry run worker` command line, comments aside.
+fn worker_concurrencies(content: &[u8]) -> Vec<u32> {
+    let worker = Regex::new(r"sentry\S*\s.*\brun\s+worker\b.*\s-c\s*(\d+)").expect("valid regex");
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(['#', ';']))
+        .filter_map(|line| worker.captures(line).and_then(|c| c[1].parse::<u32>().ok()))
+        .collect()
 }
 
 /// The desired form of what is already there (so an unchanged file compares equal).
@@ -687,14 +721,56 @@ mod tests {
         assert_eq!(plan.commands.iter().map(|c| c.index).collect::<Vec<_>>(), [2]);
     }
 
+    const AT_64: &str = "[program:worker]\ncommand=/www/sentry/bin/sentry run worker -c 64 -l WARNING\n";
+    const AT_4: &str = "; many processes at -c 4\ncommand=/www/sentry/bin/sentry run worker -c 4 -l WARNING\n";
+
+    fn wanting(path: &str, content: &str) -> BTreeMap<String, Desired> {
+        let want = Desired::File { content: Bytes::from(content.to_owned()), mode: 0o644, owner: None, group: None };
+        [(path.to_owned(), want)].into()
+    }
+
     #[test]
     fn a_worker_concurrency_above_four_is_called_out() {
-        let conf = "[program:worker]\ncommand=/www/sentry/bin/sentry run worker -c 64 -l WARNING\n";
-        let warnings = concurrency_warnings(&snapshot(&[("/w.conf", file(conf))]));
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("-c 64"), "{warnings:?}");
-        let tuned = "command=/www/sentry/bin/sentry run worker -c 4 -l WARNING\n";
-        assert!(concurrency_warnings(&snapshot(&[("/w.conf", file(tuned))])).is_empty());
+        let unmanaged = concurrency_warnings(&snapshot(&[("/w.conf", file(AT_64))]), &BTreeMap::new(), true);
+        assert_eq!(
+            unmanaged,
+            ["/w.conf: Sentry workers run at concurrency -c 64; above 4 is a smell (lock contention): \
+              prefer more worker processes (numprocs) at -c 4"],
+            "a file the playbook leaves alone runs at -c 64 after an apply too"
+        );
+        assert!(concurrency_warnings(&snapshot(&[("/w.conf", file(AT_4))]), &BTreeMap::new(), false).is_empty());
+    }
+
+    #[test]
+    fn a_check_says_the_host_runs_at_c64_and_what_the_playbook_sets() {
+        let warnings = concurrency_warnings(&snapshot(&[("/w.conf", file(AT_64))]), &wanting("/w.conf", AT_4), false);
+        assert_eq!(
+            warnings,
+            ["/w.conf: Sentry workers run at concurrency -c 64; above 4 is a smell (lock contention); \
+              the playbook's file has -c 4"]
+        );
+    }
+
+    #[test]
+    fn an_apply_that_fixes_c64_speaks_of_the_host_before_it() {
+        let warnings = concurrency_warnings(&snapshot(&[("/w.conf", file(AT_64))]), &wanting("/w.conf", AT_4), true);
+        assert_eq!(
+            warnings,
+            ["/w.conf: Sentry workers were running at concurrency -c 64 before this run (above 4 is a smell: \
+              lock contention); the playbook's file has -c 4"]
+        );
+        let still = concurrency_warnings(&snapshot(&[("/w.conf", file(AT_64))]), &wanting("/w.conf", AT_64), true);
+        assert!(still[0].contains("run at concurrency -c 64; above 4"), "a playbook that keeps -c 64: {still:?}");
+    }
+
+    #[test]
+    fn the_concurrency_warning_as_check_and_apply_print_it() {
+        let host = snapshot(&[("/etc/supervisor/conf.d/sentry-worker.conf", file(AT_64))]);
+        let want = wanting("/etc/supervisor/conf.d/sentry-worker.conf", AT_4);
+        let text = [("check", false), ("apply", true)]
+            .map(|(mode, applying)| format!("{mode}: {}", concurrency_warnings(&host, &want, applying).join("\n")))
+            .join("\n");
+        insta::assert_snapshot!(text);
     }
 
     fn site(content: &str) -> Task {
