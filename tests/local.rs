@@ -237,3 +237,67 @@ fn a_rolling_run_goes_on_when_part_of_a_batch_survived() {
     assert_eq!(p.file("b"), "ran\n");
     assert_eq!(p.file("c"), "ran\n", "the second batch ran");
 }
+
+const VHOST_PLAYBOOK: &str = r#"
+- name: nginx in front of an app on uwsgi
+  hosts: all
+  steps:
+    - name: the site
+      vhost:
+        search: ROOT/host/enabled/* ROOT/host/conf.d/*.conf
+        upstream: 127.0.0.1:9000
+        src: site.j2
+        dest: ROOT/host/available/app
+        enable: ROOT/host/enabled/app
+        validate: "true"
+      notify: reload nginx
+  handlers:
+    - name: reload nginx
+      command: echo reloaded >> ROOT/host/reloads
+"#;
+
+const OPERATOR_VHOST: &str = "server {\n    listen 443 ssl;\n    server_name app.example.com;\n    add_header X-Ours yes;\n\n    location / {\n        proxy_pass http://localhost:9000/;\n        proxy_set_header Host $host;\n    }\n}\n";
+
+fn vhost_project() -> Project {
+    let p = Project::new(VHOST_PLAYBOOK, INVENTORY)
+        .template("site.j2", "server { location / { uwsgi_pass 127.0.0.1:9000; } }\n");
+    for folder in ["available", "enabled", "conf.d"] {
+        fs::create_dir_all(p.path(folder)).unwrap();
+    }
+    p.write("available/default", "server { listen 80 default_server; root /var/www/html; }\n");
+    std::os::unix::fs::symlink("../available/default", p.path("enabled/default")).unwrap();
+    p
+}
+
+#[test]
+fn the_operators_vhost_found_through_a_pattern_is_switched_in_place_and_then_left_alone() {
+    let p = vhost_project();
+    p.write("conf.d/app.conf", OPERATOR_VHOST);
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        p.file("conf.d/app.conf"),
+        OPERATOR_VHOST.replace(
+            "proxy_pass http://localhost:9000/;",
+            "include uwsgi_params;\n        uwsgi_pass 127.0.0.1:9000;\n        uwsgi_param HTTP_TRANSFER_ENCODING \"\";"
+        )
+    );
+    assert!(!p.path("available/app").exists() && !p.path("enabled/app").exists(), "no site of ours beside it");
+    assert_eq!(p.file("available/default"), "server { listen 80 default_server; root /var/www/html; }\n");
+    assert_eq!(p.file("reloads"), "reloaded\n");
+
+    let again = p.run(&["apply"]);
+    assert!(again.stdout.contains("summary: 1 host(s): 1 ok, 0 changed"), "{again:?}");
+    assert_eq!(p.file("reloads"), "reloaded\n");
+}
+
+#[test]
+fn a_host_whose_vhosts_do_not_serve_the_app_gets_the_template_and_its_link() {
+    let p = vhost_project();
+    let out = p.run(&["apply"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(p.file("available/app"), "server { location / { uwsgi_pass 127.0.0.1:9000; } }\n");
+    assert_eq!(fs::read_link(p.path("enabled/app")).unwrap(), p.path("available/app"));
+    let again = p.run(&["apply"]);
+    assert!(again.stdout.contains("summary: 1 host(s): 1 ok, 0 changed"), "{again:?}");
+}
