@@ -2,6 +2,13 @@
 //! real hosts (scripts/sandbox), run sentry-provision against them, and read
 //! the hosts' real state. Each fleet has its own namespaces and subnet, so
 //! tests run side by side; dropping the fleet takes it down.
+//!
+//! Hosts start as stock Debian with Sentry installed as its docs describe,
+//! in one of the sandbox's kinds (its header says what each holds):
+//! `plain` (all in one, the operator's vhost for `sentry.hostN.test` in
+//! `/etc/nginx/sites-enabled/sentry`), `tls` (that vhost on 443 with a
+//! self-signed certificate, 80 redirecting), `novhost`, `stockredis`, and
+//! the one-role `redis`, `web` and `workers`.
 
 #![allow(dead_code)]
 
@@ -33,6 +40,8 @@ static NEXT_ID: AtomicU8 = AtomicU8::new(0);
 pub struct Fleet {
     pub id: u8,
     pub hosts: usize,
+    /// Host `i` (1-based) is of kind `kinds[i - 1]`.
+    pub kinds: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -64,16 +73,29 @@ fn sandbox(id: u8, dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 impl Fleet {
-    /// Brings up `hosts` sandbox hosts in the tuning guide's "before" state.
+    /// Brings up `hosts` all-in-one (`plain`) sandbox hosts in the tuning
+    /// guide's "before" state.
     pub fn up(hosts: usize) -> Fleet {
+        Fleet::of(&vec!["plain"; hosts])
+    }
+
+    /// Brings up one sandbox host per kind, in order: `Fleet::of(&["tls",
+    /// "redis"])` is host1 with a TLS vhost and host2 with Redis alone.
+    pub fn of(kinds: &[&str]) -> Fleet {
+        assert!(!kinds.is_empty(), "a fleet has at least one host");
         INSTALL.call_once(|| {
             let out = Command::new(repo().join("scripts/sandbox")).arg("install").output().unwrap();
             assert!(out.status.success(), "sandbox install: {}", String::from_utf8_lossy(&out.stderr));
         });
-        // Distinct from the default fleet (7) that the demo uses.
-        let id = 100 + NEXT_ID.fetch_add(1, Ordering::SeqCst);
+        // Distinct from the default fleet (7) that the demo uses; another
+        // base (SANDBOX_ID_BASE) lets two test runs share a machine.
+        let base: u8 = std::env::var("SANDBOX_ID_BASE").ok().and_then(|base| base.parse().ok()).unwrap_or(100);
+        let id = base + NEXT_ID.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::Builder::new().prefix("sp-fleet").tempdir().unwrap();
-        let out = sandbox(id, dir.path(), &["up", &hosts.to_string()]);
+        let hosts = kinds.len();
+        let mut args = vec!["up".to_owned(), hosts.to_string()];
+        args.extend(kinds.iter().map(|kind| kind.to_string()));
+        let out = sandbox(id, dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
         if !out.status.success() {
             sandbox(id, dir.path(), &["down"]);
         }
@@ -83,7 +105,22 @@ impl Fleet {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Fleet { id, hosts, dir }
+        Fleet { id, hosts, kinds: kinds.iter().map(|kind| kind.to_string()).collect(), dir }
+    }
+
+    /// Host `host`'s kind (`plain`, `tls`, ...).
+    pub fn kind(&self, host: usize) -> &str {
+        &self.kinds[host - 1]
+    }
+
+    /// The hosts (1-based) of a kind.
+    pub fn hosts_of(&self, kind: &str) -> Vec<usize> {
+        (1..=self.hosts).filter(|&host| self.kind(host) == kind).collect()
+    }
+
+    /// The `server_name` of host `host`'s Sentry vhost (kinds with one).
+    pub fn server_name(&self, host: usize) -> String {
+        format!("sentry.host{host}.test")
     }
 
     pub fn inventory(&self) -> PathBuf {
@@ -115,6 +152,22 @@ impl Fleet {
         }
     }
 
+    /// `curl -sS <args>` inside host `host`; `stdout` is what curl printed.
+    /// `fleet.curl(1, &["-H", "Host: sentry.host1.test", "http://127.0.0.1/"])`
+    /// goes through the operator's vhost, `fleet.curl(2, &["-k", "--resolve",
+    /// "sentry.host2.test:443:127.0.0.1", "https://sentry.host2.test/"])`
+    /// through a `tls` host's; `-i` or `-D -` shows the headers.
+    pub fn curl(&self, host: usize, args: &[&str]) -> Outcome {
+        let words: Vec<String> = args.iter().map(|arg| shell_quote(arg)).collect();
+        self.try_exec(host, &format!("curl -sS {}", words.join(" ")))
+    }
+
+    /// `scripts/sandbox reset`: every host back in its kind's "before" state.
+    pub fn reset(&self) {
+        let out = sandbox(self.id, self.dir.path(), &["reset"]);
+        assert!(out.status.success(), "sandbox reset: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// `sentry-provision <args> -i <fleet inventory> --ssh-config <fleet ssh config>`.
     pub fn provision(&self, args: &[&str]) -> Outcome {
         let mut cmd = Command::new(bin());
@@ -122,19 +175,20 @@ impl Fleet {
         run(cmd)
     }
 
-    /// Content hash and mtime of every file the shipped playbook manages, and
-    /// the PIDs of the processes a handler would replace.
+    /// Content hash and mtime of every file the shipped playbook manages
+    /// (and of Debian's default site), and the PIDs of the processes a
+    /// handler would replace; a daemon the host's kind lacks reads as none.
     pub fn fingerprint(&self, host: usize) -> String {
         self.exec(
             host,
             "for f in /etc/redis/redis.conf /etc/sentry/sentry.conf.py /etc/nginx/sites-available/sentry \
-                     /etc/nginx/sites-enabled/sentry /etc/supervisor/conf.d/sentry-worker.conf \
-                     /etc/supervisor/conf.d/memmon.conf; do \
+                     /etc/nginx/sites-enabled/sentry /etc/nginx/sites-enabled/default \
+                     /etc/supervisor/conf.d/sentry-worker.conf /etc/supervisor/conf.d/memmon.conf; do \
                  if [ -e $f ]; then echo \"$f $(sha256sum < $f | cut -c1-16) $(stat -c %Y.%y $f)\"; else echo \"$f absent\"; fi; \
              done; \
-             echo nginx workers: $(pgrep -P $(cat /run/nginx.pid) | sort | tr '\\n' ' '); \
-             echo supervised: $(supervisorctl pid all | sort | tr '\\n' ' '); \
-             echo redis: $(redis-cli config get maxmemory | tail -1); \
+             echo nginx workers: $([ -e /run/nginx.pid ] && pgrep -P $(cat /run/nginx.pid) | sort | tr '\\n' ' '); \
+             echo supervised: $([ -S /run/supervisor.sock ] && supervisorctl pid all | sort | tr '\\n' ' '); \
+             echo redis: $(redis-cli config get maxmemory 2>/dev/null | tail -1); \
              ls /var/lib/sentry-provision 2>/dev/null; true",
         )
     }
@@ -147,6 +201,11 @@ impl Drop for Fleet {
             eprintln!("sandbox down: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+}
+
+/// `word` as one word of a POSIX shell command line.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 pub fn run(mut cmd: Command) -> Outcome {
