@@ -18,6 +18,9 @@ pub struct Observed {
     /// `SENTRY_WEB_OPTIONS` protocol and workers from sentry.conf.py.
     pub web_protocol: Option<String>,
     pub web_workers: Option<u32>,
+    /// Whether something listens on Sentry web's port: a host that runs the
+    /// workers alone has `sentry.conf.py` too, and no web to size.
+    pub web_runs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,7 +112,7 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
             );
         }
     }
-    if let Some(workers) = seen.web_workers.filter(|w| *w < seen.cpus.max(1) * 2) {
+    if let Some(workers) = seen.web_workers.filter(|w| seen.web_runs && *w < seen.cpus.max(1) * 2) {
         add(
             "web",
             format!("{workers} web worker(s) for {} core(s)", seen.cpus),
@@ -138,6 +141,7 @@ for f in /etc/supervisor/supervisord.conf /etc/supervisor/conf.d/*.conf /etc/sup
     [ -f "$f" ] && printf 'FILE %s %s\n' "$(printf '%s' "$f" | b64)" "$(b64 < "$f")"
 done
 command -v nginx >/dev/null 2>&1 && printf 'NGINX %s\n' "$(nginx -T 2>/dev/null | b64)"
+[ -n "$(ss -Hltn 'sport = :9000' 2>/dev/null)" ] && echo WEBRUNS
 if [ -f {conf} ] && command -v python3 >/dev/null 2>&1; then
     python3 - {conf} <<'PY' 2>/dev/null
 import sys
@@ -184,6 +188,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 seen.web_protocol = Some((*protocol).to_owned());
                 seen.web_workers = workers.parse().ok();
             }
+            ["WEBRUNS"] => seen.web_runs = true,
             ["END"] => complete = true,
             _ => {}
         }
@@ -214,6 +219,7 @@ mod tests {
             nginx: Some("server {\n  location / {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n".into()),
             web_protocol: Some("http".into()),
             web_workers: Some(3),
+            web_runs: true,
         }
     }
 

@@ -343,6 +343,7 @@ mod tests {
             cpus: 4,
             redis: [("save".to_string(), "3600 1".to_string()), ("maxmemory".to_string(), "0".to_string())].into(),
             web_workers: Some(3),
+            web_runs: true,
             ..Default::default()
         });
         insta::assert_snapshot!(render_findings("web01", &findings));
