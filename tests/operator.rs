@@ -172,10 +172,12 @@ fn the_side_commands_work_offline_and_every_help_ends_with_an_example() {
     };
     let list: Value = serde_json::from_str(&run(&["inventory", "-i", "inventory", "--list"]).stdout).unwrap();
     assert_eq!(list["_meta"]["hostvars"]["sentry-worker01.example.com"]["sentry_worker_numprocs"], 24);
-    assert_eq!(list["sentry"]["children"], serde_json::json!(["sentry_web", "sentry_workers"]));
+    assert_eq!(list["sentry"]["children"], serde_json::json!(["sentry_redis", "sentry_web", "sentry_workers"]));
     let graph = run(&["inventory", "-i", "inventory", "--graph"]).stdout;
     assert!(
-        graph.starts_with("@all:\n|--@sentry:\n|  |--@sentry_web:\n|  |  |--sentry-web01.example.com\n"),
+        graph.starts_with(
+            "@all:\n|--@sentry:\n|  |--@sentry_redis:\n|  |  |--@sentry_all_in_one:\n|  |  |  |--sentry.example.com\n"
+        ),
         "{graph}"
     );
     let host: Value =
@@ -199,7 +201,7 @@ fn the_side_commands_work_offline_and_every_help_ends_with_an_example() {
     let checked = run(&["check-playbook", "-i", "inventory"]);
     assert!(
         checked.code == 0
-            && checked.stdout.contains(": ok (1 play(s), 11 step(s), 3 template(s), checked for 3 host(s))"),
+            && checked.stdout.contains(": ok (3 play(s), 10 step(s), 3 template(s), checked for 5 host(s))"),
         "{checked:?}"
     );
     assert!(run(&["completions", "bash"]).stdout.contains("sentry-provision"));
