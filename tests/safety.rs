@@ -146,7 +146,7 @@ fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_servin
     let playbook = copy.path().join("playbooks/sentry-tuning.yml").display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook, "-e", "sentry_worker_numprocs=2", "--backup"]);
     assert_eq!(out.code, 4, "{out:?}");
-    assert!(out.stdout.contains("validation `nginx -t` failed; the previous files are back"), "{out:?}");
+    assert!(out.stdout.contains("validation `nginx -t` failed; checked with /etc/nginx/sites-available/sentry, /etc/nginx/sites-enabled/sentry in place; the previous files are back"), "{out:?}");
     assert!(out.stdout.contains("unknown directive \"bogus_directive\""), "the validator's own message: {out:?}");
     assert_eq!(fleet.exec(1, "ls -A /etc/nginx/sites-available /etc/nginx/sites-enabled"), sites_before);
     fleet.exec(1, "nginx -t 2>/dev/null");
