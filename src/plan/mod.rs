@@ -223,17 +223,22 @@ pub fn plan(
             }
             Action::Link { path, target } => (path.clone(), edit.link(path, target)),
             Action::Site { search, upstream, dest, enable, content, attributes } => {
-                let (switched, changed) = edit.switch_vhosts(search, upstream, dest).map_err(fail)?;
+                // A file at `dest` that starts as the template does is
+                // Sentry's own site; anything else there is the operator's.
+                let ours_enabled = snapshot.found.iter().any(|f| {
+                    f.path == *dest
+                        && search.contains(&f.pattern)
+                        && matches!(snapshot.entries.get(dest), Some(Entry::File { content: c, .. }) if nginx::is_ours(c, content))
+                });
+                let skip = if ours_enabled { Some(dest.as_str()) } else { None };
+                let (switched, changed) = edit.switch_vhosts(search, upstream, skip).map_err(fail)?;
                 // Sentry's own site, from the template, where no vhost of the
                 // operator's serves Sentry web (or where it already is ours).
-                let ours_enabled = snapshot.found.iter().any(|f| f.path == *dest && search.contains(&f.pattern));
                 if switched.is_empty() || ours_enabled {
-                    if let Some(Entry::File { .. }) = snapshot.entries.get(enable)
-                        && !switched.contains(enable)
-                    {
+                    if let Some(Entry::File { .. }) = snapshot.entries.get(enable) {
                         return Err(fail(format!(
-                            "{enable} is a file that does not hand requests to Sentry web at {upstream}: \
-                             not replaced by a link (set nginx_site_enabled to another path)"
+                            "{enable} is a file of its own, where Sentry's site would be linked: \
+                             not replaced (set nginx_site_enabled to another path)"
                         )));
                     }
                     let template = Action::Template {
@@ -353,17 +358,23 @@ impl Editing<'_> {
     /// Switches every file `search` found that hands requests to Sentry web
     /// at `upstream` (other than Sentry's own site at `dest`) to uwsgi.
     /// Returns those files, and whether any of them changes.
-    fn switch_vhosts(&mut self, search: &[String], upstream: &str, dest: &str) -> Result<(Vec<String>, bool), String> {
+    fn switch_vhosts(
+        &mut self,
+        search: &[String],
+        upstream: &str,
+        ours: Option<&str>,
+    ) -> Result<(Vec<String>, bool), String> {
         let mut serving: Vec<String> = Vec::new();
         let mut changed = false;
         let snapshot = self.snapshot;
-        for found in snapshot.found.iter().filter(|f| search.contains(&f.pattern) && f.path != dest) {
+        for found in snapshot.found.iter().filter(|f| search.contains(&f.pattern) && Some(f.path.as_str()) != ours) {
             if serving.contains(&found.path) {
                 continue;
             }
             let Some(Desired::File { content, mode, owner, group }) = self.current(&found.path) else { continue };
             let Ok(text) = std::str::from_utf8(&content) else { continue };
-            let Some(switched) = nginx::switch_to_uwsgi(text, upstream) else { continue };
+            let switched = nginx::switch_to_uwsgi(text, upstream).map_err(|e| format!("{}: {e}", found.listed))?;
+            let Some(switched) = switched else { continue };
             let after = Desired::File { content: Bytes::from(switched.into_bytes()), mode, owner, group };
             let before = self.current(&found.path);
             changed |= self.set(&found.path, before, Some(after));
@@ -842,12 +853,28 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_vhost_at_sentrys_own_path_is_switched_not_overwritten() {
+        let vhost =
+            "server {\n    listen 443 ssl;\n    location / {\n        proxy_pass http://localhost:9000;\n    }\n}\n";
+        let mut snap = snapshot(&[
+            ("/n/available/sentry", file(vhost)),
+            ("/n/enabled/sentry", Entry::Link { target: "/n/available/sentry".into() }),
+        ]);
+        snap.found = vec![found("/n/enabled/sentry", "/n/available/sentry")];
+        let plan = plan(&[site("# Managed by sentry-provision\n")], &snap, &["nginx".into()], 3).unwrap();
+        assert_eq!(plan.files.len(), 1, "{plan:?}");
+        let Desired::File { content, .. } = &plan.files[0].after else { panic!() };
+        let content = String::from_utf8_lossy(content);
+        assert!(content.contains("listen 443 ssl;") && content.contains("uwsgi_pass 127.0.0.1:9000;"), "{content}");
+    }
+
+    #[test]
     fn a_file_of_the_operators_where_the_link_would_go_is_not_replaced() {
         let other = "server { location / { proxy_pass http://127.0.0.1:8080; } }\n";
         let mut snap = snapshot(&[("/n/enabled/sentry", file(other))]);
         snap.found = vec![found("/n/enabled/sentry", "/n/enabled/sentry")];
         let err = plan(&[site(OURS)], &snap, &[], 3).unwrap_err();
-        assert!(err.contains("/n/enabled/sentry is a file that does not hand requests to Sentry web"), "{err}");
+        assert!(err.contains("/n/enabled/sentry is a file of its own, where Sentry's site would be linked"), "{err}");
     }
 
     #[test]

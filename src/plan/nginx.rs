@@ -31,7 +31,8 @@ fn directives(text: &str) -> Option<Vec<Directive>> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            // Words end before `#`, so one here always starts a comment.
+            // A `#` at the start of a word starts a comment (one inside a
+            // word is taken by the word).
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
@@ -81,15 +82,30 @@ fn directives(text: &str) -> Option<Vec<Directive>> {
                 if words.is_empty() {
                     start = i;
                 }
-                let end = text[i..]
-                    .find(|c: char| c.is_ascii_whitespace() || matches!(c, ';' | '{' | '}'))
-                    .map_or(text.len(), |n| i + n);
+                let end = word_end(text, i);
                 words.push(text[i..end].to_owned());
                 i = end;
             }
         }
     }
     (open.is_empty() && words.is_empty()).then_some(found)
+}
+
+/// Where a bare word starting at `i` ends: at whitespace, `;`, `{` or `}`,
+/// except that a variable written `${name}` is part of the word, as nginx
+/// reads it.
+fn word_end(text: &str, mut i: usize) -> usize {
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                i = text[i..].find('}').map_or(text.len(), |n| i + n + 1);
+            }
+            c if c.is_ascii_whitespace() || matches!(c, b';' | b'{' | b'}') => return i,
+            _ => i += 1,
+        }
+    }
+    i
 }
 
 /// Sentry web's address as nginx may name it: `localhost` and `127.0.0.1`
@@ -107,13 +123,19 @@ fn same_address(written: &str, upstream: &str) -> bool {
 /// `http://HOST:PORT` or `http://HOST:PORT/`: a `proxy_pass` that hands the
 /// request to Sentry web unchanged (a longer URI would rewrite paths, which
 /// uwsgi cannot).
-fn proxies_to(directive: &Directive, upstream: &str) -> bool {
-    directive.name == "proxy_pass"
-        && directive.args.len() == 1
-        && directive.args[0]
-            .strip_prefix("http://")
-            .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
-            .is_some_and(|address| same_address(address, upstream))
+///
+/// With the trailing `/`, nginx swaps the location's prefix for `/`: the
+/// same request only under `location /`.
+fn proxies_to(directive: &Directive, all: &[Directive], upstream: &str) -> bool {
+    if directive.name != "proxy_pass" || directive.args.len() != 1 {
+        return false;
+    }
+    let Some(rest) = directive.args[0].strip_prefix("http://") else { return false };
+    let under_root = directive.parent.and_then(|p| all.get(p)).is_some_and(|l| l.name == "location" && l.args == ["/"]);
+    match rest.strip_suffix('/') {
+        Some(address) => under_root && same_address(address, upstream),
+        None => same_address(rest, upstream),
+    }
 }
 
 fn uwsgi_passes_to(directive: &Directive, upstream: &str) -> bool {
@@ -131,7 +153,7 @@ fn clears_transfer_encoding(directive: &Directive) -> bool {
 /// Whether some block hands requests to Sentry web at `upstream` over HTTP
 /// (`proxy_pass`), in a configuration or in `nginx -T`'s listing of one.
 pub fn proxies_over_http(text: &str, upstream: &str) -> bool {
-    directives(text).is_some_and(|all| all.iter().any(|d| proxies_to(d, upstream)))
+    directives(text).is_some_and(|all| all.iter().any(|d| proxies_to(d, &all, upstream)))
 }
 
 /// The file with every block that hands requests to Sentry web at
@@ -139,14 +161,25 @@ pub fn proxies_over_http(text: &str, upstream: &str) -> bool {
 /// `include uwsgi_params; uwsgi_pass <upstream>; uwsgi_param
 /// HTTP_TRANSFER_ENCODING "";` in place of the `proxy_pass`, each on a line
 /// of its own at the `proxy_pass` line's indentation. A block already on
-/// uwsgi gets only what it lacks of the three. `None` when the file does
-/// not serve Sentry web (or is not nginx configuration that loads).
-pub fn switch_to_uwsgi(text: &str, upstream: &str) -> Option<String> {
-    let all = directives(text)?;
+/// uwsgi gets only what it lacks of the three. `Ok(None)` when the file does
+/// not serve Sentry web; an error when it cannot be read as nginx
+/// configuration yet names Sentry web's port beside a `proxy_pass` (left
+/// alone, it would answer 502 once Sentry web speaks uwsgi).
+pub fn switch_to_uwsgi(text: &str, upstream: &str) -> Result<Option<String>, String> {
+    let Some(all) = directives(text) else {
+        let port = upstream.rsplit_once(':').map_or(upstream, |(_, port)| port);
+        if text.contains("proxy_pass") && text.contains(&format!(":{port}")) {
+            return Err(format!(
+                "cannot read it as nginx configuration, and it may proxy to Sentry web at {upstream}: \
+                 switch it to uwsgi by hand, or leave it out of nginx_vhost_search"
+            ));
+        }
+        return Ok(None);
+    };
     let sentry: Vec<&Directive> =
-        all.iter().filter(|d| proxies_to(d, upstream) || uwsgi_passes_to(d, upstream)).collect();
+        all.iter().filter(|d| proxies_to(d, &all, upstream) || uwsgi_passes_to(d, upstream)).collect();
     if sentry.is_empty() {
-        return None;
+        return Ok(None);
     }
     // Replacements as (start, end, new text), applied back to front.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
@@ -158,7 +191,11 @@ pub fn switch_to_uwsgi(text: &str, upstream: &str) -> Option<String> {
         if !siblings().any(includes_uwsgi_params) {
             lines.push("include uwsgi_params;".to_owned());
         }
-        lines.push(format!("uwsgi_pass {upstream};"));
+        // A uwsgi_pass already there stays as the operator spelled it.
+        lines.push(match pass.name.as_str() {
+            "uwsgi_pass" => text[pass.start..pass.end].to_owned(),
+            _ => format!("uwsgi_pass {upstream};"),
+        });
         if !siblings().any(clears_transfer_encoding) {
             lines.push("uwsgi_param HTTP_TRANSFER_ENCODING \"\";".to_owned());
         }
@@ -172,7 +209,16 @@ pub fn switch_to_uwsgi(text: &str, upstream: &str) -> Option<String> {
     for (start, end, replacement) in edits {
         out.replace_range(start..end, &replacement);
     }
-    Some(out)
+    Ok(Some(out))
+}
+
+/// Whether the file begins as Sentry's own site does (the rendered
+/// template's first line): the site this tool installed, not a vhost of the
+/// operator's that happens to sit at the same path.
+pub fn is_ours(text: &[u8], template: &[u8]) -> bool {
+    let first_line = |t: &[u8]| t.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
+    let ours = first_line(template);
+    !ours.is_empty() && first_line(text) == ours
 }
 
 #[cfg(test)]
@@ -205,7 +251,7 @@ server {
 
     #[test]
     fn the_proxy_pass_to_sentry_becomes_the_guides_three_lines_and_nothing_else_moves() {
-        let switched = switch_to_uwsgi(OPERATOR_TLS, "127.0.0.1:9000").unwrap();
+        let switched = switch_to_uwsgi(OPERATOR_TLS, "127.0.0.1:9000").unwrap().unwrap();
         let expected = OPERATOR_TLS.replace(
             "proxy_pass        http://localhost:9000;",
             "include uwsgi_params;\n        uwsgi_pass 127.0.0.1:9000;\n        uwsgi_param HTTP_TRANSFER_ENCODING \"\";",
@@ -215,8 +261,8 @@ server {
 
     #[test]
     fn a_switched_vhost_is_left_as_it_is() {
-        let switched = switch_to_uwsgi(OPERATOR_TLS, "127.0.0.1:9000").unwrap();
-        assert_eq!(switch_to_uwsgi(&switched, "127.0.0.1:9000").unwrap(), switched);
+        let switched = switch_to_uwsgi(OPERATOR_TLS, "127.0.0.1:9000").unwrap().unwrap();
+        assert_eq!(switch_to_uwsgi(&switched, "127.0.0.1:9000").unwrap().unwrap(), switched);
         assert!(!proxies_over_http(&switched, "127.0.0.1:9000"));
         assert!(proxies_over_http(OPERATOR_TLS, "127.0.0.1:9000"));
     }
@@ -225,7 +271,7 @@ server {
     fn a_uwsgi_block_missing_one_of_the_three_lines_gets_it_back() {
         let text = "location / {\n    include uwsgi_params;\n    uwsgi_pass 127.0.0.1:9000;\n}\n";
         assert_eq!(
-            switch_to_uwsgi(text, "127.0.0.1:9000").unwrap(),
+            switch_to_uwsgi(text, "127.0.0.1:9000").unwrap().unwrap(),
             "location / {\n    include uwsgi_params;\n    uwsgi_pass 127.0.0.1:9000;\n    uwsgi_param HTTP_TRANSFER_ENCODING \"\";\n}\n"
         );
     }
@@ -233,16 +279,16 @@ server {
     #[test]
     fn a_vhost_proxying_elsewhere_is_not_sentrys() {
         let other = "server { location / { proxy_pass http://127.0.0.1:8080; } }\n";
-        assert_eq!(switch_to_uwsgi(other, "127.0.0.1:9000"), None);
+        assert_eq!(switch_to_uwsgi(other, "127.0.0.1:9000"), Ok(None));
         assert!(!proxies_over_http(other, "127.0.0.1:9000"));
         let rewriting = "server { location /api { proxy_pass http://127.0.0.1:9000/v2/; } }\n";
-        assert_eq!(switch_to_uwsgi(rewriting, "127.0.0.1:9000"), None);
+        assert_eq!(switch_to_uwsgi(rewriting, "127.0.0.1:9000"), Ok(None));
     }
 
     #[test]
     fn commented_out_proxying_is_not_proxying() {
         let text = "server {\n    location / {\n        # proxy_pass http://127.0.0.1:9000;\n        root /var/www/html;\n    }\n}\n";
-        assert_eq!(switch_to_uwsgi(text, "127.0.0.1:9000"), None);
+        assert_eq!(switch_to_uwsgi(text, "127.0.0.1:9000"), Ok(None));
     }
 
     #[test]
@@ -252,22 +298,47 @@ server {
                        \tlocation / {\n\t\t# First attempt to serve request as file\n\t\ttry_files $uri $uri/ =404;\n\t}\n\
                        \t#location ~ \\.php$ {\n\t#\tfastcgi_pass unix:/run/php/php7.4-fpm.sock;\n\t#}\n}\n";
         assert!(!proxies_over_http(default, "127.0.0.1:9000"));
-        assert_eq!(switch_to_uwsgi(default, "127.0.0.1:9000"), None);
+        assert_eq!(switch_to_uwsgi(default, "127.0.0.1:9000"), Ok(None));
     }
 
     #[test]
-    fn a_file_whose_braces_do_not_close_is_not_edited() {
-        assert_eq!(
-            switch_to_uwsgi("server { location / { proxy_pass http://127.0.0.1:9000;\n", "127.0.0.1:9000"),
-            None
-        );
+    fn a_file_whose_braces_do_not_close_is_not_edited_and_is_an_error_if_it_may_proxy_to_sentry() {
+        let err = switch_to_uwsgi("server { location / { proxy_pass http://127.0.0.1:9000;\n", "127.0.0.1:9000");
+        assert!(err.unwrap_err().contains("cannot read it as nginx configuration"));
+        assert_eq!(switch_to_uwsgi("server { location / { root /srv;\n", "127.0.0.1:9000"), Ok(None));
+    }
+
+    #[test]
+    fn a_variable_in_braces_is_part_of_its_word() {
+        let text = "server { return 301 https://${host}$request_uri; }\nserver { location / { proxy_pass http://127.0.0.1:9000; } }\n";
+        let switched = switch_to_uwsgi(text, "127.0.0.1:9000").unwrap().unwrap();
+        assert!(switched.contains("https://${host}$request_uri;") && switched.contains("uwsgi_pass 127.0.0.1:9000;"));
+    }
+
+    #[test]
+    fn a_location_whose_prefix_proxy_pass_strips_is_not_switched() {
+        let text = "server { location /sentry/ { proxy_pass http://127.0.0.1:9000/; } }\n";
+        assert_eq!(switch_to_uwsgi(text, "127.0.0.1:9000"), Ok(None));
+    }
+
+    #[test]
+    fn a_uwsgi_pass_spelled_otherwise_is_kept_as_it_is() {
+        let text = "location / {\n    include uwsgi_params;\n    uwsgi_pass  localhost:9000;\n    uwsgi_param HTTP_TRANSFER_ENCODING \"\";\n}\n";
+        assert_eq!(switch_to_uwsgi(text, "127.0.0.1:9000").unwrap().unwrap(), text);
+    }
+
+    #[test]
+    fn only_a_file_that_starts_as_the_template_does_is_ours() {
+        let template = b"# Managed by sentry-provision: Sentry web.\nserver {}\n";
+        assert!(is_ours(b"# Managed by sentry-provision: Sentry web.\nserver { listen 8080; }\n", template));
+        assert!(!is_ours(b"server { location / { proxy_pass http://127.0.0.1:9000; } }\n", template));
     }
 
     #[test]
     fn every_block_that_proxies_to_sentry_is_switched() {
         let text = "server { listen 80; location / { proxy_pass http://127.0.0.1:9000/; } }\n\
                     server { listen 8080; location / { proxy_pass http://127.0.0.1:9000; } }\n";
-        let switched = switch_to_uwsgi(text, "127.0.0.1:9000").unwrap();
+        let switched = switch_to_uwsgi(text, "127.0.0.1:9000").unwrap().unwrap();
         assert_eq!(switched.matches("uwsgi_pass 127.0.0.1:9000;").count(), 2, "{switched}");
         assert!(!switched.contains("proxy_pass"), "{switched}");
     }
