@@ -363,15 +363,18 @@ fn render_tasks(
             {
                 continue;
             }
+            let attributes = |mode: Option<u32>, owner: &Option<String>, group: &Option<String>| {
+                Ok::<_, String>(Attributes {
+                    mode,
+                    owner: owner.as_deref().map(|o| text("owner", o)).transpose()?,
+                    group: group.as_deref().map(|g| text("group", g)).transpose()?,
+                })
+            };
             let action = match step.kind() {
                 StepKind::Template(t) => Action::Template {
                     dest: path("dest", &t.dest)?,
                     content: renderer.render_file(&playbook.templates_dir, &t.src, &vars)?.into_bytes().into(),
-                    attributes: Attributes {
-                        mode: t.mode,
-                        owner: t.owner.as_deref().map(|o| text("owner", o)).transpose()?,
-                        group: t.group.as_deref().map(|g| text("group", g)).transpose()?,
-                    },
+                    attributes: attributes(t.mode, &t.owner, &t.group)?,
                 },
                 StepKind::Line(l) => Action::Line {
                     path: path("path", &l.path)?,
@@ -406,11 +409,7 @@ fn render_tasks(
                     dest: path("dest", &v.dest)?,
                     enable: path("enable", &v.enable)?,
                     content: renderer.render_file(&playbook.templates_dir, &v.src, &vars)?.into_bytes().into(),
-                    attributes: Attributes {
-                        mode: v.mode,
-                        owner: v.owner.as_deref().map(|o| text("owner", o)).transpose()?,
-                        group: v.group.as_deref().map(|g| text("group", g)).transpose()?,
-                    },
+                    attributes: attributes(v.mode, &v.owner, &v.group)?,
                 },
                 StepKind::Command(c) => Action::Command {
                     cmd: text("cmd", &c.cmd)?,

@@ -371,12 +371,17 @@ impl Editing<'_> {
             if serving.contains(&found.path) {
                 continue;
             }
-            let Some(Desired::File { content, mode, owner, group }) = self.current(&found.path) else { continue };
-            let Ok(text) = std::str::from_utf8(&content) else { continue };
+            let before = self.current(&found.path);
+            let Some(Desired::File { content, mode, owner, group }) = &before else { continue };
+            let Ok(text) = std::str::from_utf8(content) else { continue };
             let switched = nginx::switch_to_uwsgi(text, upstream).map_err(|e| format!("{}: {e}", found.listed))?;
             let Some(switched) = switched else { continue };
-            let after = Desired::File { content: Bytes::from(switched.into_bytes()), mode, owner, group };
-            let before = self.current(&found.path);
+            let after = Desired::File {
+                content: Bytes::from(switched.into_bytes()),
+                mode: *mode,
+                owner: owner.clone(),
+                group: group.clone(),
+            };
             changed |= self.set(&found.path, before, Some(after));
             serving.push(found.path.clone());
         }
