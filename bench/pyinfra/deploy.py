@@ -9,6 +9,8 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
+# As sentry-provision and Ansible render templates: a block tag takes its newline.
+JINJA = {"trim_blocks": True}
 TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "..", "templates")
 cpus = int(host.get_fact(Command, "nproc"))
 v = dict(
@@ -52,7 +54,7 @@ web = files.block(
     % (v["sentry_web_host"], v["sentry_web_port"], v["sentry_web_workers"]),
 )
 nginx = [
-    files.template(name="nginx site", src=os.path.join(TEMPLATES, "nginx-sentry.conf.j2"), dest="/etc/nginx/sites-available/sentry", mode="644", **v),
+    files.template(name="nginx site", src=os.path.join(TEMPLATES, "nginx-sentry.conf.j2"), dest="/etc/nginx/sites-available/sentry", mode="644", jinja_env_kwargs=JINJA, **v),
     files.link(name="enable site", path="/etc/nginx/sites-enabled/sentry", target="/etc/nginx/sites-available/sentry"),
 ]
 if host.get_fact(File, path=v["superlance_venv"] + "/bin/memmon") is None:
