@@ -4,6 +4,7 @@
 use crate::cli::{AuditArgs, CheckArgs, Cli, FactsArgs, InventoryArgs, OutputFormat, RenderArgs};
 use crate::facts::Facts;
 use crate::inventory::{self, Inventory};
+use crate::output::{out, outln};
 use crate::run::{self, Mode};
 use crate::suggest::nearest;
 use crate::transport::{self, Transport, script};
@@ -39,7 +40,7 @@ pub fn inventory(args: &InventoryArgs) -> u8 {
     if let Some(name) = &args.host {
         return match inventory.hosts.iter().find(|h| &h.name == name) {
             Some(host) => {
-                println!("{}", serde_json::to_string_pretty(&host.vars).expect("variables serialize"));
+                outln!("{}", serde_json::to_string_pretty(&host.vars).expect("variables serialize"));
                 0
             }
             None => bad_input(&format!(
@@ -49,10 +50,10 @@ pub fn inventory(args: &InventoryArgs) -> u8 {
         };
     }
     if args.graph {
-        print!("{}", graph(&inventory));
+        out!("{}", graph(&inventory));
         return 0;
     }
-    println!("{}", serde_json::to_string_pretty(&list(&inventory)).expect("the inventory serializes"));
+    outln!("{}", serde_json::to_string_pretty(&list(&inventory)).expect("the inventory serializes"));
     0
 }
 
@@ -183,7 +184,7 @@ pub async fn facts(args: &FactsArgs) -> u8 {
         };
         document.insert(host.name.clone(), value);
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Object(document)).expect("facts serialize"));
+    outln!("{}", serde_json::to_string_pretty(&Value::Object(document)).expect("facts serialize"));
     code
 }
 
@@ -237,14 +238,14 @@ pub async fn audit(args: &AuditArgs) -> u8 {
     let clean = results.iter().filter(|r| r.as_ref().is_ok_and(|f| f.is_empty())).count();
     match args.format {
         OutputFormat::Json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&json!({"exit_code": code, "hosts": document})).expect("serializes")
             )
         }
         OutputFormat::Human => {
-            print!("{text}");
-            println!(
+            out!("{text}");
+            outln!(
                 "summary: {} host(s): {with} stray from the tuning guide, {clean} as it recommends, {} not read",
                 hosts.len(),
                 hosts.len() - with - clean
@@ -288,8 +289,8 @@ pub fn render(args: &RenderArgs) -> u8 {
                     }
                 }
                 None => {
-                    println!("==> {host}: {path} <==");
-                    print!("{}", String::from_utf8_lossy(content));
+                    outln!("==> {host}: {path} <==");
+                    out!("{}", String::from_utf8_lossy(content));
                 }
             }
         }
@@ -305,7 +306,7 @@ pub fn render(args: &RenderArgs) -> u8 {
 pub fn check_playbook(args: &CheckArgs) -> u8 {
     match run::check_playbook(&args.playbook, args.inventory.as_deref(), &args.extra_vars) {
         Ok(summary) => {
-            println!("{summary}");
+            outln!("{summary}");
             0
         }
         Err(e) => {
@@ -325,6 +326,6 @@ pub fn man() -> u8 {
     if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
         return bad_input(&e.to_string());
     }
-    print!("{}", String::from_utf8_lossy(&page));
+    out!("{}", String::from_utf8_lossy(&page));
     0
 }

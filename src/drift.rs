@@ -4,6 +4,7 @@
 //! `--install-timer` writes a systemd service and timer for the same check.
 
 use crate::cli::{DriftArgs, Format};
+use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
 use crate::run::{self, HostReport, Mode, Remediate, Settings};
@@ -116,7 +117,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
         }
     };
     match &args.output {
-        None => print!("{text}"),
+        None => out!("{text}"),
         Some(path) => {
             if let Err(e) = replace_file(path, text.as_bytes()) {
                 eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
@@ -267,11 +268,11 @@ fn install_timer(args: &DriftArgs) -> Result<(), String> {
     for (name, text) in [(format!("{UNIT}.service"), service), (format!("{UNIT}.timer"), timer)] {
         let path = args.timer_dir.join(&name);
         replace_file(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
-    println!("enable it with: systemctl daemon-reload && systemctl enable --now {UNIT}.timer");
+    outln!("enable it with: systemctl daemon-reload && systemctl enable --now {UNIT}.timer");
     let shell: Vec<String> = command.iter().map(|a| cron_quote(a)).collect();
-    println!("or with cron (/etc/cron.d/{UNIT}):\n{} root {}", cron_schedule(seconds), shell.join(" "));
+    outln!("or with cron (/etc/cron.d/{UNIT}):\n{} root {}", cron_schedule(seconds), shell.join(" "));
     Ok(())
 }
 

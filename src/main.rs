@@ -11,6 +11,7 @@ mod drift;
 mod facts;
 mod input;
 mod inventory;
+mod output;
 mod plan;
 mod playbook;
 mod progress;
@@ -20,6 +21,7 @@ mod run;
 mod suggest;
 mod transport;
 
+use crate::output::{out, outln};
 use clap::Parser;
 use cli::{Cli, Command};
 use run::{HostReport, Mode, Status};
@@ -81,11 +83,11 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool, format: cli:
     match format {
         cli::OutputFormat::Human => {
             let options = report::human::Options { check, show_diff };
-            print!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
+            out!("{}", report::human::render(&reports, &options, &report::human::Style::detect()));
         }
         cli::OutputFormat::Json => {
             let document = report::json::run_document(&reports, check, code, started.elapsed());
-            println!("{}", serde_json::to_string_pretty(&document).expect("the report serializes"));
+            outln!("{}", serde_json::to_string_pretty(&document).expect("the report serializes"));
             eprint!("{}", report::human::summary_line(&reports, check));
         }
     }

@@ -301,3 +301,27 @@ fn a_host_whose_vhosts_do_not_serve_the_app_gets_the_template_and_its_link() {
     let again = p.run(&["apply"]);
     assert!(again.stdout.contains("summary: 1 host(s): 1 ok, 0 changed"), "{again:?}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    // A diff well past a pipe's buffer (and under the lines past which a
+    // diff is summarised), so the write meets the closed pipe.
+    let big: String = (0..300).map(|i| format!("line {i} {}\n", "x".repeat(400))).collect();
+    let p = Project::new(PLAYBOOK, INVENTORY).template("app.conf.j2", &big);
+    p.write("settings", "port = 1\n");
+    let script = format!(
+        "{} diff -i {} -p {} 2>{}/stderr | head -1; echo \"status ${{PIPESTATUS[0]}}\"",
+        bin(),
+        p.dir.path().join("inventory").display(),
+        p.dir.path().join("playbooks/site.yml").display(),
+        p.dir.path().display()
+    );
+    let out = common::run({
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c").arg(script);
+        cmd
+    });
+    assert!(out.stdout.ends_with("status 141\n"), "ended as SIGPIPE ends a command: {out:?}");
+    let stderr = fs::read_to_string(p.dir.path().join("stderr")).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
