@@ -242,7 +242,7 @@ pub struct CommonArgs {
     /// Seconds each round trip may take (none by default).
     #[arg(long, value_name = "SECONDS")]
     pub command_timeout: Option<u64>,
-    /// Keep the previous version of every changed file beside it (`<path>.<time>.bak`).
+    /// Keep the previous version of every changed file in the host's state folder (`backups/<time><path>`).
     #[arg(long)]
     pub backup: bool,
     /// When a handler or a verify probe fails after files moved, put the previous files back and run the handlers again.

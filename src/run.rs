@@ -105,6 +105,15 @@ pub struct HandlerOutcome {
     pub ok: bool,
 }
 
+/// A changed file's previous version, kept where no service loads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Backup {
+    /// The file it is a copy of.
+    pub path: String,
+    /// Where the copy is.
+    pub copy: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDiff {
     pub path: String,
@@ -135,8 +144,8 @@ pub struct HostReport {
     pub remediated: Vec<String>,
     /// Paths renamed into place by this run.
     pub written: Vec<String>,
-    /// Backups kept beside changed files.
-    pub backups: Vec<String>,
+    /// Backups of changed files, kept in the state folder.
+    pub backups: Vec<Backup>,
     /// Paths put back by `--rollback-on-failure`.
     pub rolled_back: Vec<String>,
     /// Round trips and their timings, for `-v`.
@@ -1016,7 +1025,9 @@ impl HostRun<'_> {
             })?;
             self.report.written =
                 result.written.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.clone()).collect();
-            self.report.backups = result.backups;
+            self.report.backups = (result.backups.into_iter())
+                .filter_map(|(i, copy)| plan.files.get(i).map(|f| Backup { path: f.path.clone(), copy }))
+                .collect();
             if let Some((what, message)) = result.failure {
                 let what = describe_failed_write(&what, plan, &inspection.tasks);
                 return Err(failed(format!("install: {what}: {message}")));

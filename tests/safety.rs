@@ -155,16 +155,30 @@ fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_servin
 }
 
 #[test]
-fn backups_keep_the_previous_version_and_are_listed() {
+fn backups_keep_the_previous_version_where_no_service_loads_it_and_are_listed() {
     let fleet = Fleet::up(1);
     let redis_before = fleet.exec(1, "cat /etc/redis/redis.conf");
     let out = apply(&fleet, &["--backup"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let backup =
-        out.stdout.lines().find_map(|l| l.trim().strip_prefix("backup  /etc/redis/redis.conf.")).expect("listed");
-    let path = format!("/etc/redis/redis.conf.{backup}");
-    assert!(path.ends_with(".bak"), "{path}");
+    let path = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("backup  /etc/redis/redis.conf -> "))
+        .expect("listed with the file it copies");
+    assert!(
+        path.starts_with("/var/lib/sentry-provision/backups/") && path.ends_with("/etc/redis/redis.conf"),
+        "{path}"
+    );
     assert_eq!(fleet.exec(1, &format!("cat {path}")), redis_before);
+    assert_eq!(fleet.exec(1, "ls /etc/redis"), "redis.conf\n", "nothing beside the file");
+
+    // The operator's vhost is a regular file in sites-enabled/, whose every
+    // entry nginx loads: its old proxy_pass copy must not be served beside it.
+    assert!(out.stdout.contains("backup  /etc/nginx/sites-enabled/sentry -> "), "{out:?}");
+    assert_eq!(fleet.exec(1, "ls -A /etc/nginx/sites-enabled"), "default\nsentry\n");
+    let sentry = fleet.curl(1, &["-si", "-H", "Host: sentry.host1.test", "http://127.0.0.1/"]);
+    assert!(sentry.stdout.contains("X-Sentry-Web-Protocol: uwsgi"), "{sentry:?}");
+    assert!(!fleet.exec(1, "nginx -T 2>/dev/null").contains("proxy_pass http://127.0.0.1:9000"), "no old vhost loaded");
 }
 
 #[test]

@@ -160,7 +160,7 @@ pub struct TemplateStep {
     /// A command that must pass with the new file in place, or the old one comes back.
     #[serde(default)]
     pub validate: Option<String>,
-    /// Keep the previous version beside the file (`<path>.<time>.bak`).
+    /// Keep the previous version in the state folder (`backups/<time><path>`).
     #[serde(default)]
     pub backup: bool,
     #[serde(default, deserialize_with = "octal_mode")]

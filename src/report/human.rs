@@ -74,7 +74,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             let _ = writeln!(out, "  {}  {}", style.paint(code, word), handler.name);
         }
         for backup in &report.backups {
-            let _ = writeln!(out, "  {}  {backup}", style.paint("36", "backup"));
+            let _ = writeln!(out, "  {}  {} -> {}", style.paint("36", "backup"), backup.path, backup.copy);
         }
         for path in &report.rolled_back {
             let _ = writeln!(out, "  {}  {path}", style.paint("33", "rolled back"));

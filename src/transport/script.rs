@@ -683,7 +683,7 @@ pub struct Install<'a> {
     pub commands: &'a [(usize, &'a str)],
     /// The record of what was applied (JSON), written last.
     pub applied: Option<&'a str>,
-    /// Suffix of backups: `<path>.<stamp>.bak`.
+    /// Names this run's backups: `<state>/backups/<stamp><path>`.
     pub stamp: &'a str,
     /// Test hook: the script kills itself (SIGKILL) at this named point.
     pub crash_at: Option<&'a str>,
@@ -931,8 +931,8 @@ put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
         if write.backup {
             let _ = writeln!(
                 s,
-                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$p.{stamp}.bak\"; cp -P -p -- \"$p\" \"$bak\" 2>\"$errlog\" || fail \"$w\" \"cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
-                stamp = install.stamp
+                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$state/backups/\"{stamp}\"$p\"; {{ mkdir -p -- \"${{bak%/*}}\" && cp -P -p -- \"$p\" \"$bak\"; }} 2>\"$errlog\" || fail \"$w\" \"cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
+                stamp = quote(install.stamp)
             );
         }
         if !validated(write) {
@@ -1056,8 +1056,8 @@ pub fn parse_probes(stdout: &[u8], count: usize) -> Result<Vec<(i32, String)>, S
 pub struct InstallOutput {
     /// Indexes of the writes in place, in the order they were done.
     pub written: Vec<usize>,
-    /// Backups kept beside their files.
-    pub backups: Vec<String>,
+    /// Backups kept in the state folder: the write's index and the copy's path.
+    pub backups: Vec<(usize, String)>,
     pub commands_ran: Vec<usize>,
     /// What failed (`file:N` for the Nth write, `record` or `command:N`) and the message with stderr.
     pub failure: Option<(String, String)>,
@@ -1070,8 +1070,9 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("DONE"), Some(i), _) => out.written.push(i.parse().map_err(|_| format!("bad index {i}"))?),
-            (Some("BACKUP"), Some(_), Some(path)) => {
-                out.backups.push(String::from_utf8_lossy(&decode(path)?).into_owned())
+            (Some("BACKUP"), Some(i), Some(path)) => {
+                let i = i.parse().map_err(|_| format!("bad index {i}"))?;
+                out.backups.push((i, String::from_utf8_lossy(&decode(path)?).into_owned()))
             }
             (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("FAIL"), Some(what), Some(message)) => {
@@ -1455,22 +1456,24 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_keeps_the_previous_version_beside_the_file() {
+    fn a_backup_keeps_the_previous_version_in_the_state_folder_where_no_include_glob_reaches() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
+        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "p");
         std::fs::write(&path, "old\n").unwrap();
         let desired = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &[], backup: true }];
-        let out = parse_install(&sh(install(&Install {
-            writes: &writes,
-            stamp: "20261127T100000",
-            ..install_of(&test_state())
-        })
-        .to_bytes()))
-        .unwrap();
-        assert_eq!(out.backups, [format!("{path}.20261127T100000.bak")]);
-        assert_eq!(std::fs::read_to_string(&out.backups[0]).unwrap(), "old\n");
+        let out =
+            parse_install(&sh(
+                install(&Install { writes: &writes, stamp: "20261127T100000", ..install_of(&state) }).to_bytes()
+            ))
+            .unwrap();
+        let copy = format!("{}/backups/20261127T100000{path}", state.dir());
+        assert_eq!(out.backups, [(0, copy.clone())]);
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "old\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(beside.len(), 2, "nothing beside the file but the state folder: {beside:?}");
     }
 
     #[test]
