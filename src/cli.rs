@@ -245,8 +245,9 @@ pub struct CommonArgs {
     /// Keep the previous version of every changed file in the host's state folder (`backups/<time><path>`).
     #[arg(long)]
     pub backup: bool,
-    /// When a handler or a verify probe fails after files moved, put the previous files back and run the handlers again.
-    #[arg(long)]
+    /// Accepted for scripts written before rollback became what every run does
+    /// (a handler that fails or does not take effect takes the run back).
+    #[arg(long, hide = true)]
     pub rollback_on_failure: bool,
     /// No progress output.
     #[arg(short, long)]
@@ -287,7 +288,6 @@ impl CommonArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             command_timeout: self.command_timeout.map(Duration::from_secs),
             backup: self.backup,
-            rollback_on_failure: self.rollback_on_failure,
             lock_timeout: Duration::from_secs(self.lock_timeout),
             verbosity: self.verbose,
             quiet: self.quiet,

@@ -31,8 +31,6 @@ pub struct Settings {
     pub mode: Mode,
     /// Keep the previous version of every changed file (`--backup`).
     pub backup: bool,
-    /// Put the previous files back when a handler or probe fails after they moved.
-    pub rollback_on_failure: bool,
     /// How long to wait for another run's lock on a host.
     pub lock_timeout: Duration,
     /// Test hook (`SENTRY_PROVISION_CRASH_AT`): die with SIGKILL at this named point.
@@ -583,7 +581,6 @@ impl Settings {
             forks: 1,
             mode: Mode::Check,
             backup: false,
-            rollback_on_failure: false,
             lock_timeout: Duration::ZERO,
             crash_at: None,
             verbosity: 0,
@@ -940,47 +937,88 @@ impl HostRun<'_> {
 
     /// Round trips 2 and 3: write what changed (recording the handlers owed
     /// first and what was applied last), then run the handlers and verify
-    /// the live state they touched. On failure after files moved, with
-    /// `--rollback-on-failure`, the previous files come back and the
-    /// handlers run again.
+    /// each took effect. The install is all or nothing on the host. A
+    /// handler that fails, or does not take effect, after files moved
+    /// takes the run back: every file of the run returns, with the record
+    /// of what was applied, and the handlers that ran (and the one that
+    /// failed) run again, so the services run what the restored files say
+    /// (web and nginx switch protocol together, or not at all).
     async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
         let result = self.install_then_reload(inspection, plan).await;
         let Err((status, message)) = result else { return Ok(()) };
-        let moved: Vec<&plan::FileChange> =
-            plan.files.iter().filter(|f| self.report.written.contains(&f.path)).collect();
-        if !self.settings.rollback_on_failure || status != Status::Failed || moved.is_empty() {
+        if status != Status::Failed || self.report.written.is_empty() {
             return Err((status, message));
         }
-        let restore: Vec<(String, Option<plan::Desired>)> =
-            moved.iter().map(|f| (f.path.clone(), restorable(&f.before))).collect();
+        // The handlers that may have loaded the new files: those that ran,
+        // and the one that failed.
+        let rerun: Vec<String> = self.report.handlers.iter().map(|h| h.name.clone()).collect();
+        match self.roll_back(inspection, plan, &rerun).await {
+            Ok(()) => Err((
+                status,
+                format!(
+                    "{message}; rolled back {} file(s){}",
+                    self.report.rolled_back.len(),
+                    if rerun.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " and ran {} again on them",
+                            rerun.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ),
+            )),
+            Err((_, why)) => Err((status, format!("{message}; the rollback failed too: {why}"))),
+        }
+    }
+
+    /// Puts back every file this run wrote, and the record of what was
+    /// applied, then runs `rerun` (handlers in playbook order) on them. The
+    /// handlers read the restored files, so live state follows the files.
+    async fn roll_back(&mut self, inspection: &Inspection, plan: &Plan, rerun: &[String]) -> Result<(), Failure> {
+        let restore: Vec<(String, Option<plan::Desired>)> = plan
+            .files
+            .iter()
+            .filter(|f| self.report.written.contains(&f.path))
+            .map(|f| (f.path.clone(), restorable(&f.before)))
+            .collect();
         let writes: Vec<script::FileWrite> = restore
             .iter()
             .map(|(path, before)| script::FileWrite { path, desired: before.as_ref(), validate: &[], backup: false })
             .collect();
+        let record =
+            serde_json::to_string(&inspection.applied.clone().unwrap_or_default()).expect("the record serializes");
+        // Owed after the rollback: what an earlier run left, and what runs again now.
+        let owed: Vec<String> = handler_order(&inspection.tasks)
+            .into_iter()
+            .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
+            .collect();
         let install = script::install(&script::Install {
             state: &self.job.state,
-            pending: &plan.handlers,
+            pending: &owed,
             writes: &writes,
             commands: &[],
-            applied: None,
+            applied: Some(&record),
             stamp: "",
             crash_at: None,
         });
-        let rollback = async {
-            let output = self.round_trip("rollback", &install).await?;
-            let result = script::parse_install(&output.stdout).map_err(|e| failed(format!("rollback: {e}")))?;
-            if let Some((_, why)) = result.failure {
-                return Err(failed(format!("rollback: {why}")));
-            }
-            self.report.rolled_back = restore.iter().map(|(p, _)| p.clone()).collect();
-            self.run_handlers(inspection, plan, false).await
-        };
-        match rollback.await {
-            Ok(()) => {
-                Err((status, format!("{message}; rolled back {} file(s) and ran the handlers again", moved.len())))
-            }
-            Err((_, why)) => Err((status, format!("{message}; the rollback failed too: {why}"))),
+        let output = self.round_trip("rollback", &install).await?;
+        let result = script::parse_install(&output.stdout).map_err(|e| {
+            failed(format!("rollback: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
+        })?;
+        if let Some((_, why)) = result.failure {
+            return Err(failed(format!("rollback: {why}")));
         }
+        self.report.rolled_back = restore.iter().map(|(p, _)| p.clone()).collect();
+        self.report.written.clear();
+        let undo = Plan { handlers: rerun.to_vec(), ..Plan::default() };
+        let forward = std::mem::take(&mut self.report.handlers);
+        let result = self.run_handlers(inspection, &undo, false).await;
+        let undone = std::mem::replace(&mut self.report.handlers, forward);
+        self.report
+            .handlers
+            .extend(undone.into_iter().map(|h| HandlerOutcome { name: format!("{} (rollback)", h.name), ..h }));
+        result
     }
 
     async fn install_then_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
@@ -1030,15 +1068,23 @@ impl HostRun<'_> {
                 .collect();
             if let Some((what, message)) = result.failure {
                 let what = describe_failed_write(&what, plan, &inspection.tasks);
-                return Err(failed(format!("install: {what}: {message}")));
+                let after = if result.stuck.is_empty() {
+                    "every file of the run is back as it was, and no handler ran".to_owned()
+                } else {
+                    let stuck: Vec<&str> =
+                        result.stuck.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.as_str()).collect();
+                    format!("no handler ran; these could NOT be put back: {}", stuck.join(", "))
+                };
+                return Err(failed(format!("install: {what}: {message} ({after})")));
             }
         }
         self.crash_point("after-install");
         self.run_handlers(inspection, plan, true).await
     }
 
-    /// Runs the plan's handlers, then (`verify`) the probes whose remedy is
-    /// among them, in the same round trip.
+    /// Runs the plan's handlers, each followed (`verify`) by the probes whose
+    /// remedy it is, in one round trip: a handler counts as done only when
+    /// those pass.
     async fn run_handlers(&mut self, inspection: &Inspection, plan: &Plan, verify: bool) -> Result<(), Failure> {
         if plan.handlers.is_empty() {
             return Ok(());
@@ -1050,22 +1096,22 @@ impl HostRun<'_> {
                 inspection.tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
             })
             .collect();
-        let probes: Vec<(&str, &str)> = if verify {
+        let probes: Vec<script::Verify> = if verify {
             inspection
                 .tasks
                 .probes
                 .iter()
-                .filter(|(_, _, remedy)| remedy.as_ref().is_some_and(|r| plan.handlers.contains(r)))
-                .map(|(name, cmd, _)| (name.as_str(), cmd.as_str()))
+                .filter_map(|(name, command, remedy)| {
+                    let after = to_run.iter().position(|(n, _)| Some(*n) == remedy.as_deref())?;
+                    Some(script::Verify { after, name, command })
+                })
                 .collect()
         } else {
             Vec::new()
         };
-        let probe_commands: Vec<&str> = probes.iter().map(|(_, c)| *c).collect();
         let crash_at = self.settings.crash_at.as_deref();
-        let output = self
-            .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probe_commands, crash_at).into())
-            .await;
+        let output =
+            self.round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, crash_at).into()).await;
         if crash_at.is_some_and(|p| p.starts_with("handler:")) {
             crash_now();
         }
@@ -1079,24 +1125,14 @@ impl HostRun<'_> {
             let (name, cmd) = to_run[i];
             self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
             let secrets = secret_values(&self.job.host.vars);
-            return Err(failed(mask(
-                &format!(
-                    "handler `{name}`: `{}` exited {status}: {message} (left pending; it runs again next time)",
-                    cmd.trim()
-                ),
-                &secrets,
-            )));
+            let what = if result.no_effect {
+                format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
+            } else {
+                format!("handler `{name}`: `{}` exited {status}: {message}", cmd.trim())
+            };
+            return Err(failed(mask(&format!("{what} (left pending; it runs again next time)"), &secrets)));
         }
         self.crash_point("after-handlers");
-        let failures: Vec<String> = probes
-            .iter()
-            .zip(&result.probes)
-            .filter(|(_, (status, _))| *status != 0)
-            .map(|((name, _), (status, out))| format!("verify `{name}` failed (exit {status}): {out}"))
-            .collect();
-        if !failures.is_empty() {
-            return Err(failed(mask(&failures.join("; "), &secret_values(&self.job.host.vars))));
-        }
         Ok(())
     }
 

@@ -146,7 +146,8 @@ fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_servin
     let playbook = copy.path().join("playbooks/sentry-tuning.yml").display().to_string();
     let out = fleet.provision(&["apply", "-p", &playbook, "-e", "sentry_worker_numprocs=2", "--backup"]);
     assert_eq!(out.code, 4, "{out:?}");
-    assert!(out.stdout.contains("validation `nginx -t` failed; checked with /etc/nginx/sites-available/sentry, /etc/nginx/sites-enabled/sentry in place; the previous files are back"), "{out:?}");
+    assert!(out.stdout.contains("check `nginx -t` failed with every file of the run in place"), "{out:?}");
+    assert!(out.stdout.contains("every file of the run is back as it was, and no handler ran"), "{out:?}");
     assert!(out.stdout.contains("unknown directive \"bogus_directive\""), "the validator's own message: {out:?}");
     assert_eq!(fleet.exec(1, "ls -A /etc/nginx/sites-available /etc/nginx/sites-enabled"), sites_before);
     fleet.exec(1, "nginx -t 2>/dev/null");
@@ -182,14 +183,14 @@ fn backups_keep_the_previous_version_where_no_service_loads_it_and_are_listed() 
 }
 
 #[test]
-fn a_failing_handler_with_rollback_on_failure_puts_the_previous_files_back() {
+fn a_failing_handler_takes_the_run_back_and_runs_it_again_on_the_previous_files() {
     let fleet = Fleet::up(1);
     assert_eq!(apply(&fleet, &[]).code, 0);
     let worker_before = fleet.exec(1, "cat /etc/supervisor/conf.d/sentry-worker.conf");
-    let out = apply(&fleet, &["-e", "sentry_bin=/nonexistent/sentry", "--rollback-on-failure"]);
+    let out = apply(&fleet, &["-e", "sentry_bin=/nonexistent/sentry"]);
     assert_eq!(out.code, 4, "{out:?}");
     assert!(out.stdout.contains("handler `update supervisor`"), "{out:?}");
-    assert!(out.stdout.contains("rolled back 1 file(s) and ran the handlers again"), "{out:?}");
+    assert!(out.stdout.contains("rolled back 1 file(s) and ran `update supervisor` again on them"), "{out:?}");
     assert!(out.stdout.contains("rolled back  /etc/supervisor/conf.d/sentry-worker.conf"), "{out:?}");
     assert_eq!(fleet.exec(1, "cat /etc/supervisor/conf.d/sentry-worker.conf"), worker_before);
     let status = fleet.exec(1, "supervisorctl status");
@@ -223,7 +224,7 @@ fn a_host_whose_sshd_dies_mid_run_is_unreachable_and_the_others_finish() {
     edit(
         &playbook_path,
         "    - name: apply redis settings live\n      command: |\n",
-        "    - name: apply redis settings live\n      command: |\n        {% if inventory_hostname == 'host2' %}pkill -9 --ns $$ --nslist net sshd; sleep 5{% endif %}\n",
+        "    - name: apply redis settings live\n      command: |\n        {% if inventory_hostname == 'host2' %}pkill -9 --ns $$ --nslist net sshd; sleep 5\n        {% endif %}\n",
     );
     let out = fleet.provision(&[
         "apply",
@@ -308,7 +309,8 @@ fn a_secret_appears_in_no_output_of_check_apply_or_drift() {
     edit(
         &playbook_path,
         "  handlers:\n",
-        "  handlers:\n    - name: announce\n      command: echo \"loaded {{ redis_password }}\"; echo \"secret {{ sentry_secret_key }} rejected\" >&2; exit 1\n",
+        // Fails while the host has /tmp/announce-fails: once, then the run is rolled back.
+        "  handlers:\n    - name: announce\n      command: echo \"loaded {{ redis_password }}\"; echo \"secret {{ sentry_secret_key }} rejected\" >&2; ! [ -e /tmp/announce-fails ]\n",
     );
     let playbook = playbook_path.display().to_string();
     let vars = [
@@ -328,13 +330,18 @@ fn a_secret_appears_in_no_output_of_check_apply_or_drift() {
     };
     run(&["apply", "--check", "--diff"], &mut outputs);
     run(&["diff"], &mut outputs);
+    fleet.exec(1, "touch /tmp/announce-fails");
     run(&["apply", "--diff"], &mut outputs);
+    fleet.exec(1, "rm /tmp/announce-fails");
+    run(&["apply"], &mut outputs);
     fleet.exec(1, "sed -i 's/^redis password .*/redis password changed-by-hand/' /etc/sentry/secret.conf");
     for format in ["human", "json", "prometheus"] {
         run(&["drift", "-D", "--format", format, "--history", "/dev/null"], &mut outputs);
     }
     assert!(outputs[2].code & 4 != 0, "the failing handler fails the host: {:?}", outputs[2]);
-    assert!(outputs[3].stdout.contains("/etc/sentry/secret.conf"), "drift names the file: {:?}", outputs[3]);
+    assert!(outputs[2].stdout.contains("rolled back  /etc/sentry/secret.conf"), "{:?}", outputs[2]);
+    assert_eq!(outputs[3].code, 0, "{:?}", outputs[3]);
+    assert!(outputs[4].stdout.contains("/etc/sentry/secret.conf"), "drift names the file: {:?}", outputs[4]);
     for out in &outputs {
         for value in [secret, "Another-Secret-99"] {
             assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "{value} leaked: {out:?}");

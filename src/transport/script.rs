@@ -10,7 +10,7 @@ use crate::plan::{Desired, Entry, Found, Snapshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -702,11 +702,11 @@ fn staged_record(var: &str) -> String {
 /// script holds the host's lock, and the run that next takes the lock removes
 /// what a killed one left. The content is text, quoted, written by the
 /// shell's printf: no process.
-fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str) {
+fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str, fail: &str) {
     let _ = write!(
         s,
-        r#"[ -d "$state" ] || mkdir -p -- "$state" 2>"$errlog" || fail record "cannot create $state"
-{{ printf '%s' {content} >| {staged}; }} 2>|"$errlog" || fail record "cannot record {what} in ${var}"
+        r#"[ -d "$state" ] || mkdir -p -- "$state" 2>"$errlog" || {fail} record "cannot create $state"
+{{ printf '%s' {content} >| {staged}; }} 2>|"$errlog" || {fail} record "$(full "$state")cannot record {what} in ${var}"
 "#,
         content = quote(content),
         staged = staged_record(var),
@@ -714,11 +714,12 @@ fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str) {
 }
 
 /// Shell that renames the staged state file into place (see
-/// [`stage_state_file`]), then offers the crash point `point`.
-fn place_state_file(s: &mut impl Write, var: &str, what: &str, point: &str) {
+/// [`stage_state_file`]), then offers the crash point `point`. `fail` is
+/// the shell function a failure calls (`abort` once files moved).
+fn place_state_file(s: &mut impl Write, var: &str, what: &str, point: &str, fail: &str) {
     let _ = write!(
         s,
-        r#"mv -f -- {staged} "${var}" 2>"$errlog" || fail record "cannot record {what} in ${var}"
+        r#"mv -f -- {staged} "${var}" 2>"$errlog" || {fail} record "$(full "$state")cannot record {what} in ${var}"
 crash {point}
 "#,
         staged = staged_record(var),
@@ -732,6 +733,12 @@ fn crash_hook(crash_at: Option<&str>) -> String {
         None => "crash() { :; }\n".into(),
     }
 }
+
+/// `full DIR` prints why a write in DIR failed when its filesystem has no
+/// space left (a shell's printf says only "I/O error"), else nothing: for
+/// the start of a failure's message.
+const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full): ' "$1"; }; }
+"#;
 
 /// Content up to this size without a NUL byte travels single-quoted and is
 /// written by the shell's printf; larger or binary content goes through
@@ -777,6 +784,7 @@ pub fn install(install: &Install<'_>) -> Script {
     s.push_str(&install.state.shell());
     s.push_str(ERRLOG);
     s.push_str(&crash_hook(install.crash_at));
+    s.push_str(FULL_DISK);
     // A failure removes every staged file: none outlives the run that made it.
     let staged: Vec<String> =
         writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()).map(|(i, w)| staged_path(w, i)).collect();
@@ -792,13 +800,16 @@ pub fn install(install: &Install<'_>) -> Script {
     let _ = writeln!(
         s,
         r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; cat "$errlog"; }} | b64)"; exit 1; }}
+abort() {{ undo; fail "$@"; }}
 main() {{"#
     );
+    let unset: Vec<String> = (0..writes.len()).map(|i| format!("placed{i}=")).collect();
+    let _ = writeln!(s, "placed_pending= old_pending= {}", unset.join(" "));
     // The handlers owed are staged like the files, and recorded before any
     // file moves.
     if !install.pending.is_empty() {
         let names: String = install.pending.iter().map(|h| format!("{h}\n")).collect();
-        stage_state_file(&mut s, "pending", &names, "pending handlers");
+        stage_state_file(&mut s, "pending", &names, "pending handlers", "fail");
     }
 
     // Stage: folders first (with the host's umask), then every file, made
@@ -826,12 +837,17 @@ main() {{"#
             Some(Desired::File { content, .. }) if content.len() <= QUOTED_MAX_BYTES && !content.contains(&0) => {
                 s.push_str("{ printf '%s' ");
                 s.push_quoted(content);
-                let _ = writeln!(s, " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"cannot write \"{tmp}");
+                let _ = writeln!(
+                    s,
+                    " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"$(full {})cannot write \"{tmp}",
+                    quote(folder_of(write.path))
+                );
             }
             Some(Desired::File { content, .. }) => {
                 let _ = writeln!(
                     s,
-                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"cannot write \"{tmp}"
+                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"$(full {})cannot write \"{tmp}",
+                    quote(folder_of(write.path))
                 );
                 s.push_base64_lines(content);
                 s.push_str("SP_CONTENT_END\n");
@@ -883,101 +899,92 @@ main() {{"#
         let what = files.first().map_or("record".to_owned(), |(first, _)| format!("file:{first}"));
         let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail {what} \"fsync\"", synced.join(" "));
     }
+
+    // Place: every path in turn, its previous entry kept through a hard
+    // link beside it (a dot name, which no `include dir/*` loads), so that
+    // any failure from here on (a rename, a check, a command) puts every
+    // file of the run back, newest first, with one rename each. `undo` lists
+    // the writes in reverse; `$placed<i>` says which moved.
+    s.push_str(
+        r#"put_back() { if [ -n "$2" ]; then mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
+"#,
+    );
+    let mut undo = String::from("undo() {\n");
+    for (i, write) in writes.iter().enumerate().rev() {
+        let _ = writeln!(
+            undo,
+            "    [ -z \"$placed{i}\" ] || put_back {} \"$old{i}\" 2>/dev/null || echo 'STUCK {i}'",
+            quote(write.path)
+        );
+    }
     if !install.pending.is_empty() {
-        place_state_file(&mut s, "pending", "pending handlers", "record");
+        undo.push_str("    [ -z \"$placed_pending\" ] || put_back \"$pending\" \"$old_pending\" 2>/dev/null\n");
+    }
+    undo.push_str("    true\n}\n");
+    s.push_str(&undo);
+    // The handlers owed are recorded before any file moves, and go back
+    // with them.
+    if !install.pending.is_empty() {
+        s.push_str(
+            r#"old_pending=""; if [ -e "$pending" ]; then old_pending="$state/.pending.old.$$"; ln -f -- "$pending" "$old_pending" 2>"$errlog" || fail record "cannot keep the previous record of pending handlers"; fi
+"#,
+        );
+        place_state_file(&mut s, "pending", "pending handlers", "record", "fail");
+        s.push_str("placed_pending=1\n");
     }
     for (i, write) in writes.iter().enumerate() {
         if write.desired.is_some() {
             let _ = writeln!(s, "crash file:{i}:staged");
         }
     }
-
-    // Place, one path at a time. Files whose validation is the same command
-    // list (the supervisor files, each checked with all of conf.d) form a
-    // group: it runs once, after the last of them is in place, and if it
-    // fails all of them go back. The last write of each list closes its
-    // group; the shell keeps the members placed so far in `$g<last>`, so
-    // the script grows linearly with the writes.
-    let validated = |w: &FileWrite<'_>| w.desired.is_some() && !w.validate.is_empty();
-    let mut last_with: HashMap<&[String], usize> = HashMap::new();
-    for (i, write) in writes.iter().enumerate().filter(|(_, w)| validated(w)) {
-        last_with.insert(write.validate, i);
-    }
-    if !last_with.is_empty() {
-        s.push_str(
-            r#"put_back() { if [ -n "$2" ]; then mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
-put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
-"#,
-        );
-        let mut lasts: Vec<usize> = last_with.values().copied().collect();
-        lasts.sort_unstable();
-        for last in lasts {
-            let _ = writeln!(s, "g{last}=\"\"");
-        }
-    }
-    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, write) in writes.iter().enumerate() {
         let _ = writeln!(
             s,
-            "p={}; w=file:{i}; d={}; tmp={}",
+            "p={}; d={}; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"$(full \"$d\")cannot replace $p\"; fi",
             quote(write.path),
             quote(folder_of(write.path)),
-            staged_path(write, i)
         );
         if write.desired.is_none() {
-            let _ = writeln!(s, "rm -f -- \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot remove $p\"; echo 'DONE {i}'");
+            let _ = writeln!(
+                s,
+                "rm -f -- \"$p\" 2>\"$errlog\" || abort file:{i} \"cannot remove $p\"; placed{i}=1; crash file:{i}:placed"
+            );
             continue;
         }
         if write.backup {
             let _ = writeln!(
                 s,
-                "if [ -e \"$p\" ] || [ -L \"$p\" ]; then bak=\"$state/backups/\"{stamp}\"$p\"; {{ mkdir -p -- \"${{bak%/*}}\" && cp -P -p -- \"$p\" \"$bak\"; }} 2>\"$errlog\" || fail \"$w\" \"cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
+                "if [ -n \"$old{i}\" ]; then bak=\"$state/backups/\"{stamp}\"$p\"; {{ mkdir -p -- \"${{bak%/*}}\" && cp -P -p -- \"$p\" \"$bak\"; }} 2>\"$errlog\" || abort file:{i} \"$(full \"$state\")cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
                 stamp = quote(install.stamp)
             );
         }
-        if !validated(write) {
-            s.push_str("mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || fail \"$w\" \"cannot rename into place\"\n");
-            let _ = writeln!(s, "echo 'DONE {i}'; crash file:{i}:placed");
-            continue;
-        }
-        // The old file stays reachable through a hard link, so putting it
-        // back is one rename too. A failure puts back the group's members
-        // placed so far (`$g<last>`, newest first).
-        let last = last_with[write.validate];
         let _ = writeln!(
             s,
-            "p{i}=$p; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || {{ put_back_all \"$g{last}\"; fail \"$w\" \"cannot keep the previous file\"; }}; fi"
+            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"$(full \"$d\")cannot rename into place\"; }}; placed{i}=1; crash file:{i}:placed",
+            staged_path(write, i)
         );
-        let _ = writeln!(
-            s,
-            "mv -f -T -- \"$tmp\" \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; put_back_all \"$g{last}\"; fail \"$w\" \"cannot rename into place\"; }}; g{last}=\"{i} $g{last}\""
-        );
-        let group = members.entry(last).or_default();
-        group.push(i);
-        if last != i {
-            continue;
-        }
-        let back = if group.len() == 1 {
-            "the previous file is back".to_owned()
-        } else {
-            let paths: Vec<&str> = group.iter().map(|&m| writes[m].path).collect();
-            format!("checked with {} in place; the previous files are back", paths.join(", "))
-        };
+    }
+    // Every check once, with all of the run's files and links in place, as
+    // the services will load them (nginx -t sees the site and its link).
+    let mut checks: Vec<(usize, &str)> = Vec::new();
+    for (i, write) in writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()) {
         for check in write.validate {
-            let _ = writeln!(
-                s,
-                "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then put_back_all \"$g{last}\"; fail \"$w\" {}; fi",
-                quote(check),
-                quote(&format!("validation `{check}` failed; {back}"))
-            );
+            if !checks.iter().any(|(_, c)| c == check) {
+                checks.push((i, check));
+            }
         }
-        for &m in group.iter() {
-            let _ = writeln!(s, "crash file:{m}:validated");
-        }
-        let olds: Vec<String> = group.iter().map(|m| format!("\"$old{m}\"")).collect();
-        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", olds.join(" "));
-        for &m in group.iter() {
-            let _ = writeln!(s, "echo 'DONE {m}'; crash file:{m}:placed");
+    }
+    for (first, check) in &checks {
+        let _ = writeln!(
+            s,
+            "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then abort file:{first} {}; fi",
+            quote(check),
+            quote(&format!("check `{check}` failed with every file of the run in place"))
+        );
+    }
+    for (i, write) in writes.iter().enumerate() {
+        if write.desired.is_some() && !checks.is_empty() {
+            let _ = writeln!(s, "crash file:{i}:validated");
         }
     }
     // The renames reach the disk before anything runs or is recorded as
@@ -989,21 +996,34 @@ put_back_all() { for m in $1; do eval "put_back \"\$p$m\" \"\$old$m\""; done; }
     folders.dedup();
     let mut synced: Vec<String> = folders.iter().map(|f| quote(f)).collect();
     if let Some(record) = install.applied {
-        stage_state_file(&mut s, "applied", record, "what was applied");
+        stage_state_file(&mut s, "applied", record, "what was applied", "abort");
         synced.push(staged_record("applied"));
     }
     if !synced.is_empty() {
         let _ = writeln!(s, "sync -- {} 2>/dev/null", synced.join(" "));
     }
+    // A command that fails takes the run's files back with it (what the
+    // command itself did stays done: it is the command's to be idempotent).
     for (index, cmd) in install.commands {
         let _ = writeln!(
             s,
-            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || fail command:{index} \"exit status $?\"; echo 'RAN {index}'; crash command:{index}",
+            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || abort command:{index} \"exit status $?\"; echo 'RAN {index}'; crash command:{index}",
             quote(cmd)
         );
     }
     if install.applied.is_some() {
-        place_state_file(&mut s, "applied", "what was applied", "applied");
+        place_state_file(&mut s, "applied", "what was applied", "applied", "abort");
+    }
+    // Done: the previous versions go, and each path counts as written.
+    let mut olds: Vec<String> = (0..writes.len()).map(|i| format!("\"$old{i}\"")).collect();
+    if !install.pending.is_empty() {
+        olds.push("\"$old_pending\"".into());
+    }
+    if !olds.is_empty() {
+        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", olds.join(" "));
+    }
+    for i in 0..writes.len() {
+        let _ = writeln!(s, "echo 'DONE {i}'");
     }
     s.push_str("echo END\n}\nmain\n");
     s
@@ -1059,6 +1079,8 @@ pub struct InstallOutput {
     /// Backups kept in the state folder: the write's index and the copy's path.
     pub backups: Vec<(usize, String)>,
     pub commands_ran: Vec<usize>,
+    /// Writes that failed and could not be put back either.
+    pub stuck: Vec<usize>,
     /// What failed (`file:N` for the Nth write, `record` or `command:N`) and the message with stderr.
     pub failure: Option<(String, String)>,
 }
@@ -1074,6 +1096,7 @@ pub fn parse_install(stdout: &[u8]) -> Result<InstallOutput, String> {
                 let i = i.parse().map_err(|_| format!("bad index {i}"))?;
                 out.backups.push((i, String::from_utf8_lossy(&decode(path)?).into_owned()))
             }
+            (Some("STUCK"), Some(i), _) => out.stuck.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("RAN"), Some(i), _) => out.commands_ran.push(i.parse().map_err(|_| format!("bad index {i}"))?),
             (Some("FAIL"), Some(what), Some(message)) => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
@@ -1119,10 +1142,24 @@ pub fn owed_handlers(record: &str) -> Vec<String> {
     owed
 }
 
-/// Runs handlers in order; each one's success clears it from the pending
-/// record, so a handler that fails (or a run that dies) is retried next time.
-/// After the handlers, `probes` verify the live state they touched.
-pub fn handlers(state: &StateFiles, handlers: &[(&str, &str)], probes: &[&str], crash_at: Option<&str>) -> String {
+/// A probe that checks a handler took effect, run right after it.
+pub struct Verify<'a> {
+    /// The handler's index in the list run.
+    pub after: usize,
+    pub name: &'a str,
+    pub command: &'a str,
+}
+
+/// Runs handlers in order. A handler counts as done, and is cleared from the
+/// pending record, only when it exited 0 and every probe verifying it then
+/// passed: one that failed or did not take effect (or a run that died) stays
+/// owed, and the next run runs it again.
+pub fn handlers(
+    state: &StateFiles,
+    handlers: &[(&str, &str)],
+    probes: &[Verify<'_>],
+    crash_at: Option<&str>,
+) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
     s.push_str(ERRLOG);
@@ -1164,9 +1201,21 @@ main() {
             s,
             "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
         );
-        let _ = writeln!(s, "crash handler:{i}:ran; done_with {} || true; echo 'HOK {i}'", quote(name));
+        let _ = writeln!(s, "crash handler:{i}:ran");
+        for (j, probe) in probes.iter().enumerate().filter(|(_, p)| p.after == i) {
+            let _ = writeln!(
+                s,
+                "out=$(sh -c {} 2>&1 </dev/null); rc=$?; printf 'PROBE {j} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"",
+                quote(probe.command)
+            );
+            let _ = writeln!(
+                s,
+                "if [ $rc -ne 0 ]; then printf 'HNOEFFECT {i} %s %s\\n' \"$rc\" \"$( {{ printf '%s' {}; printf '%s' \"$out\" | tail -c 2000; }} | b64)\"; exit 1; fi",
+                quote(&format!("verify `{}` failed: ", probe.name))
+            );
+        }
+        let _ = writeln!(s, "done_with {} || true; echo 'HOK {i}'", quote(name));
     }
-    probe_lines(&mut s, probes);
     s.push_str("echo END\n}\nmain\n");
     s
 }
@@ -1178,6 +1227,9 @@ pub struct HandlersOutput {
     pub probes: Vec<(i32, String)>,
     /// Index, exit status and output of the handler that failed.
     pub failure: Option<(usize, i32, String)>,
+    /// The handler that failed exited 0 but a probe verifying it failed
+    /// (its status and output are the probe's).
+    pub no_effect: bool,
 }
 
 pub fn parse_handlers(stdout: &[u8], probe_count: usize) -> Result<HandlersOutput, String> {
@@ -1190,6 +1242,12 @@ pub fn parse_handlers(stdout: &[u8], probe_count: usize) -> Result<HandlersOutpu
             ["HFAIL", i, rc, message] => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
                 out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), message));
+                return Ok(out);
+            }
+            ["HNOEFFECT", i, rc, message] => {
+                let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
+                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), message));
+                out.no_effect = true;
                 return Ok(out);
             }
             ["HFAIL", i, rc] => {
@@ -1299,6 +1357,10 @@ mod tests {
         parse_snapshot(&sh(&script.text), paths, &[], &script.token)
     }
 
+    fn state_path_exists(path: &str) -> bool {
+        std::path::Path::new(path).exists()
+    }
+
     fn test_state() -> StateFiles {
         StateFiles::new("/nonexistent", "p")
     }
@@ -1393,6 +1455,49 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_that_fails_puts_back_every_file_placed_before_it_and_the_pending_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "p");
+        std::fs::create_dir_all(state.dir()).unwrap();
+        std::fs::write(&state.pending, "owed before\n").unwrap();
+        let conf = |name: &str| dir.path().join(name).display().to_string();
+        let (a, link, blocked) = (conf("a.conf"), conf("enabled"), conf("blocked"));
+        std::fs::write(&a, "old\n").unwrap();
+        // A folder where a file should go: no rename can replace it.
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(dir.path().join("blocked/inside"), "").unwrap();
+        let file = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
+        let to_a = Desired::Link { target: a.clone() };
+        let writes = [write(&a, &file), write(&link, &to_a), write(&blocked, &file)];
+        let pending = ["reload".to_owned()];
+        let out = parse_install(&sh(
+            install(&Install { writes: &writes, pending: &pending, ..install_of(&state) }).to_bytes()
+        ))
+        .unwrap();
+        let (what, message) = out.failure.clone().unwrap();
+        assert_eq!(what, "file:2", "{message}");
+        assert!(out.written.is_empty(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old\n");
+        assert!(std::fs::symlink_metadata(&link).is_err(), "the new link is gone");
+        assert_eq!(std::fs::read_to_string(&state.pending).unwrap(), "owed before\n", "the record is as it was");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["a.conf", "blocked", "state"], "nothing staged or kept is left behind");
+    }
+
+    #[test]
+    fn a_failure_on_a_full_filesystem_says_so_and_otherwise_nothing() {
+        let with_df = |available: &str| {
+            let stub = format!(
+                "df() {{ echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo 'fs 10 10 {available} 100% /'; }}\n"
+            );
+            String::from_utf8(sh(format!("{stub}{FULL_DISK}full /etc/nginx"))).unwrap()
+        };
+        assert_eq!(with_df("0"), "No space left on device (the filesystem of /etc/nginx is full): ");
+        assert_eq!(with_df("12"), "");
+    }
+
+    #[test]
     fn a_candidate_that_fails_validation_is_replaced_by_the_previous_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.conf").display().to_string();
@@ -1404,16 +1509,14 @@ mod tests {
             parse_install(&sh(install(&Install { writes: &writes, ..install_of(&test_state()) }).to_bytes())).unwrap();
         let (what, message) = out.failure.unwrap();
         assert_eq!(what, "file:0");
-        assert!(
-            message.contains("the previous file is back") && message.contains("syntax error in site.conf"),
-            "{message}"
-        );
+        assert!(message.contains("failed with every file of the run in place"), "{message}");
+        assert!(message.contains("syntax error in site.conf"), "the checker's own message: {message}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
     }
 
     #[test]
-    fn files_sharing_a_validation_are_checked_once_together_and_go_back_together() {
+    fn a_check_runs_once_with_every_file_in_place_and_its_failure_puts_back_every_file() {
         let dir = tempfile::tempdir().unwrap();
         let conf = |name: &str| dir.path().join(name).display().to_string();
         let (a, b, c) = (conf("a.conf"), conf("between"), conf("b.conf"));
@@ -1438,16 +1541,17 @@ mod tests {
         };
 
         let failed = run("bad\n", "fine\n");
-        let (what, message) = failed.failure.unwrap();
-        assert_eq!(what, "file:2");
-        assert!(message.contains(&a) && message.contains("the previous files are back"), "{message}");
-        assert_eq!(failed.written, [1], "only the file outside the group counts as written");
+        let (what, message) = failed.failure.clone().unwrap();
+        assert_eq!(what, "file:0", "named by the first file it checks");
+        assert!(message.contains("with every file of the run in place"), "{message}");
+        assert!(failed.written.is_empty(), "all or nothing: {failed:?}");
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "good\n", "back as it was");
+        assert!(!std::path::Path::new(&b).exists(), "a file outside the check goes back too");
         assert!(!std::path::Path::new(&c).exists(), "a file that did not exist is gone again");
 
         let passed = run("new\n", "fine\n");
         assert!(passed.failure.is_none(), "{passed:?}");
-        assert_eq!(passed.written, [1, 0, 2]);
+        assert_eq!(passed.written, [0, 1, 2]);
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new\n");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "run\nrun\n", "one check a run, not one a file");
         let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -1524,6 +1628,28 @@ mod tests {
         assert_eq!(last.succeeded, 1, "{last:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_handler_whose_verifying_probe_fails_did_not_take_effect_and_stays_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        std::fs::write(&state.pending, "reload nginx\nupdate supervisor\n").unwrap();
+        let ran = [("reload nginx", "true"), ("update supervisor", "true")];
+        let probes = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "echo stale; exit 1" }];
+        let out = parse_handlers(&sh(handlers(&state, &ran, &probes, None)), probes.len()).unwrap();
+        assert!(out.no_effect, "{out:?}");
+        let (i, status, message) = out.failure.unwrap();
+        assert_eq!((i, status), (0, 1));
+        assert_eq!(message, "verify `nginx runs the configuration on disk` failed: stale");
+        assert_eq!(out.succeeded, 0, "nothing after it ran");
+        let record = std::fs::read_to_string(&state.pending).unwrap();
+        assert_eq!(owed_handlers(&record), ["reload nginx", "update supervisor"]);
+
+        let passing = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "true" }];
+        let out = parse_handlers(&sh(handlers(&state, &ran, &passing, None)), 1).unwrap();
+        assert_eq!((out.succeeded, out.probes.len()), (2, 1), "{out:?}");
+        assert!(!state_path_exists(&state.pending), "everything owed is done");
     }
 
     #[test]
