@@ -669,11 +669,23 @@ async fn run_batch(
     for &i in members {
         let shared = shared.clone();
         let semaphore = semaphore.clone();
+        // The fork is taken here, host by host, so that hosts start in
+        // inventory order (tasks racing for it would start in any order).
+        // With a splay each host waits its own random delay first, and its
+        // start is random anyway.
+        let permit = if splay.is_zero() {
+            Some(semaphore.clone().acquire_owned().await.expect("semaphore is never closed"))
+        } else {
+            None
+        };
         running.spawn(async move {
-            if !splay.is_zero() {
-                tokio::time::sleep(splay.mul_f64(random_fraction())).await;
-            }
-            let _permit = semaphore.acquire().await.expect("semaphore is never closed");
+            let _permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    tokio::time::sleep(splay.mul_f64(random_fraction())).await;
+                    semaphore.acquire_owned().await.expect("semaphore is never closed")
+                }
+            };
             let (prepared, ssh, settings, progress) = &*shared;
             let line = progress.host(&prepared.jobs[i].host.name);
             let report = run_host(prepared, &prepared.jobs[i], ssh, settings, &line).await;
