@@ -363,3 +363,48 @@ fn with_forks_hosts_start_in_inventory_order() {
         }
     }
 }
+
+#[test]
+fn scheduled_json_passes_on_stdout_are_json_lines_one_compact_document_a_pass() {
+    use std::io::BufRead;
+    let p = project();
+    let history = p.dir.path().join("history.jsonl");
+    let mut child = Command::new(bin())
+        .args(["drift", "--every", "1s", "--format", "json", "--history"])
+        .arg(&history)
+        .arg("-i")
+        .arg(p.dir.path().join("inventory"))
+        .arg("-p")
+        .arg(p.dir.path().join("playbooks/site.yml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut passes = Vec::new();
+    while passes.len() < 3 {
+        match lines.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) => passes.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("waiting for three lines: {e}; got {passes:?}");
+            }
+        }
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    for line in &passes {
+        let pass: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(pass["summary"]["hosts"], 1, "{line}");
+        assert_eq!(pass["hosts"][0]["status"], "pending", "never applied: {line}");
+    }
+    assert!(fs::read_to_string(&history).unwrap().lines().count() >= 3);
+}
