@@ -113,7 +113,12 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
                 summary: report::json::summary(&reports),
                 hosts: report::json::hosts(&reports),
             };
-            serde_json::to_string_pretty(&document).expect("the report serializes") + "\n"
+            // Scheduled passes on stdout are a history: JSON Lines, one
+            // compact document a pass. A file given with --output holds one
+            // pass, replaced whole each time, and stays readable.
+            let lines = args.every.is_some() && args.output.is_none();
+            let text = if lines { serde_json::to_string(&document) } else { serde_json::to_string_pretty(&document) };
+            text.expect("the report serializes") + "\n"
         }
     };
     match &args.output {

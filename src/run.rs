@@ -140,8 +140,12 @@ pub struct HostReport {
     pub drift: Vec<DriftItem>,
     /// What remediation put back (drift mode).
     pub remediated: Vec<String>,
-    /// Paths renamed into place by this run.
+    /// Paths renamed into place by this run (and kept: a file the install
+    /// put back is not among them). What "changed" counts, with `rolled_back`
+    /// and `commands_ran`.
     pub written: Vec<String>,
+    /// Command steps (by index) whose command ran.
+    pub commands_ran: Vec<usize>,
     /// Backups of changed files, kept in the state folder.
     pub backups: Vec<Backup>,
     /// Paths put back by `--rollback-on-failure`.
@@ -662,11 +666,23 @@ async fn run_batch(
     for &i in members {
         let shared = shared.clone();
         let semaphore = semaphore.clone();
+        // The fork is taken here, host by host, so that hosts start in
+        // inventory order (tasks racing for it would start in any order).
+        // With a splay each host waits its own random delay first, and its
+        // start is random anyway.
+        let permit = if splay.is_zero() {
+            Some(semaphore.clone().acquire_owned().await.expect("semaphore is never closed"))
+        } else {
+            None
+        };
         running.spawn(async move {
-            if !splay.is_zero() {
-                tokio::time::sleep(splay.mul_f64(random_fraction())).await;
-            }
-            let _permit = semaphore.acquire().await.expect("semaphore is never closed");
+            let _permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    tokio::time::sleep(splay.mul_f64(random_fraction())).await;
+                    semaphore.acquire_owned().await.expect("semaphore is never closed")
+                }
+            };
             let (prepared, ssh, settings, progress) = &*shared;
             let line = progress.host(&prepared.jobs[i].host.name);
             let report = run_host(prepared, &prepared.jobs[i], ssh, settings, &line).await;
@@ -810,7 +826,13 @@ impl HostRun<'_> {
                 if !inspection.plan.is_empty() {
                     self.report.status = Status::Changed;
                 }
-                self.install_and_reload(&inspection, &inspection.plan).await
+                let result = self.install_and_reload(&inspection, &inspection.plan).await;
+                // What was done, not what was planned: after a failed install
+                // or a rollback, less than the plan.
+                let report = &mut *self.report;
+                report.steps =
+                    plan::carried_out(&report.steps, &report.written, &report.rolled_back, &report.commands_ran);
+                result
             }
             Mode::Drift(remediate) => self.drift(&inspection, remediate).await,
         }
@@ -1063,6 +1085,7 @@ impl HostRun<'_> {
             })?;
             self.report.written =
                 result.written.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.clone()).collect();
+            self.report.commands_ran = result.commands_ran.clone();
             self.report.backups = (result.backups.into_iter())
                 .filter_map(|(i, copy)| plan.files.get(i).map(|f| Backup { path: f.path.clone(), copy }))
                 .collect();

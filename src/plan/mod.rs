@@ -165,12 +165,39 @@ pub struct CommandRun {
     pub cmd: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StepOutcome {
     pub name: String,
+    /// Planned: the step would change the host. After an apply (see
+    /// [`carried_out`]): it did.
     pub changed: bool,
     /// The path or command the step is about.
     pub subject: String,
+    /// The paths the step manages.
+    pub paths: Vec<String>,
+    /// A command step's index (as the install reports the commands it ran).
+    pub command: Option<usize>,
+    /// Planned to change, but the apply did not carry it out: the install
+    /// failed first, or the change was put back.
+    pub not_applied: bool,
+}
+
+/// The steps as an apply carried them out. A step changed the host only if
+/// a path it manages was renamed into place and stayed there (`written`
+/// less `put_back`), or its command ran; the plan said only what would
+/// change, and a host where nothing was written must not read "9 changed".
+pub fn carried_out(steps: &[StepOutcome], written: &[String], put_back: &[String], ran: &[usize]) -> Vec<StepOutcome> {
+    let kept: BTreeSet<&str> =
+        written.iter().map(String::as_str).filter(|p| !put_back.iter().any(|b| b == p)).collect();
+    steps
+        .iter()
+        .map(|step| {
+            let done = step.paths.iter().any(|p| kept.contains(p.as_str()))
+                || step.command.is_some_and(|index| ran.contains(&index));
+            let changed = step.changed && done;
+            StepOutcome { changed, not_applied: step.changed && !done, ..step.clone() }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -262,7 +289,13 @@ pub fn plan(
         if changed {
             notified.extend(task.notify.iter().map(String::as_str));
         }
-        plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject });
+        let command = matches!(task.action, Action::Command { .. }).then_some(task.index);
+        plan.steps.push(StepOutcome { name: task.name.clone(), changed, subject, command, ..StepOutcome::default() });
+    }
+    for (path, positions) in &plan.managed_by {
+        for &position in positions {
+            plan.steps[position].paths.push(path.clone());
+        }
     }
 
     plan.desired = working.clone();
@@ -735,6 +768,72 @@ mod tests {
         let tasks = [cmd(0, Some("/bin/memmon"), None), cmd(1, None, Some("true")), cmd(2, Some("/nope"), None)];
         let plan = plan(&tasks, &snap, &[], 3).unwrap();
         assert_eq!(plan.commands.iter().map(|c| c.index).collect::<Vec<_>>(), [2]);
+    }
+
+    /// Two files and a command: redis.conf (three steps), a site and its
+    /// link (one step), and `make`, all of them to change.
+    fn two_files_and_a_command() -> Plan {
+        let mut tasks = redis_tasks();
+        tasks.push(task(
+            3,
+            "site",
+            Action::Template {
+                dest: "/s".into(),
+                content: Bytes::from_static(b"x\n"),
+                attributes: Attributes::default(),
+            },
+            &[],
+        ));
+        tasks.push(task(4, "build", Action::Command { cmd: "make".into(), creates: None, unless: None }, &[]));
+        let snap = snapshot(&[("/r.conf", file("save 900 1\n"))]);
+        plan(&tasks, &snap, &["redis".into()], 3).unwrap()
+    }
+
+    fn changed_names(steps: &[StepOutcome]) -> Vec<&str> {
+        steps.iter().filter(|s| s.changed).map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_step_changed_the_host_only_when_a_path_it_manages_was_written() {
+        let plan = two_files_and_a_command();
+        assert_eq!(changed_names(&plan.steps), ["no snapshots", "save off", "maxmemory", "site", "build"]);
+        let steps = carried_out(&plan.steps, &["/r.conf".into()], &[], &[]);
+        assert_eq!(changed_names(&steps), ["no snapshots", "save off", "maxmemory"]);
+        let not_applied: Vec<&str> = steps.iter().filter(|s| s.not_applied).map(|s| s.name.as_str()).collect();
+        assert_eq!(not_applied, ["site", "build"], "planned, not done");
+    }
+
+    #[test]
+    fn a_host_where_nothing_was_written_changed_nothing() {
+        let plan = two_files_and_a_command();
+        let steps = carried_out(&plan.steps, &[], &[], &[]);
+        assert_eq!(changed_names(&steps), Vec::<&str>::new());
+        assert_eq!(steps.iter().filter(|s| s.not_applied).count(), 5);
+    }
+
+    #[test]
+    fn files_put_back_by_a_rollback_count_as_unchanged() {
+        let plan = two_files_and_a_command();
+        let written = ["/r.conf".to_string(), "/s".to_string()];
+        let steps = carried_out(&plan.steps, &written, &["/r.conf".into()], &[4]);
+        assert_eq!(changed_names(&steps), ["site", "build"]);
+    }
+
+    #[test]
+    fn a_command_step_changed_the_host_only_if_its_command_ran() {
+        let plan = two_files_and_a_command();
+        let written = ["/r.conf".to_string(), "/s".to_string()];
+        assert_eq!(changed_names(&carried_out(&plan.steps, &written, &[], &[4])).len(), 5);
+        assert!(!changed_names(&carried_out(&plan.steps, &written, &[], &[])).contains(&"build"));
+    }
+
+    #[test]
+    fn a_step_that_needed_no_change_stays_unchanged_when_its_file_is_written_by_another() {
+        let snap = snapshot(&[("/r.conf", file("save \"\"\n"))]);
+        let plan = plan(&redis_tasks(), &snap, &["redis".into()], 3).unwrap();
+        let steps = carried_out(&plan.steps, &["/r.conf".into()], &[], &[]);
+        assert_eq!(changed_names(&steps), ["maxmemory"]);
+        assert!(steps.iter().all(|s| !s.not_applied));
     }
 
     const AT_64: &str = "[program:worker]\ncommand=/www/sentry/bin/sentry run worker -c 64 -l WARNING\n";

@@ -54,6 +54,9 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
         for step in report.steps.iter().filter(|s| s.changed) {
             let _ = writeln!(out, "  {}  {}: {}", style.paint("33", changed_word), step.name, step.subject);
         }
+        for step in report.steps.iter().filter(|s| s.not_applied) {
+            let _ = writeln!(out, "  {}  {}: {}", style.paint("31", "not applied"), step.name, step.subject);
+        }
         if options.show_diff {
             for file in &report.files {
                 for line in file.diff.lines() {
@@ -86,11 +89,14 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
             let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
+        // Steps the apply did not carry out are neither ok nor changed.
         let changed = report.steps.iter().filter(|s| s.changed).count();
-        let ok = report.steps.len() - changed;
+        let not_applied = report.steps.iter().filter(|s| s.not_applied).count();
+        let ok = report.steps.len() - changed - not_applied;
+        let not_applied = if not_applied > 0 { format!(", {not_applied} not applied") } else { String::new() };
         let _ = writeln!(
             out,
-            "  {} ok, {changed} {changed_word}, {} handler(s), {} round trip(s), {:.2}s",
+            "  {} ok, {changed} {changed_word}{not_applied}, {} handler(s), {} round trip(s), {:.2}s",
             ok,
             report.handlers.len(),
             report.round_trips,
@@ -261,13 +267,20 @@ mod tests {
                 name: "Turn RDB snapshots off".into(),
                 changed: true,
                 subject: "/etc/redis/redis.conf".into(),
+                ..StepOutcome::default()
             },
             StepOutcome {
                 name: "Turn the append-only file off".into(),
                 changed: false,
                 subject: "/etc/redis/redis.conf".into(),
+                ..StepOutcome::default()
             },
-            StepOutcome { name: "Cap Redis memory".into(), changed: true, subject: "/etc/redis/redis.conf".into() },
+            StepOutcome {
+                name: "Cap Redis memory".into(),
+                changed: true,
+                subject: "/etc/redis/redis.conf".into(),
+                ..StepOutcome::default()
+            },
         ];
         host.files = vec![FileDiff {
             path: "/etc/redis/redis.conf".into(),
@@ -289,6 +302,23 @@ mod tests {
         let reports = [changed_host(), report("web02", Status::Ok), down];
         let text = render(&reports, &Options { check: false, show_diff: true }, &Style::never());
         insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_host_where_nothing_was_written_reports_no_change_in_its_line_the_summary_and_json() {
+        let mut host = changed_host();
+        host.status = Status::Failed;
+        host.error = Some("install: writing /etc/redis/redis.conf: No space left on device".into());
+        host.handlers.clear();
+        host.steps = crate::plan::carried_out(&host.steps, &[], &[], &[]);
+        let text = render(std::slice::from_ref(&host), &Options { check: false, show_diff: false }, &Style::never());
+        assert!(!text.contains("  changed  "), "{text}");
+        assert!(text.contains("  not applied  Turn RDB snapshots off: /etc/redis/redis.conf\n"), "{text}");
+        assert!(text.contains("  1 ok, 0 changed, 2 not applied, 0 handler(s)"), "{text}");
+        assert!(text.ends_with("summary: 1 host(s): 0 ok, 0 changed, 1 failed, 0 unreachable\n"), "{text}");
+        let json = crate::report::json::run_document(&[host], false, 4, Duration::ZERO);
+        assert_eq!(json["summary"]["changed"], 0);
+        assert!(json["hosts"][0]["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false), "{json:#}");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn run_document(
                     Status::Unreachable => "unreachable",
                 },
                 "error": r.error,
-                "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed})).collect::<Vec<_>>(),
+                "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed, "not_applied": s.not_applied})).collect::<Vec<_>>(),
                 "changes": r.files.iter().map(|f| serde_json::json!({"path": f.path, "diff": f.diff})).collect::<Vec<_>>(),
                 "handlers": r.handlers.iter().map(|h| serde_json::json!({"name": h.name, "ok": h.ok})).collect::<Vec<_>>(),
                 "pending_from_earlier_run": r.carried_over,
