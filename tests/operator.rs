@@ -98,7 +98,7 @@ fn apply_and_diff_print_one_json_document_when_asked() {
         document["hosts"][0]["handlers"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
     assert_eq!(
         handlers,
-        ["apply redis settings live", "restart sentry web", "test and reload nginx", "update supervisor"]
+        ["apply redis settings live", "test and reload nginx", "restart sentry web", "update supervisor"]
     );
     assert_eq!(document["hosts"][0]["round_trips"], 3);
 }

@@ -706,7 +706,7 @@ fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str, fa
     let _ = write!(
         s,
         r#"[ -d "$state" ] || mkdir -p -- "$state" 2>"$errlog" || {fail} record "cannot create $state"
-{{ printf '%s' {content} >| {staged}; }} 2>|"$errlog" || {fail} record "$(full "$state")cannot record {what} in ${var}"
+{{ printf '%s' {content} >| {staged}; }} 2>|"$errlog" || {fail} record "cannot record {what} in ${var}" "$(full "$state")"
 "#,
         content = quote(content),
         staged = staged_record(var),
@@ -719,7 +719,7 @@ fn stage_state_file(s: &mut impl Write, var: &str, content: &str, what: &str, fa
 fn place_state_file(s: &mut impl Write, var: &str, what: &str, point: &str, fail: &str) {
     let _ = write!(
         s,
-        r#"mv -f -- {staged} "${var}" 2>"$errlog" || {fail} record "$(full "$state")cannot record {what} in ${var}"
+        r#"mv -f -- {staged} "${var}" 2>"$errlog" || {fail} record "cannot record {what} in ${var}" "$(full "$state")"
 crash {point}
 "#,
         staged = staged_record(var),
@@ -735,9 +735,9 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 }
 
 /// `full DIR` prints why a write in DIR failed when its filesystem has no
-/// space left (a shell's printf says only "I/O error"), else nothing: for
-/// the start of a failure's message.
-const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full): ' "$1"; }; }
+/// space left (a shell's printf says only "I/O error"), else nothing: a
+/// failure's third argument, said instead of the command's stderr.
+const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
 "#;
 
 /// Content up to this size without a NUL byte travels single-quoted and is
@@ -799,7 +799,7 @@ pub fn install(install: &Install<'_>) -> Script {
         if unstaged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", unstaged.join(" ")) };
     let _ = writeln!(
         s,
-        r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; cat "$errlog"; }} | b64)"; exit 1; }}
+        r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; if [ -n "$3" ]; then printf '%s' "$3"; else cat "$errlog"; fi; }} | b64)"; exit 1; }}
 abort() {{ undo; fail "$@"; }}
 main() {{"#
     );
@@ -839,14 +839,14 @@ main() {{"#
                 s.push_quoted(content);
                 let _ = writeln!(
                     s,
-                    " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"$(full {})cannot write \"{tmp}",
+                    " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"cannot write \"{tmp} \"$(full {})\"",
                     quote(folder_of(write.path))
                 );
             }
             Some(Desired::File { content, .. }) => {
                 let _ = writeln!(
                     s,
-                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"$(full {})cannot write \"{tmp}",
+                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"cannot write \"{tmp} \"$(full {})\"",
                     quote(folder_of(write.path))
                 );
                 s.push_base64_lines(content);
@@ -940,7 +940,7 @@ main() {{"#
     for (i, write) in writes.iter().enumerate() {
         let _ = writeln!(
             s,
-            "p={}; d={}; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"$(full \"$d\")cannot replace $p\"; fi",
+            "p={}; d={}; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"cannot replace $p\" \"$(full \"$d\")\"; fi",
             quote(write.path),
             quote(folder_of(write.path)),
         );
@@ -954,13 +954,13 @@ main() {{"#
         if write.backup {
             let _ = writeln!(
                 s,
-                "if [ -n \"$old{i}\" ]; then bak=\"$state/backups/\"{stamp}\"$p\"; {{ mkdir -p -- \"${{bak%/*}}\" && cp -P -p -- \"$p\" \"$bak\"; }} 2>\"$errlog\" || abort file:{i} \"$(full \"$state\")cannot keep a backup\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
+                "if [ -n \"$old{i}\" ]; then bak=\"$state/backups/\"{stamp}\"$p\"; {{ mkdir -p -- \"${{bak%/*}}\" && cp -P -p -- \"$p\" \"$bak\"; }} 2>\"$errlog\" || abort file:{i} \"cannot keep a backup\" \"$(full \"$state\")\"; printf 'BACKUP {i} %s\\n' \"$(printf '%s' \"$bak\" | b64)\"; fi",
                 stamp = quote(install.stamp)
             );
         }
         let _ = writeln!(
             s,
-            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"$(full \"$d\")cannot rename into place\"; }}; placed{i}=1; crash file:{i}:placed",
+            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; crash file:{i}:placed",
             staged_path(write, i)
         );
     }
@@ -1493,7 +1493,7 @@ mod tests {
             );
             String::from_utf8(sh(format!("{stub}{FULL_DISK}full /etc/nginx"))).unwrap()
         };
-        assert_eq!(with_df("0"), "No space left on device (the filesystem of /etc/nginx is full): ");
+        assert_eq!(with_df("0"), "No space left on device (the filesystem of /etc/nginx is full)");
         assert_eq!(with_df("12"), "");
     }
 
