@@ -864,14 +864,8 @@ main() {{"#
     if !staged.is_empty() {
         s.push_str("set +C; umask \"$umask_before\"\n");
     }
-    let file_mode = |d: &Desired| match d {
-        Desired::File { mode, .. } => Some(*mode),
-        Desired::Link { .. } => None,
-    };
-    for (mode, (first, paths)) in grouped_by(writes, file_mode) {
-        let _ =
-            writeln!(s, "chmod {mode:04o} {} 2>\"$errlog\" || fail file:{first} \"chmod {mode:04o}\"", paths.join(" "));
-    }
+    // Owner first: a chown clears the setuid and setgid bits (Linux does so
+    // for root too), so a mode set before it would not stick.
     let owner_spec = |d: &Desired| match d {
         Desired::File { owner, group, .. } => match (owner, group) {
             (Some(o), Some(g)) => Some(format!("{o}:{g}")),
@@ -884,6 +878,14 @@ main() {{"#
     for (spec, (first, paths)) in grouped_by(writes, owner_spec) {
         let spec = quote(&spec);
         let _ = writeln!(s, "chown {spec} {} 2>\"$errlog\" || fail file:{first} \"chown \"{spec}", paths.join(" "));
+    }
+    let file_mode = |d: &Desired| match d {
+        Desired::File { mode, .. } => Some(*mode),
+        Desired::Link { .. } => None,
+    };
+    for (mode, (first, paths)) in grouped_by(writes, file_mode) {
+        let _ =
+            writeln!(s, "chmod {mode:04o} {} 2>\"$errlog\" || fail file:{first} \"chmod {mode:04o}\"", paths.join(" "));
     }
     // Contents reach the disk before any rename: after a crash each path
     // holds the old file or the whole new one.
@@ -1349,6 +1351,28 @@ mod tests {
             "one for the staged files and the pending record, one for the folders after the renames and the applied record"
         );
         assert!(!text.contains("mktemp --"), "staged files are named by the script's pid");
+    }
+
+    #[test]
+    fn a_setgid_mode_sticks_because_the_owner_is_set_before_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool").display().to_string();
+        let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let group = String::from_utf8(Command::new("id").arg("-gn").output().unwrap().stdout).unwrap();
+        let desired = Desired::File {
+            content: Bytes::from_static(b"#!/bin/sh\n"),
+            mode: 0o2755,
+            owner: Some(me.trim().to_owned()),
+            group: Some(group.trim().to_owned()),
+        };
+        let out =
+            parse_install(&sh(
+                install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_bytes()
+            ))
+            .unwrap();
+        assert!(out.failure.is_none(), "{out:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o2755);
     }
 
     /// Runs the snapshot of `paths` here and reads what it printed.
