@@ -1022,6 +1022,7 @@ impl HostRun<'_> {
             commands: &[],
             applied: Some(&record),
             stamp: "",
+            token: &format!("{:016x}", script::random_u64()),
             crash_at: None,
         });
         let output = self.round_trip("rollback", &install).await?;
@@ -1072,6 +1073,7 @@ impl HostRun<'_> {
                 commands: &commands,
                 applied: Some(&record_json),
                 stamp: &stamp,
+                token: &format!("{:016x}", script::random_u64()),
                 crash_at: self.settings.crash_at.as_deref(),
             });
             let output = self.round_trip("install", &install).await;

@@ -27,9 +27,6 @@ enum Part {
     Text(String),
     /// Base64 in lines of 76 characters, each ending in a newline.
     Base64(Bytes),
-    /// Bytes single-quoted for sh (no NUL among them), for the shell's own
-    /// printf to write: no process to decode them.
-    Quoted(Bytes),
 }
 
 /// Input bytes per base64 line.
@@ -49,10 +46,6 @@ impl Script {
         self.parts.push(Part::Base64(content.clone()));
     }
 
-    fn push_quoted(&mut self, content: &Bytes) {
-        self.parts.push(Part::Quoted(content.clone()));
-    }
-
     /// How many bytes [`Script::write_to`] sends.
     pub fn sent_bytes(&self) -> usize {
         self.parts
@@ -60,14 +53,12 @@ impl Script {
             .map(|part| match part {
                 Part::Text(text) => text.len(),
                 Part::Base64(content) => content.len().div_ceil(3) * 4 + content.len().div_ceil(LINE_BYTES),
-                Part::Quoted(content) => 2 + content.len() + 3 * content.iter().filter(|&&b| b == b'\'').count(),
             })
             .sum()
     }
 
     pub async fn write_to(&self, out: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
         let mut buffer = String::new();
-        let mut quoted = Vec::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.write_all(text.as_bytes()).await?,
@@ -77,15 +68,6 @@ impl Script {
                         base64_lines(chunk, &mut buffer);
                         out.write_all(buffer.as_bytes()).await?;
                     }
-                }
-                Part::Quoted(content) => {
-                    out.write_all(b"'").await?;
-                    for chunk in content.chunks(CHUNK_BYTES) {
-                        quoted.clear();
-                        quote_bytes(chunk, &mut quoted);
-                        out.write_all(&quoted).await?;
-                    }
-                    out.write_all(b"'").await?;
                 }
             }
         }
@@ -104,11 +86,6 @@ impl Script {
                     text.clear();
                     base64_lines(content, &mut text);
                     bytes.extend_from_slice(text.as_bytes());
-                }
-                Part::Quoted(content) => {
-                    bytes.push(b'\'');
-                    quote_bytes(content, &mut bytes);
-                    bytes.push(b'\'');
                 }
             }
         }
@@ -685,6 +662,9 @@ pub struct Install<'a> {
     pub applied: Option<&'a str>,
     /// Names this run's backups: `<state>/backups/<stamp><path>`.
     pub stamp: &'a str,
+    /// Random, per run: names the staged files, so no one on the host can
+    /// create their names first.
+    pub token: &'a str,
     /// Test hook: the script kills itself (SIGKILL) at this named point.
     pub crash_at: Option<&'a str>,
 }
@@ -740,32 +720,68 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
 "#;
 
-/// Content up to this size without a NUL byte travels single-quoted and is
-/// written by the shell's printf; larger or binary content goes through
-/// `base64 -d`, which streams instead of holding it in the shell.
-const QUOTED_MAX_BYTES: usize = 1 << 20;
+/// The program that writes staged files (see [`install`]): one `stage`
+/// call a file follows it, with the path, owner and group as base64 and the
+/// content as base64 lines. Prints a `FAIL file:N` line of the install's
+/// protocol and exits 1 on the first error.
+const STAGER: &str = r#"import binascii, errno, grp, os, pwd, sys
 
-/// Where write `i` is staged beside its path: named by the script's pid,
-/// not by mktemp (one process fewer per file). The run holds the host's
-/// lock, and the run that next takes it removes what a killed one left.
-fn staged_path(write: &FileWrite<'_>, i: usize) -> String {
-    format!("{}/.sentry-provision.\"$$\".{i}", quote(folder_of(write.path)))
+def folder(path):
+    # From / one part at a time: a link is followed only where no one but
+    # root can change the folder it is in.
+    fd = os.open(b"/", os.O_RDONLY | os.O_DIRECTORY)
+    for part in path.split(b"/"):
+        if not part:
+            continue
+        info = os.fstat(fd)
+        others_write = info.st_uid != 0 or info.st_mode & 0o022
+        try:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | (os.O_NOFOLLOW if others_write else 0), dir_fd=fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR) and others_write:
+                raise OSError(error.errno, "%s is a link in a folder others can write to: not followed" % part.decode(errors="replace"))
+            raise
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+def stage(index, path, name, mode, owner, group, content):
+    path = binascii.a2b_base64(path)
+    try:
+        uid = -1 if owner is None else pwd.getpwnam(binascii.a2b_base64(owner).decode()).pw_uid
+        gid = -1 if group is None else grp.getgrnam(binascii.a2b_base64(group).decode()).gr_gid
+        where = folder(os.path.dirname(path))
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
+        finally:
+            os.close(where)
+        try:
+            data = memoryview(binascii.a2b_base64(content))
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except (OSError, KeyError) as error:
+        why = error.strerror if isinstance(error, OSError) else "no such user or group %s" % error
+        message = "cannot write %s: %s" % (path.decode(errors="replace"), why)
+        print("FAIL file:%d %s" % (index, binascii.b2a_base64(message.encode(), newline=False).decode()), flush=True)
+        sys.exit(1)
+"#;
+
+/// Where write `i` is staged beside its path: named by the run's random
+/// token (which no one on the host can know before the script arrives), not
+/// by mktemp (one process fewer per file). The run holds the host's lock,
+/// and the run that next takes it removes what a killed one left.
+fn staged_name(token: &str, i: usize) -> String {
+    format!(".sentry-provision.{token}.{i}")
 }
 
-/// Groups the staged paths of `writes` by a key (a mode, an owner), so that
-/// one chmod or chown serves every file that shares it. Each group keeps the
-/// index of its first write, to name in a failure.
-fn grouped_by<K: Ord>(
-    writes: &[FileWrite<'_>],
-    key: impl Fn(&Desired) -> Option<K>,
-) -> BTreeMap<K, (usize, Vec<String>)> {
-    let mut groups: BTreeMap<K, (usize, Vec<String>)> = BTreeMap::new();
-    for (i, write) in writes.iter().enumerate() {
-        if let Some(k) = write.desired.and_then(&key) {
-            groups.entry(k).or_insert_with(|| (i, Vec::new())).1.push(staged_path(write, i));
-        }
-    }
-    groups
+fn staged_path(write: &FileWrite<'_>, token: &str, i: usize) -> String {
+    format!("{}/{}", quote(folder_of(write.path)), staged_name(token, i))
 }
 
 /// The install: record pending handlers; stage every file beside its path
@@ -786,8 +802,12 @@ pub fn install(install: &Install<'_>) -> Script {
     s.push_str(&crash_hook(install.crash_at));
     s.push_str(FULL_DISK);
     // A failure removes every staged file: none outlives the run that made it.
-    let staged: Vec<String> =
-        writes.iter().enumerate().filter(|(_, w)| w.desired.is_some()).map(|(i, w)| staged_path(w, i)).collect();
+    let staged: Vec<String> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.desired.is_some())
+        .map(|(i, w)| staged_path(w, install.token, i))
+        .collect();
     let mut unstaged = staged.clone();
     if !install.pending.is_empty() {
         unstaged.push(staged_record("pending"));
@@ -827,79 +847,55 @@ main() {{"#
             );
         }
     }
-    if !staged.is_empty() {
-        s.push_str("umask_before=$(umask); umask 077; set -C\n");
+    // Files are written by one small Python program, through descriptors:
+    // each opened new (O_EXCL) without following a link (O_NOFOLLOW), in a
+    // folder reached from / without following a link where others can
+    // write, then given its owner, then its mode (a chown clears setuid and
+    // setgid), then fsynced. Nothing is done by path in a folder such as
+    // Debian's /etc/redis (redis may write there), where a name can turn
+    // into a link between two commands. Links are made by `ln -s`, which
+    // never writes through an existing name.
+    let files: Vec<usize> = (writes.iter().enumerate())
+        .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    if !files.is_empty() {
+        s.push_str("python3 -I -S - <<'SP_STAGE' || fail file:0 \"python3 could not stage the files\"\n");
+        s.push_str(STAGER);
+        for &i in &files {
+            let write = &writes[i];
+            let Some(Desired::File { content, mode, owner, group }) = write.desired else { continue };
+            let name =
+                |value: &Option<String>| value.as_deref().map_or("None".to_owned(), |v| format!("{:?}", B64.encode(v)));
+            let _ = write!(
+                s,
+                "stage({i}, {:?}, {:?}, {mode:#o}, {}, {}, b\"\"\"\n",
+                B64.encode(write.path),
+                staged_name(install.token, i),
+                name(owner),
+                name(group),
+            );
+            s.push_base64_lines(content);
+            s.push_str("\"\"\")\n");
+        }
+        s.push_str("SP_STAGE\n");
     }
     for (i, write) in writes.iter().enumerate() {
-        let tmp = staged_path(write, i);
-        match write.desired {
-            None => {}
-            Some(Desired::File { content, .. }) if content.len() <= QUOTED_MAX_BYTES && !content.contains(&0) => {
-                s.push_str("{ printf '%s' ");
-                s.push_quoted(content);
-                let _ = writeln!(
-                    s,
-                    " > {tmp}; }} 2>|\"$errlog\" || fail file:{i} \"cannot write \"{tmp} \"$(full {})\"",
-                    quote(folder_of(write.path))
-                );
-            }
-            Some(Desired::File { content, .. }) => {
-                let _ = writeln!(
-                    s,
-                    "base64 -d > {tmp} 2>|\"$errlog\" <<'SP_CONTENT_END' || fail file:{i} \"cannot write \"{tmp} \"$(full {})\"",
-                    quote(folder_of(write.path))
-                );
-                s.push_base64_lines(content);
-                s.push_str("SP_CONTENT_END\n");
-            }
-            Some(Desired::Link { target }) => {
-                let _ = writeln!(
-                    s,
-                    "ln -s -- {} {tmp} 2>|\"$errlog\" || fail file:{i} \"cannot create a link\"",
-                    quote(target)
-                );
-            }
+        if let Some(Desired::Link { target }) = write.desired {
+            let _ = writeln!(
+                s,
+                "ln -s -- {} {} 2>\"$errlog\" || fail file:{i} \"cannot create a link\" \"$(full {})\"",
+                quote(target),
+                staged_path(write, install.token, i),
+                quote(folder_of(write.path))
+            );
         }
     }
-    if !staged.is_empty() {
-        s.push_str("set +C; umask \"$umask_before\"\n");
-    }
-    // Owner first: a chown clears the setuid and setgid bits (Linux does so
-    // for root too), so a mode set before it would not stick.
-    let owner_spec = |d: &Desired| match d {
-        Desired::File { owner, group, .. } => match (owner, group) {
-            (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-            (Some(o), None) => Some(o.clone()),
-            (None, Some(g)) => Some(format!(":{g}")),
-            (None, None) => None,
-        },
-        Desired::Link { .. } => None,
-    };
-    for (spec, (first, paths)) in grouped_by(writes, owner_spec) {
-        let spec = quote(&spec);
-        let _ = writeln!(s, "chown {spec} {} 2>\"$errlog\" || fail file:{first} \"chown \"{spec}", paths.join(" "));
-    }
-    let file_mode = |d: &Desired| match d {
-        Desired::File { mode, .. } => Some(*mode),
-        Desired::Link { .. } => None,
-    };
-    for (mode, (first, paths)) in grouped_by(writes, file_mode) {
-        let _ =
-            writeln!(s, "chmod {mode:04o} {} 2>\"$errlog\" || fail file:{first} \"chmod {mode:04o}\"", paths.join(" "));
-    }
-    // Contents reach the disk before any rename: after a crash each path
-    // holds the old file or the whole new one.
-    let files: Vec<(usize, String)> = (writes.iter().enumerate())
-        .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
-        .map(|(i, w)| (i, staged_path(w, i)))
-        .collect();
-    let mut synced: Vec<String> = files.iter().map(|(_, p)| p.clone()).collect();
+    // The files were fsynced as they were written; the pending record is,
+    // before any rename: after a crash each path holds the old file or the
+    // whole new one, and the handlers it needs are recorded.
     if !install.pending.is_empty() {
-        synced.push(staged_record("pending"));
-    }
-    if !synced.is_empty() {
-        let what = files.first().map_or("record".to_owned(), |(first, _)| format!("file:{first}"));
-        let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail {what} \"fsync\"", synced.join(" "));
+        let _ = writeln!(s, "sync -- {} 2>\"$errlog\" || fail record \"fsync\"", staged_record("pending"));
     }
 
     // Place: every path in turn, its previous entry kept through a hard
@@ -963,7 +959,7 @@ main() {{"#
         let _ = writeln!(
             s,
             "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; crash file:{i}:placed",
-            staged_path(write, i)
+            staged_path(write, install.token, i)
         );
     }
     // Every check once, with all of the run's files and links in place, as
@@ -1274,7 +1270,16 @@ mod tests {
     use std::process::Command;
 
     fn install_of(state: &StateFiles) -> Install<'_> {
-        Install { state, pending: &[], writes: &[], commands: &[], applied: None, stamp: "0", crash_at: None }
+        Install {
+            state,
+            pending: &[],
+            writes: &[],
+            commands: &[],
+            applied: None,
+            stamp: "0",
+            token: "0123456789abcdef",
+            crash_at: None,
+        }
     }
 
     fn write<'a>(path: &'a str, desired: &'a Desired) -> FileWrite<'a> {
@@ -1285,10 +1290,8 @@ mod tests {
     async fn a_script_sends_the_same_bytes_it_reads_as_and_says_how_many() {
         let binary: Vec<u8> = (0..=255u8).cycle().take(CHUNK_BYTES * 2 + 100).collect();
         let quotes: Vec<u8> = b"it's 'quoted'\n".iter().copied().cycle().take(CHUNK_BYTES * 2 + 7).collect();
-        let too_big_to_quote = Bytes::from(vec![b'x'; QUOTED_MAX_BYTES + 1]);
-        for content in
-            [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(binary), Bytes::from(quotes), too_big_to_quote]
-        {
+        let big = Bytes::from(vec![b'x'; (1 << 20) + 1]);
+        for content in [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(binary), Bytes::from(quotes), big] {
             let desired = Desired::File { content: content.clone(), mode: 0o644, owner: None, group: None };
             let script = install(&Install { writes: &[write("/a", &desired)], ..install_of(&test_state()) });
             let mut sent = Vec::new();
@@ -1299,35 +1302,34 @@ mod tests {
     }
 
     #[test]
-    fn content_with_a_nul_byte_or_over_a_mebibyte_travels_as_base64_in_short_lines() {
+    fn content_travels_as_base64_in_short_lines() {
         let with_nul = Bytes::from_static(b"a\0b");
-        let big = Bytes::from(vec![b'y'; QUOTED_MAX_BYTES + 1]);
+        let big = Bytes::from(vec![b'y'; (1 << 20) + 1]);
         for content in [with_nul, big] {
             let desired = Desired::File { content: content.clone(), mode: 0o644, owner: None, group: None };
             let text = install(&Install { writes: &[write("/a", &desired)], ..install_of(&test_state()) }).to_text();
-            let after_opener = text.split("<<'SP_CONTENT_END'").nth(1).expect("sent as base64");
-            let body = after_opener.split_once('\n').unwrap().1.split("SP_CONTENT_END\n").next().unwrap();
+            let after_opener = text.split("b\"\"\"\n").nth(1).expect("sent as base64");
+            let body = after_opener.split("\"\"\")").next().unwrap();
             assert!(body.lines().all(|l| l.len() <= 76), "base64 lines are at most 76 characters");
             assert_eq!(B64.decode(body.split_whitespace().collect::<String>()).unwrap(), content);
         }
     }
 
     #[test]
-    fn every_byte_but_nul_is_written_exactly_by_the_shell_and_starts_no_decoder() {
+    fn every_byte_is_written_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("all-bytes").display().to_string();
-        // Every byte but NUL, invalid UTF-8 and dash's internal markers included.
-        let content: Vec<u8> = (1..=255u8).chain(b"'\\'' $(x) `y`\n".iter().copied()).collect();
+        // Every byte, invalid UTF-8 and dash's internal markers included.
+        let content: Vec<u8> = (0..=255u8).chain(b"'\\'' $(x) `y`\n\"\"\"".iter().copied()).collect();
         let desired = Desired::File { content: content.clone().into(), mode: 0o600, owner: None, group: None };
         let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) });
-        assert!(!script.to_text().contains("base64 -d"));
         let out = parse_install(&sh(script.to_bytes())).unwrap();
         assert_eq!(out.written, [0], "{out:?}");
         assert_eq!(std::fs::read(&path).unwrap(), content);
     }
 
     #[test]
-    fn files_and_records_are_staged_with_one_chmod_per_mode_one_chown_per_owner_and_one_fsync() {
+    fn files_are_staged_by_one_python_process_through_descriptors_and_nothing_by_path() {
         let state = test_state();
         let plain = |mode| Desired::File { content: Bytes::from_static(b"x"), mode, owner: None, group: None };
         let owned = Desired::File {
@@ -1342,15 +1344,42 @@ mod tests {
         let text = install(&Install { writes: &writes, pending: &pending, applied: Some("{}"), ..install_of(&state) })
             .to_text();
         let lines_starting = |word: &str| text.lines().filter(|l| l.starts_with(word)).count();
-        assert_eq!(lines_starting("chmod 0644 "), 1, "{text}");
-        assert_eq!(lines_starting("chmod 0600 "), 1, "{text}");
-        assert_eq!(lines_starting("chown "), 1, "{text}");
+        assert_eq!(lines_starting("python3 -I -S - "), 1, "{text}");
+        assert_eq!(lines_starting("stage("), 4, "{text}");
+        assert_eq!(lines_starting("chmod ") + lines_starting("chown "), 0, "{text}");
+        assert!(
+            text.contains("O_EXCL | os.O_NOFOLLOW") && text.contains("os.fchown(fd") && text.contains("os.fchmod(fd")
+        );
         assert_eq!(
             lines_starting("sync -- "),
             2,
-            "one for the staged files and the pending record, one for the folders after the renames and the applied record"
+            "one for the pending record, one for the folders after the renames and the applied record"
         );
-        assert!(!text.contains("mktemp --"), "staged files are named by the script's pid");
+        assert!(text.contains(".sentry-provision.0123456789abcdef.3"), "staged files are named by the run's token");
+    }
+
+    #[test]
+    fn a_folder_that_others_can_write_is_not_entered_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A folder others may write to, holding a link to a folder of root's.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let target = dir.path().join("private");
+        std::fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, open.join("conf")).unwrap();
+        let path = open.join("conf/file").display().to_string();
+        let desired = Desired::File { content: Bytes::from_static(b"x"), mode: 0o644, owner: None, group: None };
+        let out =
+            parse_install(&sh(
+                install(&Install { writes: &[write(&path, &desired)], ..install_of(&test_state()) }).to_bytes()
+            ))
+            .unwrap();
+        let (what, message) = out.failure.expect("refused");
+        assert_eq!(what, "file:0");
+        assert!(message.contains("conf is a link in a folder others can write to"), "{message}");
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "nothing written through the link");
     }
 
     #[test]
