@@ -4,7 +4,7 @@
 //! rather than starting another `ssh` process.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
-use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
+use super::{Error, Heartbeat, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,8 +104,8 @@ pub async fn run_and_hold<'a>(
         .await
         .map_err(|e| Error::Unreachable(format!("the connection was lost: {e}")))?;
     if held {
-        *child.stdin() = Some(input);
-        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child)));
+        let heartbeat = Heartbeat::start(input);
+        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child, heartbeat)));
     }
     drop(input);
     let rest = child.wait_with_output().await.map_err(|e| Error::Unreachable(chain(&e)))?;
