@@ -271,8 +271,9 @@ pub const LOCK_LOST: i32 = 95;
 /// controller. Then it waits for the run's scripts still changing the host
 /// (each holds `<state>/lock.work` shared, see [`work_lock`]), takes the
 /// token out of `lock.owner` so that none starts after it, and only then
-/// lets the lock go. A lost connection (SIGHUP, SIGPIPE) does not end it
-/// sooner.
+/// lets the lock go, and exits (after a silence stdin is still open, and
+/// the shell would wait there for more script). A lost connection (SIGHUP,
+/// SIGPIPE) does not end it sooner.
 pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str) -> String {
     // The leftovers' patterns in the positional parameters; one rm for all
     // of them, and only when one matched (most runs find none): each process
@@ -293,6 +294,7 @@ sh() {{ ( trap - HUP PIPE; exec sh "$@" 9>&- ); }}
 {pause}{script}while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done
 {{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -x 8
 : >|"$state/lock.owner"
+exit 0
 "#,
         shell = state.shell(),
         token = quote(&state.token),
