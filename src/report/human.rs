@@ -83,7 +83,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }
         if let Some(error) = &report.error {
-            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let word = status_word(report.status);
             let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
         let changed = report.steps.iter().filter(|s| s.changed).count();
@@ -124,6 +124,9 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             let (word, code, why) = match (item.state, item.kind) {
                 (ItemState::HostDrift, ItemKind::Live) => ("live drift", "31", "live state differs"),
                 (ItemState::HostDrift, _) => ("host drift", "31", "changed on the host since the last apply"),
+                (ItemState::Pending, ItemKind::Handler) if item.actual == crate::run::OWED_BY_RUNNING_APPLY => {
+                    ("pending", "33", crate::run::OWED_BY_RUNNING_APPLY)
+                }
                 (ItemState::Pending, ItemKind::Handler) => ("pending", "33", "a handler an earlier run did not finish"),
                 (ItemState::Pending, ItemKind::Live) => ("pending", "33", "follows a pending change of the playbook"),
                 (ItemState::Pending, _) => ("pending", "33", "the playbook changed since the last apply"),
@@ -159,23 +162,41 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }
         if let Some(error) = &report.error {
-            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let word = status_word(report.status);
             let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
     }
     let s = crate::report::json::summary(reports);
     let _ = writeln!(
         out,
-        "{} {} host(s): {} in sync, {} drifted, {} pending, {} failed, {} unreachable",
+        "{} {} host(s): {} in sync, {} drifted, {} pending, {} failed, {} unreachable{}",
         style.paint("1", "summary:"),
         s.hosts,
         s.in_sync,
         s.drifted,
         s.pending,
         s.failed,
-        s.unreachable
+        s.unreachable,
+        interrupted_count(reports)
     );
     out
+}
+
+/// The word before a host's error.
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Unreachable => "unreachable",
+        Status::Interrupted => "interrupted",
+        _ => "failed",
+    }
+}
+
+/// `, N interrupted` at the end of a summary, when a signal stopped any host.
+fn interrupted_count(reports: &[HostReport]) -> String {
+    match reports.iter().filter(|r| r.status == Status::Interrupted).count() {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    }
 }
 
 /// The closing summary line, plain.
@@ -187,13 +208,14 @@ fn summary_line_styled(reports: &[HostReport], check: bool, style: &Style) -> St
     let changed_word = if check { "would change" } else { "changed" };
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     format!(
-        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}\n",
+        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}{}\n",
         style.paint("1", "summary:"),
         reports.len(),
         count(Status::Ok),
         count(Status::Changed),
         count(Status::Failed),
         count(Status::Unreachable),
+        interrupted_count(reports),
         if check { " (check mode: nothing was changed)" } else { "" }
     )
 }
