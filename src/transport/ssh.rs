@@ -43,7 +43,11 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
         .control_directory(&options.control_directory)
         .connect_timeout(options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        // A master left behind by a killed run goes away by itself.
+        // A run closes its masters as it ends, also when interrupted (see
+        // `control`); one a SIGKILL left behind goes away by itself after a
+        // minute idle, or sooner, when the next run sweeps it. Not shorter:
+        // a master must outlive the pause between two round trips of a host
+        // on a controller loaded by hundreds of hosts.
         .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("60 is not zero")));
     if let Some(config) = &options.config_file {
         builder.config_file(config);
