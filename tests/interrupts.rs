@@ -29,9 +29,13 @@ struct Running {
 }
 
 fn start(fleet: &Fleet, pause: &str, seconds: u32, extra: &[&str]) -> Running {
+    start_command(fleet, "apply", pause, seconds, extra)
+}
+
+fn start_command(fleet: &Fleet, command: &str, pause: &str, seconds: u32, extra: &[&str]) -> Running {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin());
-    cmd.args(["apply", "-p", &tuning_playbook(), "-e", "sentry_worker_numprocs=2"])
+    cmd.args([command, "-p", &tuning_playbook(), "-e", "sentry_worker_numprocs=2"])
         .args(extra)
         .arg("-i")
         .arg(fleet.inventory())
@@ -271,6 +275,31 @@ fn drift_during_an_apply_says_the_owed_handlers_belong_to_the_running_apply() {
     assert!(!drift.stdout.contains("earlier run"), "{drift:?}");
     let (out, _) = run.finish();
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn scheduled_drift_ends_after_a_whole_pass_on_a_first_signal_and_at_once_on_a_second() {
+    let fleet = Fleet::up(1);
+    // --remediate writes, so it takes the lock, where the pass pauses.
+    let args = ["--every", "1h", "--remediate=all", "--history", "/dev/null"];
+    let mut first = start_command(&fleet, "drift", "snapshot", 3, &args);
+    wait_for_pause(&fleet, 1);
+    first.signal("INT");
+    let (out, _) = first.finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("restored"), "the pass went on to put the host right: {out:?}");
+    assert!(out.stderr.contains("drift: stopped"), "{out:?}");
+
+    let mut second = start_command(&fleet, "drift", "snapshot", 8, &args);
+    wait_for_pause(&fleet, 1);
+    let folders: Vec<PathBuf> = masters(&fleet).into_iter().map(|(_, folder)| folder).collect();
+    second.signal("INT");
+    std::thread::sleep(Duration::from_millis(300));
+    second.signal("INT");
+    let (out, after) = second.finish();
+    assert_eq!(out.code, INTERRUPTED, "{out:?}");
+    assert!(after < Duration::from_secs(2), "{after:?}: {out:?}");
+    nothing_left_behind(&fleet, &folders, "drift after a second signal");
 }
 
 #[test]
