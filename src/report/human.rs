@@ -274,6 +274,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn interrupted_hosts_are_marked_and_counted_in_the_summary() {
+        let mut stopped = report("web01", Status::Interrupted);
+        stopped.error = Some("interrupted after the snapshot; nothing was changed".into());
+        let mut never = report("web02", Status::Interrupted);
+        never.error = Some("not run: interrupted".into());
+        let options = Options { check: false, show_diff: false };
+        let text = render(&[stopped, never, report("web03", Status::Ok)], &options, &Style::never());
+        assert!(text.contains("  interrupted  interrupted after the snapshot; nothing was changed\n"), "{text}");
+        assert!(text.contains("  interrupted  not run: interrupted\n"), "{text}");
+        assert!(
+            text.ends_with("summary: 3 host(s): 1 ok, 0 changed, 0 failed, 0 unreachable, 2 interrupted\n"),
+            "{text}"
+        );
+        let quiet = render(&[report("web03", Status::Ok)], &options, &Style::never());
+        assert!(!quiet.contains("interrupted"), "no count when nothing was: {quiet}");
+    }
+
     fn changed_host() -> HostReport {
         let old = "bind 127.0.0.1\nsave 900 1\nappendonly no\n";
         let new = "bind 127.0.0.1\nsave \"\"\nappendonly no\nmaxmemory 1gb\n";
