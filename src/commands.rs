@@ -101,7 +101,7 @@ struct Reach {
     selected: Vec<String>,
     ssh: transport::SshOptions,
     /// Holds the control sockets' folder for as long as the connections live.
-    _control: tempfile::TempDir,
+    _control: transport::control::ControlFolder,
 }
 
 impl Reach {

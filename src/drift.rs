@@ -4,6 +4,7 @@
 //! `--install-timer` writes a systemd service and timer for the same check.
 
 use crate::cli::{DriftArgs, Format};
+use crate::interrupt;
 use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
@@ -11,8 +12,6 @@ use crate::run::{self, HostReport, Mode, Remediate, Settings};
 use crate::{BAD_INPUT, CHANGES_PENDING, bad_input, host_bits};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub async fn main(args: &DriftArgs) -> u8 {
@@ -41,35 +40,19 @@ pub async fn main(args: &DriftArgs) -> u8 {
 /// Passes every `period` (start to start; a pass that overruns delays the
 /// next, they never overlap) until a signal, which stops after the current pass.
 async fn schedule(settings: &Settings, args: &DriftArgs, period: Duration) -> u8 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    {
-        let (stop, wake) = (stop.clone(), wake.clone());
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut interrupt), Ok(mut terminate)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            stop.store(true, Ordering::SeqCst);
-            wake.notify_one();
-        });
-    }
+    // A first signal ends the schedule once the pass is whole; a second
+    // one, during a pass that hangs, stops at once (see `interrupt`).
+    interrupt::after_pass();
     let splay = (period / 10).min(Duration::from_secs(30));
     loop {
         let started = tokio::time::Instant::now();
         pass(settings, args, splay).await;
-        if stop.load(Ordering::SeqCst) {
+        if interrupt::signalled() {
             break;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + period) => {}
-            _ = wake.notified() => break,
+            _ = interrupt::first_signal() => break,
         }
     }
     eprintln!("sentry-provision: drift: stopped");
@@ -97,6 +80,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
     };
     crate::print_log(&reports);
     let exit_code = host_bits(&reports)
+        | interrupt::exit_bits()
         | if reports.iter().any(|r| unresolved(r, args.remediation())) { CHANGES_PENDING } else { 0 };
     let duration = started.elapsed().as_secs_f64();
     let summary = report::json::summary(&reports);

@@ -2,7 +2,9 @@
 //!
 //! Exit codes are bits that combine: 0 fine; 1 bad input or internal error
 //! (no host touched); 2 changes pending (check, diff, drift); 4 a host
-//! failed; 8 a host unreachable.
+//! failed; 8 a host unreachable; 16 interrupted (SIGINT, SIGTERM or SIGHUP:
+//! the report marks the hosts that stopped early or never started; after a
+//! second signal, 16 alone and no report).
 
 mod audit;
 mod cli;
@@ -10,6 +12,7 @@ mod commands;
 mod drift;
 mod facts;
 mod input;
+mod interrupt;
 mod inventory;
 mod output;
 mod plan;
@@ -31,6 +34,7 @@ pub const BAD_INPUT: u8 = 1;
 pub const CHANGES_PENDING: u8 = 2;
 pub const HOST_FAILED: u8 = 4;
 pub const HOST_UNREACHABLE: u8 = 8;
+pub const INTERRUPTED: u8 = 16;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -44,10 +48,19 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Apply(args) => {
             let mode = if args.check { Mode::Check } else { Mode::Apply };
-            runtime.block_on(apply(&args.common, mode, args.diff, args.format))
+            runtime.block_on(async {
+                interrupt::listen();
+                apply(&args.common, mode, args.diff, args.format).await
+            })
         }
-        Command::Diff(args) => runtime.block_on(apply(&args.common, Mode::Check, true, args.format)),
-        Command::Drift(args) => runtime.block_on(drift::main(args)),
+        Command::Diff(args) => runtime.block_on(async {
+            interrupt::listen();
+            apply(&args.common, Mode::Check, true, args.format).await
+        }),
+        Command::Drift(args) => runtime.block_on(async {
+            interrupt::listen();
+            drift::main(args).await
+        }),
         Command::Inventory(args) => commands::inventory(args),
         Command::Facts(args) => runtime.block_on(commands::facts(args)),
         Command::Render(args) => commands::render(args),
@@ -75,7 +88,7 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool, format: cli:
         Err(e) => return bad_input(&e),
     };
     let check = mode == Mode::Check;
-    let mut code = host_bits(&reports);
+    let mut code = host_bits(&reports) | interrupt::exit_bits();
     if check && run::any_changes(&reports) {
         code |= CHANGES_PENDING;
     }
@@ -103,9 +116,12 @@ pub fn print_log(reports: &[HostReport]) {
     }
 }
 
-/// The failed and unreachable bits.
+/// The failed, unreachable and interrupted bits.
 pub fn host_bits(reports: &[HostReport]) -> u8 {
     let mut code = 0;
+    if reports.iter().any(|r| r.status == Status::Interrupted) {
+        code |= INTERRUPTED;
+    }
     if reports.iter().any(|r| r.status == Status::Failed) {
         code |= HOST_FAILED;
     }

@@ -5,6 +5,7 @@
 //! by these phases, not by the number of steps.
 
 use crate::facts::Facts;
+use crate::interrupt;
 use crate::inventory::{self, Connection, Host, Vars};
 use crate::plan::drift::{Applied, ItemState};
 use crate::plan::{self, Action, Attributes, Plan, Snapshot, StepOutcome, Task};
@@ -95,7 +96,12 @@ pub enum Status {
     Changed,
     Failed,
     Unreachable,
+    /// Stopped by a signal before it finished (or before it started).
+    Interrupted,
 }
+
+/// What `drift` says of handlers owed while another run holds the host's lock.
+pub const OWED_BY_RUNNING_APPLY: &str = "owed by an apply running now (lock held)";
 
 #[derive(Debug, Clone)]
 pub struct HandlerOutcome {
@@ -155,11 +161,12 @@ pub struct HostReport {
 }
 
 impl HostReport {
-    /// `in_sync`, `drifted`, `pending`, `failed` or `unreachable`.
+    /// `in_sync`, `drifted`, `pending`, `failed`, `unreachable` or `interrupted`.
     pub fn drift_status(&self) -> &'static str {
         match self.status {
             Status::Unreachable => "unreachable",
             Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
             _ if self.drift.iter().any(|i| i.state == ItemState::HostDrift) => "drifted",
             _ if !self.drift.is_empty() => "pending",
             _ => "in_sync",
@@ -624,10 +631,15 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
         let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
         reports.extend(done);
         let stop = batch_stops(number + 1, failed, members.len(), max_fail);
-        if let (Some(why), true) = (stop, number + 1 < batches.len()) {
+        let stop = if interrupt::requested() {
+            Some((Status::Interrupted, "interrupted".to_owned()))
+        } else {
+            stop.map(|why| (Status::Failed, why))
+        };
+        if let (Some((status, why)), true) = (stop, number + 1 < batches.len()) {
             for rest in batches[number + 1..].iter().flatten() {
                 let mut skipped = blank_report(&shared.0.jobs[*rest].host);
-                skipped.status = Status::Failed;
+                skipped.status = status;
                 skipped.error = Some(format!("not run: {why}"));
                 reports.push((*rest, skipped));
             }
@@ -684,6 +696,10 @@ async fn run_batch(
                 }
             };
             let (prepared, ssh, settings, progress) = &*shared;
+            if interrupt::requested() {
+                progress.host_done();
+                return (i, not_run_interrupted(&prepared.jobs[i].host));
+            }
             let line = progress.host(&prepared.jobs[i].host.name);
             let report = run_host(prepared, &prepared.jobs[i], ssh, settings, &line).await;
             line.finish(match report.status {
@@ -691,6 +707,7 @@ async fn run_batch(
                 Status::Changed => "changed",
                 Status::Failed => "failed",
                 Status::Unreachable => "unreachable",
+                Status::Interrupted => "interrupted",
             });
             progress.host_done();
             (i, report)
@@ -730,6 +747,11 @@ fn blank_report(host: &Host) -> HostReport {
     HostReport { name: host.name.clone(), address: target_of(host).1, ..HostReport::default() }
 }
 
+/// A host a signal kept from starting.
+fn not_run_interrupted(host: &Host) -> HostReport {
+    HostReport { status: Status::Interrupted, error: Some("not run: interrupted".into()), ..blank_report(host) }
+}
+
 async fn run_host(
     prepared: &Prepared,
     job: &Job,
@@ -741,10 +763,17 @@ async fn run_host(
     let (target, _) = target_of(&job.host);
     let mut report = blank_report(&job.host);
     line.phase("connect");
+    interrupt::entering(&job.host.name, "connect");
     match Transport::connect(&target, ssh).await {
+        // The terminal's Ctrl-C reaches the ssh still connecting, too.
+        Err(_) if interrupt::requested() => report = not_run_interrupted(&job.host),
         Err(e) => {
             report.status = Status::Unreachable;
             report.error = Some(format!("connect: {e}"));
+        }
+        Ok(transport) if interrupt::requested() => {
+            report = not_run_interrupted(&job.host);
+            transport.close().await;
         }
         Ok(transport) => {
             let mut host =
@@ -760,6 +789,7 @@ async fn run_host(
             transport.close().await;
         }
     }
+    interrupt::left(&job.host.name);
     report.elapsed = started.elapsed();
     report
 }
@@ -783,6 +813,8 @@ struct Inspection {
     snapshot: Snapshot,
     applied: Option<Applied>,
     plan: Plan,
+    /// Another run held the host's lock (asked only by runs that do not take it).
+    lock_held: bool,
 }
 
 /// One host's run over an open connection: the phases, each a round trip.
@@ -800,6 +832,10 @@ struct HostRun<'a> {
 impl HostRun<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
         let inspection = self.inspect().await?;
+        // A check is done once it has the snapshot; anything else would go on.
+        if self.settings.mode != Mode::Check {
+            self.stop_if_interrupted("after the snapshot; nothing was changed")?;
+        }
         self.report.steps = inspection.plan.steps.clone();
         let secrets = secret_values(&self.job.host.vars);
         self.report.files = inspection
@@ -838,9 +874,18 @@ impl HostRun<'_> {
         }
     }
 
+    /// Stops here, `when` (said in the report), if a signal asked the run to stop.
+    fn stop_if_interrupted(&self, when: &str) -> Result<(), Failure> {
+        match interrupt::requested() {
+            true => Err((Status::Interrupted, format!("interrupted {when}"))),
+            false => Ok(()),
+        }
+    }
+
     async fn round_trip(&mut self, phase: &str, script: &transport::Script) -> Result<transport::Output, Failure> {
         self.report.round_trips += 1;
         self.line.phase(phase);
+        interrupt::entering(&self.job.host.name, phase);
         let started = Instant::now();
         let result = self
             .transport
@@ -859,7 +904,14 @@ impl HostRun<'_> {
             }
             self.report.log.push(mask(&line, &secret_values(&self.job.host.vars)));
         }
-        result
+        match result {
+            Ok(output) if output.status == script::LOCK_LOST => Err(failed(format!(
+                "{phase}: this run no longer holds the host's lock: the host heard nothing from it for {}s \
+                 and let the lock go; nothing was done in this step (run again)",
+                script::HOLDER_PATIENCE_SECONDS
+            ))),
+            result => result,
+        }
     }
 
     fn render(&self, facts: &Facts) -> Result<HostTasks, Failure> {
@@ -883,6 +935,8 @@ impl HostRun<'_> {
         let script::SnapshotScript { text, token } =
             script::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
         self.line.phase("snapshot");
+        interrupt::entering(&self.job.host.name, "snapshot");
+        let mut lock_held = false;
         let output = if writes {
             // Runs that write hold the host's lock from before the snapshot to
             // their end, so two runs never interleave; one round trip still.
@@ -913,7 +967,10 @@ impl HostRun<'_> {
             }
             output
         } else {
-            self.round_trip("snapshot", &text.into()).await?
+            let probed = script::lock_probe(&self.job.state) + &text;
+            let output = self.round_trip("snapshot", &probed.into()).await?;
+            lock_held = output.stdout.starts_with(b"LOCKHELD\n");
+            output
         };
         self.crash_point("after-snapshot");
         let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
@@ -947,7 +1004,7 @@ impl HostRun<'_> {
                  the host's record keeps it until an apply records handlers again"
             ));
         }
-        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan })
+        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held })
     }
 
     /// Test hook: dies with SIGKILL when `SENTRY_PROVISION_CRASH_AT` names this point.
@@ -968,6 +1025,18 @@ impl HostRun<'_> {
     async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
         let result = self.install_then_reload(inspection, plan).await;
         let Err((status, message)) = result else { return Ok(()) };
+        if status == Status::Interrupted && !self.report.written.is_empty() && self.report.handlers.is_empty() {
+            return match self.roll_back(inspection, plan, &[]).await {
+                Ok(()) => Err((
+                    status,
+                    format!(
+                        "{message}: undone, {} file(s) back as they were before any service loaded them; no handler ran",
+                        self.report.rolled_back.len()
+                    ),
+                )),
+                Err((_, why)) => Err((status, format!("{message}; undoing the install failed: {why}"))),
+            };
+        }
         if status != Status::Failed || self.report.written.is_empty() {
             return Err((status, message));
         }
@@ -1004,17 +1073,26 @@ impl HostRun<'_> {
             .filter(|f| self.report.written.contains(&f.path))
             .map(|f| (f.path.clone(), restorable(&f.before)))
             .collect();
-        let writes: Vec<script::FileWrite> = restore
+        let mut writes: Vec<script::FileWrite> = restore
             .iter()
             .map(|(path, before)| script::FileWrite { path, desired: before.as_ref(), validate: &[], backup: false })
             .collect();
         let record =
             serde_json::to_string(&inspection.applied.clone().unwrap_or_default()).expect("the record serializes");
-        // Owed after the rollback: what an earlier run left, and what runs again now.
+        // Owed after the rollback: what an earlier run left, and what runs
+        // again now; when nothing is, the record this run wrote goes.
         let owed: Vec<String> = handler_order(&inspection.tasks)
             .into_iter()
             .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
             .collect();
+        if owed.is_empty() {
+            writes.push(script::FileWrite {
+                path: &self.job.state.pending,
+                desired: None,
+                validate: &[],
+                backup: false,
+            });
+        }
         let install = script::install(&script::Install {
             state: &self.job.state,
             pending: &owed,
@@ -1104,6 +1182,9 @@ impl HostRun<'_> {
             }
         }
         self.crash_point("after-install");
+        // Interrupted here, the run is undone (install_and_reload): its
+        // files go back before any service has loaded them.
+        self.stop_if_interrupted("after the install")?;
         self.run_handlers(inspection, plan, true).await
     }
 
@@ -1217,7 +1298,8 @@ impl HostRun<'_> {
                 subject: handler.clone(),
                 state: ItemState::Pending,
                 expected: "run".into(),
-                actual: "left pending by an earlier run".into(),
+                actual: if inspection.lock_held { OWED_BY_RUNNING_APPLY } else { "left pending by an earlier run" }
+                    .into(),
                 diff: String::new(),
             });
         }
@@ -1250,6 +1332,7 @@ impl HostRun<'_> {
             Remediate::All if self.report.drift.is_empty() => return Ok(()),
             Remediate::All => inspection.plan.with_handlers(&remedies, &order),
         };
+        self.stop_if_interrupted("after the probes; nothing was put back")?;
         self.install_and_reload(inspection, &plan).await?;
         self.report.remediated = plan
             .files

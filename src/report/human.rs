@@ -86,7 +86,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }
         if let Some(error) = &report.error {
-            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let word = status_word(report.status);
             let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
         // Steps the apply did not carry out are neither ok nor changed.
@@ -130,6 +130,9 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             let (word, code, why) = match (item.state, item.kind) {
                 (ItemState::HostDrift, ItemKind::Live) => ("live drift", "31", "live state differs"),
                 (ItemState::HostDrift, _) => ("host drift", "31", "changed on the host since the last apply"),
+                (ItemState::Pending, ItemKind::Handler) if item.actual == crate::run::OWED_BY_RUNNING_APPLY => {
+                    ("pending", "33", crate::run::OWED_BY_RUNNING_APPLY)
+                }
                 (ItemState::Pending, ItemKind::Handler) => ("pending", "33", "a handler an earlier run did not finish"),
                 (ItemState::Pending, ItemKind::Live) => ("pending", "33", "follows a pending change of the playbook"),
                 (ItemState::Pending, _) => ("pending", "33", "the playbook changed since the last apply"),
@@ -165,23 +168,41 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
         }
         if let Some(error) = &report.error {
-            let word = if report.status == Status::Unreachable { "unreachable" } else { "failed" };
+            let word = status_word(report.status);
             let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
         }
     }
     let s = crate::report::json::summary(reports);
     let _ = writeln!(
         out,
-        "{} {} host(s): {} in sync, {} drifted, {} pending, {} failed, {} unreachable",
+        "{} {} host(s): {} in sync, {} drifted, {} pending, {} failed, {} unreachable{}",
         style.paint("1", "summary:"),
         s.hosts,
         s.in_sync,
         s.drifted,
         s.pending,
         s.failed,
-        s.unreachable
+        s.unreachable,
+        interrupted_count(reports)
     );
     out
+}
+
+/// The word before a host's error.
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Unreachable => "unreachable",
+        Status::Interrupted => "interrupted",
+        _ => "failed",
+    }
+}
+
+/// `, N interrupted` at the end of a summary, when a signal stopped any host.
+fn interrupted_count(reports: &[HostReport]) -> String {
+    match reports.iter().filter(|r| r.status == Status::Interrupted).count() {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    }
 }
 
 /// The closing summary line, plain.
@@ -193,13 +214,14 @@ fn summary_line_styled(reports: &[HostReport], check: bool, style: &Style) -> St
     let changed_word = if check { "would change" } else { "changed" };
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     format!(
-        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}\n",
+        "{} {} host(s): {} ok, {} {changed_word}, {} failed, {} unreachable{}{}\n",
         style.paint("1", "summary:"),
         reports.len(),
         count(Status::Ok),
         count(Status::Changed),
         count(Status::Failed),
         count(Status::Unreachable),
+        interrupted_count(reports),
         if check { " (check mode: nothing was changed)" } else { "" }
     )
 }
@@ -256,6 +278,24 @@ mod tests {
             elapsed: Duration::from_millis(420),
             ..HostReport::default()
         }
+    }
+
+    #[test]
+    fn interrupted_hosts_are_marked_and_counted_in_the_summary() {
+        let mut stopped = report("web01", Status::Interrupted);
+        stopped.error = Some("interrupted after the snapshot; nothing was changed".into());
+        let mut never = report("web02", Status::Interrupted);
+        never.error = Some("not run: interrupted".into());
+        let options = Options { check: false, show_diff: false };
+        let text = render(&[stopped, never, report("web03", Status::Ok)], &options, &Style::never());
+        assert!(text.contains("  interrupted  interrupted after the snapshot; nothing was changed\n"), "{text}");
+        assert!(text.contains("  interrupted  not run: interrupted\n"), "{text}");
+        assert!(
+            text.ends_with("summary: 3 host(s): 1 ok, 0 changed, 0 failed, 0 unreachable, 2 interrupted\n"),
+            "{text}"
+        );
+        let quiet = render(&[report("web03", Status::Ok)], &options, &Style::never());
+        assert!(!quiet.contains("interrupted"), "no count when nothing was: {quiet}");
     }
 
     fn changed_host() -> HostReport {

@@ -24,6 +24,7 @@ pub struct Summary {
     pub pending: usize,
     pub failed: usize,
     pub unreachable: usize,
+    pub interrupted: usize,
 }
 
 #[derive(Serialize)]
@@ -46,6 +47,7 @@ pub fn summary(reports: &[HostReport]) -> Summary {
             "drifted" => summary.drifted += 1,
             "pending" => summary.pending += 1,
             "failed" => summary.failed += 1,
+            "interrupted" => summary.interrupted += 1,
             _ => summary.unreachable += 1,
         }
     }
@@ -88,6 +90,7 @@ pub fn run_document(
                     Status::Changed => "changed",
                     Status::Failed => "failed",
                     Status::Unreachable => "unreachable",
+                    Status::Interrupted => "interrupted",
                 },
                 "error": r.error,
                 "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed, "not_applied": s.not_applied})).collect::<Vec<_>>(),
@@ -112,6 +115,7 @@ pub fn run_document(
             "changed": count(Status::Changed),
             "failed": count(Status::Failed),
             "unreachable": count(Status::Unreachable),
+            "interrupted": count(Status::Interrupted),
         },
         "hosts": hosts,
     })

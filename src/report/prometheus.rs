@@ -30,7 +30,7 @@ pub fn render(reports: &[HostReport], timestamp: f64) -> String {
             &|r| r.drift.iter().filter(|i| i.state != ItemState::HostDrift).count() as f64,
         ),
         ("sentry_provision_up", "1 when the host was reached and read, else 0.", &|r| {
-            f64::from(u8::from(!matches!(r.status, Status::Unreachable | Status::Failed)))
+            f64::from(u8::from(!matches!(r.status, Status::Unreachable | Status::Failed | Status::Interrupted)))
         }),
         ("sentry_provision_last_pass_timestamp_seconds", "When the last drift pass started.", &|_| timestamp),
         ("sentry_provision_pass_duration_seconds", "How long the last drift pass took for the host.", &|r| {

@@ -1,6 +1,6 @@
 //! The `local` connection (`ansible_connection=local`): scripts run on this machine.
 
-use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker, piped};
+use super::{Error, Heartbeat, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker, piped};
 use tokio::process::{Child, Command};
 
 /// `program` (words separated by spaces) with its three streams piped.
@@ -12,6 +12,10 @@ fn spawn(program: &str) -> Result<Child, Error> {
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
+        // Not in this process's group: a Ctrl-C at the terminal reaches the
+        // whole group, and a script must not be cut short by it (the
+        // controller waits for the script instead).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::Failed(format!("cannot start `{program}`: {e}")))
@@ -34,8 +38,8 @@ pub async fn run_and_hold(program: &str, script: &Script, end_line: &str) -> Res
         .await
         .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
     if held {
-        child.stdin = Some(input);
-        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Local(child)));
+        let heartbeat = Heartbeat::start(input);
+        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Local(child, heartbeat)));
     }
     drop(input);
     let rest = child.wait_with_output().await.map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;

@@ -2,11 +2,11 @@
 //! multiplexed SSH master per host, or locally. Each call is one round trip.
 //! Knows nothing of playbooks; the scripts themselves are built in `script`.
 
+pub mod control;
 pub mod local;
 pub mod script;
 pub mod ssh;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -104,9 +104,9 @@ impl Transport {
     }
 }
 
-/// A short folder for control sockets: socket paths are limited to ~100 bytes.
-pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("sp-").tempdir_in(PathBuf::from("/tmp"))
+/// A short folder for control sockets (see [`control`]).
+pub fn control_directory() -> std::io::Result<control::ControlFolder> {
+    control::ControlFolder::new()
 }
 
 /// The remote shell that reads a script on stdin, under `sudo -n` to become root.
@@ -129,8 +129,8 @@ async fn within<T>(
 
 /// A script left running by [`Transport::run_and_hold`].
 pub enum Held<'a> {
-    Ssh(openssh::Child<&'a openssh::Session>),
-    Local(tokio::process::Child),
+    Ssh(openssh::Child<&'a openssh::Session>, Heartbeat),
+    Local(tokio::process::Child, Heartbeat),
     /// The script ended by itself.
     Done,
 }
@@ -139,16 +139,56 @@ impl Held<'_> {
     /// Closes the script's stdin, which lets it finish, and waits for it.
     pub async fn release(self) {
         match self {
-            Held::Ssh(mut child) => {
-                drop(child.stdin().take());
+            Held::Ssh(child, heartbeat) => {
+                heartbeat.stop().await;
                 let _ = child.wait().await;
             }
-            Held::Local(mut child) => {
-                drop(child.stdin.take());
+            Held::Local(mut child, heartbeat) => {
+                heartbeat.stop().await;
                 let _ = child.wait().await;
             }
             Held::Done => {}
         }
+    }
+}
+
+/// How often a held script hears from the controller. The host gives the
+/// lock up after [`script::HOLDER_PATIENCE_SECONDS`] without a word, so
+/// that a partition does not keep it held until sshd notices the dead
+/// connection (minutes).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// A held script's stdin, written a line every [`HEARTBEAT`] until stopped
+/// (or dropped): then closed, which tells the script to let go.
+pub struct Heartbeat {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(mut stdin: impl tokio::io::AsyncWrite + Unpin + Send + 'static) -> Heartbeat {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(HEARTBEAT) => {
+                        if stdin.write_all(b"\n").await.is_err() || stdin.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Heartbeat { stop: Some(stop), task }
+    }
+
+    /// Stops the heartbeat and closes stdin.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 

@@ -140,12 +140,20 @@ pub const STATE_DIR: &str = "/var/lib/sentry-provision";
 pub struct StateFiles {
     pub pending: String,
     pub applied: String,
+    /// This run's mark on the host's lock: the holder writes it into
+    /// `lock.owner`, and a script that changes the host runs only while it
+    /// is there (see [`work_lock`]). Random, so no other run can know it.
+    pub token: String,
 }
 
 impl StateFiles {
     /// `<dir>/<playbook name>.pending` and `.applied`.
     pub fn new(dir: &str, playbook: &str) -> StateFiles {
-        StateFiles { pending: format!("{dir}/{playbook}.pending"), applied: format!("{dir}/{playbook}.applied") }
+        StateFiles {
+            pending: format!("{dir}/{playbook}.pending"),
+            applied: format!("{dir}/{playbook}.applied"),
+            token: format!("{:016x}", random_u64()),
+        }
     }
 
     /// The folder both live in.
@@ -220,13 +228,29 @@ const ERRLOG: &str = r#"errlog="$state/.log.$$.err"
 trap 'rm -f "$errlog"' EXIT
 "#;
 
+/// How long the lock's holder on a host waits for a word from the
+/// controller (a heartbeat line comes every 2 s) before it lets go.
+pub const HOLDER_PATIENCE_SECONDS: u64 = 10;
+
+/// Exit status of a script that changes the host when its run no longer
+/// holds the host's lock (see [`work_lock`]).
+pub const LOCK_LOST: i32 = 95;
+
 /// `script` run under the host's lock (`flock` on `<state>/lock`), waiting
-/// at most `wait_seconds` for it; after its last line the lock is held until
-/// the controller closes stdin (or dies). Prints only `LOCKBUSY` if the wait
-/// ran out.
+/// at most `wait_seconds` for it. Prints only `LOCKBUSY` if the wait ran
+/// out.
 ///
-/// Holding the lock, it first removes temp files a killed run left in
-/// `dirs` (the folders of managed paths) and in the state folder.
+/// Holding the lock, it writes the run's token into `<state>/lock.owner`
+/// and removes temp files a killed run left in `dirs` (the folders of
+/// managed paths) and in the state folder. After its last line it holds
+/// the lock until the controller closes stdin, or says nothing (no
+/// heartbeat line) for [`HOLDER_PATIENCE_SECONDS`]: a dead or cut-off
+/// controller. Then it waits for the run's scripts still changing the host
+/// (each holds `<state>/lock.work` shared, see [`work_lock`]), takes the
+/// token out of `lock.owner` so that none starts after it, and only then
+/// lets the lock go, and exits (after a silence stdin is still open, and
+/// the shell would wait there for more script). A lost connection (SIGHUP,
+/// SIGPIPE) does not end it sooner.
 pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str) -> String {
     // The leftovers' patterns in the positional parameters; one rm for all
     // of them, and only when one matched (most runs find none): each process
@@ -236,14 +260,57 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
         let _ = write!(leftovers, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
     }
     format!(
-        r#"{shell}[ -d "$state" ] || mkdir -p -- "$state" || exit 96
+        r#"{shell}trap '' HUP PIPE
+[ -d "$state" ] || mkdir -p -- "$state" || exit 96
 exec 9>>"$state/lock" || exit 96
 if ! flock -w {wait_seconds} 9; then echo LOCKBUSY; exit 3; fi
+printf '%s\n' {token} >|"$state/lock.owner" || exit 96
 {leftovers}
 for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -f -- "$@" 2>/dev/null; break; fi; done
-{script}while read -r _; do :; done
+sh() {{ ( trap - HUP PIPE; exec sh "$@" 9>&- ); }}
+{pause}{script}while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done
+{{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -x 8
+: >|"$state/lock.owner"
+exit 0
 "#,
-        shell = state.shell()
+        shell = state.shell(),
+        token = quote(&state.token),
+        pause = if pause_at().as_deref() == Some("snapshot") { pause_line() + "\n" } else { String::new() },
+    )
+}
+
+/// The first lines of every script that changes the host (install,
+/// handlers, rollback). It goes on to its end whatever becomes of the
+/// connection (SIGHUP and SIGPIPE ignored; the controller waits for it, or
+/// is gone), and it runs only under its run's lock: it holds
+/// `<state>/lock.work` shared for as long as it runs, which the lock's
+/// holder waits for before letting go, and it checks that `lock.owner`
+/// still names its run (a holder that gave up has taken the name out), or
+/// exits with [`LOCK_LOST`] having done nothing.
+///
+/// The commands it runs through `sh` get the default signals back and
+/// not the lock's descriptor: a daemon a handler starts must not hold the
+/// lock for as long as it lives. Needs `$state`.
+pub fn work_lock(state: &StateFiles) -> String {
+    format!(
+        r#"trap '' HUP PIPE
+sh() {{ ( trap - HUP PIPE; exec sh "$@" 8>&- ); }}
+sp_owner=""
+{{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -s 8 && {{ read -r sp_owner <"$state/lock.owner"; }} 2>/dev/null
+if [ "$sp_owner" != {token} ]; then echo "this run no longer holds the host's lock ($state/lock): nothing was done" >&2; exit {LOCK_LOST}; fi
+"#,
+        token = quote(&state.token),
+    )
+}
+
+/// For a run that does not take the lock (`drift`): prints `LOCKHELD`
+/// first when handlers are owed and another run holds the host's lock,
+/// that is, an apply is running and owes them now.
+pub fn lock_probe(state: &StateFiles) -> String {
+    format!(
+        "[ -f {pending} ] && [ -f {lock} ] && {{ flock -n -E 75 {lock} true 2>/dev/null; [ $? -eq 75 ] && echo LOCKHELD; }}\n",
+        pending = quote(&state.pending),
+        lock = quote(&format!("{}/lock", state.dir())),
     )
 }
 
@@ -706,11 +773,17 @@ crash {point}
     );
 }
 
-/// Shell for the crash-test hook: `crash NAME` kills the script at the chosen point.
+/// Shell for the crash-test hook: `crash NAME` kills the script at the chosen
+/// point, or pauses it there (see [`pause_line`]).
 fn crash_hook(crash_at: Option<&str>) -> String {
+    let pause = match pause_at() {
+        Some(point) => format!("[ \"$1\" = {} ] && {{ {} }}; ", quote(&point), pause_line()),
+        None => String::new(),
+    };
     match crash_at {
-        Some(point) => format!("crash() {{ [ \"$1\" = {} ] && kill -9 $$; return 0; }}\n", quote(point)),
-        None => "crash() { :; }\n".into(),
+        Some(point) => format!("crash() {{ [ \"$1\" = {} ] && kill -9 $$; {pause}return 0; }}\n", quote(point)),
+        None if pause.is_empty() => "crash() { :; }\n".into(),
+        None => format!("crash() {{ {pause}return 0; }}\n"),
     }
 }
 
@@ -719,6 +792,20 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 /// failure's third argument, said instead of the command's stderr.
 const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
 "#;
+
+/// Test hook (`SENTRY_PROVISION_PAUSE_AT=<point>`): a script that reaches
+/// the point (one of the crash points, or `snapshot`, with the lock held)
+/// waits there `SENTRY_PROVISION_PAUSE_SECONDS` (5), with the file
+/// `/run/sentry-provision.paused` on the host meanwhile, so that a test can
+/// signal the controller while a given round trip is under way.
+fn pause_at() -> Option<String> {
+    std::env::var("SENTRY_PROVISION_PAUSE_AT").ok().filter(|p| !p.is_empty())
+}
+
+fn pause_line() -> String {
+    let seconds: u64 = std::env::var("SENTRY_PROVISION_PAUSE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    format!(": >/run/sentry-provision.paused; sleep {seconds}; rm -f /run/sentry-provision.paused;")
+}
 
 /// The program that writes staged files (see [`install`]): one `stage`
 /// call a file follows it, with the path, owner and group as base64 and the
@@ -798,6 +885,7 @@ pub fn install(install: &Install<'_>) -> Script {
     let mut s = Script::default();
     s.push_str(PRELUDE);
     s.push_str(&install.state.shell());
+    s.push_str(&work_lock(install.state)); // interrupts: runs to its end, only under this run's lock
     s.push_str(ERRLOG);
     s.push_str(&crash_hook(install.crash_at));
     s.push_str(FULL_DISK);
@@ -867,9 +955,9 @@ main() {{"#
             let Some(Desired::File { content, mode, owner, group }) = write.desired else { continue };
             let name =
                 |value: &Option<String>| value.as_deref().map_or("None".to_owned(), |v| format!("{:?}", B64.encode(v)));
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "stage({i}, {:?}, {:?}, {mode:#o}, {}, {}, b\"\"\"\n",
+                "stage({i}, {:?}, {:?}, {mode:#o}, {}, {}, b\"\"\"",
                 B64.encode(write.path),
                 staged_name(install.token, i),
                 name(owner),
@@ -1160,6 +1248,7 @@ pub fn handlers(
 ) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
+    s.push_str(&work_lock(state)); // interrupts: runs to its end, only under this run's lock
     s.push_str(ERRLOG);
     s.push_str(&crash_hook(crash_at));
     s.push_str("tab='\t'\n");
@@ -1414,8 +1503,20 @@ mod tests {
         std::path::Path::new(path).exists()
     }
 
+    /// One state folder for the tests that need no state of their own, as
+    /// the lock's holder leaves it for its run (see [`held`]).
     fn test_state() -> StateFiles {
-        StateFiles::new("/nonexistent", "p")
+        static STATE: std::sync::OnceLock<StateFiles> = std::sync::OnceLock::new();
+        STATE.get_or_init(|| held(&tempfile::tempdir().unwrap().keep().display().to_string(), "p")).clone()
+    }
+
+    /// State files in `dir` whose run holds the lock there: `lock.owner`
+    /// names it, as the holder writes it, so its scripts run.
+    fn held(dir: &str, playbook: &str) -> StateFiles {
+        let state = StateFiles::new(dir, playbook);
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(format!("{dir}/lock.owner"), format!("{}\n", state.token)).unwrap();
+        state
     }
 
     fn sh(script: impl AsRef<[u8]>) -> Vec<u8> {
@@ -1510,8 +1611,7 @@ mod tests {
     #[test]
     fn a_rename_that_fails_puts_back_every_file_placed_before_it_and_the_pending_record() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "p");
-        std::fs::create_dir_all(state.dir()).unwrap();
+        let state = held(&dir.path().join("state").display().to_string(), "p");
         std::fs::write(&state.pending, "owed before\n").unwrap();
         let conf = |name: &str| dir.path().join(name).display().to_string();
         let (a, link, blocked) = (conf("a.conf"), conf("enabled"), conf("blocked"));
@@ -1616,7 +1716,7 @@ mod tests {
     fn a_backup_keeps_the_previous_version_in_the_state_folder_where_no_include_glob_reaches() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.conf").display().to_string();
-        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "p");
+        let state = held(&dir.path().join("state").display().to_string(), "p");
         std::fs::write(&path, "old\n").unwrap();
         let desired = Desired::File { content: Bytes::from_static(b"new\n"), mode: 0o644, owner: None, group: None };
         let writes = [FileWrite { path: &path, desired: Some(&desired), validate: &[], backup: true }];
@@ -1654,7 +1754,7 @@ mod tests {
     #[test]
     fn the_applied_record_is_written_last_and_read_back_by_the_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
+        let state = held(&dir.path().join("state").display().to_string(), "site");
         let out =
             parse_install(&sh(install(&Install { applied: Some("{\"paths\":{}}"), ..install_of(&state) }).to_bytes()))
                 .unwrap();
@@ -1666,7 +1766,7 @@ mod tests {
     #[test]
     fn a_handler_that_succeeds_is_cleared_from_the_pending_record_and_the_others_stay_owed() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let state = held(&dir.path().display().to_string(), "site");
         let recorded = "reload nginx\nrestart web\nupdate supervisor\n";
         std::fs::write(&state.pending, recorded).unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
@@ -1680,13 +1780,18 @@ mod tests {
         let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], None)), 0).unwrap();
         assert_eq!(last.succeeded, 1, "{last:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file is left behind");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with("lock."))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "no temporary file is left behind");
     }
 
     #[test]
     fn a_handler_whose_verifying_probe_fails_did_not_take_effect_and_stays_owed() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "reload nginx\nupdate supervisor\n").unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
         let probes = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "echo stale; exit 1" }];
@@ -1708,7 +1813,7 @@ mod tests {
     #[test]
     fn a_remedy_that_was_not_owed_leaves_the_owed_handlers_owed() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart web\n").unwrap();
         let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 1, "{out:?}");
@@ -1718,7 +1823,7 @@ mod tests {
     #[test]
     fn what_a_torn_append_left_in_the_pending_record_does_not_keep_it_owing() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart\nrestart web\nreload nginx\n\0\0\x01\n\trestart").unwrap();
         let ran = [("restart web", "true")];
         let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
@@ -1844,7 +1949,7 @@ mod tests {
     #[test]
     fn a_lock_held_elsewhere_is_reported_before_anything_else() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let state = held(&dir.path().display().to_string(), "site");
         // std's lock is flock(2), the lock the script takes.
         let lock = std::fs::File::create(dir.path().join("lock")).unwrap();
         lock.lock().unwrap();
@@ -1853,9 +1958,94 @@ mod tests {
     }
 
     #[test]
+    fn a_script_that_changes_the_host_does_nothing_once_its_run_no_longer_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = held(&dir.path().join("state").display().to_string(), "site");
+        // A holder that gave up took this run's token out of lock.owner.
+        std::fs::write(format!("{}/lock.owner", state.dir()), "").unwrap();
+        let path = dir.path().join("f").display().to_string();
+        let desired = Desired::File { content: Bytes::from_static(b"new"), mode: 0o644, owner: None, group: None };
+        let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&state) });
+        let status = Command::new("sh").arg("-c").arg(script.to_text()).status().unwrap();
+        assert_eq!(status.code(), Some(LOCK_LOST));
+        assert!(!std::path::Path::new(&path).exists());
+        let marker = dir.path().join("ran").display().to_string();
+        let ran = [("touch", format!("touch {}", quote(&marker)))];
+        let ran: Vec<(&str, &str)> = ran.iter().map(|(n, c)| (*n, c.as_str())).collect();
+        let status = Command::new("sh").arg("-c").arg(handlers(&state, &ran, &[], None)).status().unwrap();
+        assert_eq!(status.code(), Some(LOCK_LOST));
+        assert!(!std::path::Path::new(&marker).exists());
+    }
+
+    #[test]
+    fn handlers_whose_connection_is_gone_run_to_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = held(&dir.path().display().to_string(), "site");
+        let marker = dir.path().join("second ran").display().to_string();
+        let second = format!("sleep 0.3; touch {}", quote(&marker));
+        let ran = [("first", "sleep 0.2"), ("second", second.as_str())];
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(handlers(&state, &ran, &[], None))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The connection drops: whatever the script prints next meets a
+        // closed pipe (SIGPIPE, or SIGHUP from a terminal).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+        let status = child.wait().unwrap();
+        assert!(status.code().is_some(), "not ended by a signal: {status:?}");
+        assert!(std::path::Path::new(&marker).exists(), "the handler after the drop ran");
+    }
+
+    #[test]
+    fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let script = snapshot(&state, &[], &[], &[]);
+        let mut holder = Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = holder.stdin.take().unwrap();
+        use std::io::{BufRead as _, Write as _};
+        stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();
+        let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+        assert!(lines.any(|l| l.unwrap() == end_line(&script.token)));
+        assert_eq!(
+            std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(),
+            format!("{}\n", state.token)
+        );
+        // A handler of the run, still going when the controller goes away.
+        let work = format!("{}sleep 1.5; echo done", work_lock(&state));
+        let work = Command::new("sh")
+            .arg("-c")
+            .arg(format!("state={}\n{work}", quote(state.dir())))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        drop(stdin);
+        assert!(holder.wait().unwrap().success());
+        assert!(started.elapsed().as_secs_f64() > 0.8, "the holder waited for the work");
+        assert_eq!(work.wait_with_output().unwrap().stdout, b"done\n");
+        assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
+        let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
+        assert!(lock.try_lock().is_ok(), "the lock is free");
+    }
+
+    #[test]
     fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFiles::new(&dir.path().join("state").display().to_string(), "site");
+        let state = held(&dir.path().join("state").display().to_string(), "site");
         let managed = dir.path().join("etc");
         std::fs::create_dir_all(&managed).unwrap();
         std::fs::create_dir_all(state.dir()).unwrap();
@@ -1870,7 +2060,9 @@ mod tests {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
         };
         assert_eq!(names(&managed), ["kept.conf"]);
-        assert_eq!(names(std::path::Path::new(state.dir())), ["lock"]);
+        let mut kept = names(std::path::Path::new(state.dir()));
+        kept.sort();
+        assert_eq!(kept, ["lock", "lock.owner", "lock.work"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! rather than starting another `ssh` process.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
-use super::{Error, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
+use super::{Error, Heartbeat, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,7 +43,11 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
         .control_directory(&options.control_directory)
         .connect_timeout(options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        // A master left behind by a killed run goes away by itself.
+        // A run closes its masters as it ends, also when interrupted (see
+        // `control`); one a SIGKILL left behind goes away by itself after a
+        // minute idle, or sooner, when the next run sweeps it. Not shorter:
+        // a master must outlive the pause between two round trips of a host
+        // on a controller loaded by hundreds of hosts.
         .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("60 is not zero")));
     if let Some(config) = &options.config_file {
         builder.config_file(config);
@@ -104,8 +108,8 @@ pub async fn run_and_hold<'a>(
         .await
         .map_err(|e| Error::Unreachable(format!("the connection was lost: {e}")))?;
     if held {
-        *child.stdin() = Some(input);
-        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child)));
+        let heartbeat = Heartbeat::start(input);
+        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child, heartbeat)));
     }
     drop(input);
     let rest = child.wait_with_output().await.map_err(|e| Error::Unreachable(chain(&e)))?;

@@ -1,0 +1,166 @@
+//! The run's folder of ssh control sockets (`/tmp/sp-*`: socket paths are
+//! limited to ~100 bytes), and the masters that listen in it. A folder
+//! holds a pid file that its run keeps locked; it goes away with its
+//! masters when the run ends, or when a second signal stops the run. A run
+//! killed outright (SIGKILL) cannot clean up: its masters would linger for
+//! their ControlPersist idle time and its folder for good, so each run
+//! first sweeps folders whose pid file nobody holds any more.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The file a run keeps locked (flock) in its folder, holding its pid.
+const PID_FILE: &str = "sentry-provision.pid";
+
+/// The folders of this process's runs still going, for a second signal.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A run's control folder: removed, with any master still listening in
+/// it, when dropped.
+pub struct ControlFolder {
+    dir: Option<tempfile::TempDir>,
+    /// Open and locked for as long as the run lasts (flock goes with the
+    /// process, however it ends).
+    _pid: std::fs::File,
+}
+
+impl ControlFolder {
+    /// Sweeps what killed runs left, then makes this run's folder.
+    pub fn new() -> std::io::Result<ControlFolder> {
+        sweep_stale(Path::new("/tmp"));
+        ControlFolder::new_in(Path::new("/tmp"))
+    }
+
+    fn new_in(parent: &Path) -> std::io::Result<ControlFolder> {
+        let dir = tempfile::Builder::new().prefix("sp-").tempdir_in(parent)?;
+        // Locked before it takes its name, so a sweep never finds it unheld.
+        let staged = dir.path().join(".pid");
+        let pid = std::fs::File::create(&staged)?;
+        pid.lock()?;
+        std::io::Write::write_all(&mut &pid, format!("{}\n", std::process::id()).as_bytes())?;
+        std::fs::rename(&staged, dir.path().join(PID_FILE))?;
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(dir.path().to_path_buf());
+        }
+        Ok(ControlFolder { dir: Some(dir), _pid: pid })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("the folder lives until dropped").path()
+    }
+}
+
+impl Drop for ControlFolder {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|p| p != dir.path());
+        }
+        // Sessions close their masters as they end; one that did not (a
+        // host task that failed) must not outlive the run.
+        stop_masters(dir.path());
+        let _ = dir.close();
+    }
+}
+
+/// A second signal: every master of this process's runs stopped and their
+/// folders removed, without waiting for the runs.
+pub fn abandon_all() {
+    let folders = LIVE.lock().map(|live| live.clone()).unwrap_or_default();
+    for folder in folders {
+        stop_masters(&folder);
+        let _ = std::fs::remove_dir_all(&folder);
+    }
+}
+
+/// Removes the `sp-*` folders in `parent` of this user's runs that are
+/// gone (no one holds their pid file), stopping their masters first.
+/// Folders without a pid file are not ours to judge and stay.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("sp-") {
+            continue;
+        }
+        let folder = entry.path();
+        let owned = std::fs::symlink_metadata(&folder).is_ok_and(|m| m.is_dir() && Some(m.uid()) == uid);
+        if !owned {
+            continue;
+        }
+        let Ok(pid) = std::fs::File::open(folder.join(PID_FILE)) else { continue };
+        if pid.try_lock().is_ok() {
+            stop_masters(&folder);
+            let _ = std::fs::remove_dir_all(&folder);
+        }
+    }
+}
+
+/// Sends SIGTERM to every ssh process whose control socket (`-S`) is in
+/// `folder`, found in /proc (the crate does not say the masters' pids).
+fn stop_masters(folder: &Path) {
+    for pid in masters_in(Path::new("/proc"), folder) {
+        // SAFETY: kill(2) with a pid read from /proc and a constant signal.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+fn masters_in(proc: &Path, folder: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
+    let prefix = format!("{}/", folder.display());
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
+            let socket_here = args.windows(2).any(|w| w[0] == b"-S" && w[1].starts_with(prefix.as_bytes()));
+            (is_ssh && socket_here).then_some(pid)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_whose_run_is_gone_is_swept_and_a_live_ones_stays() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = ControlFolder::new_in(parent.path()).unwrap();
+        // What a killed run leaves: its pid file, held by no one.
+        let dead = parent.path().join("sp-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(PID_FILE), "1\n").unwrap();
+        // Someone else's folder of the same prefix, without a pid file.
+        let other = parent.path().join("sp-other");
+        std::fs::create_dir(&other).unwrap();
+        sweep_stale(parent.path());
+        assert!(!dead.exists());
+        assert!(other.exists() && live.path().exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists(), "a run's folder goes with it");
+    }
+
+    #[test]
+    fn masters_are_found_by_the_control_socket_in_their_folder() {
+        let proc = tempfile::tempdir().unwrap();
+        let process = |pid: &str, args: &[&str]| {
+            std::fs::create_dir(proc.path().join(pid)).unwrap();
+            std::fs::write(proc.path().join(pid).join("cmdline"), args.join("\0") + "\0").unwrap();
+        };
+        process(
+            "10",
+            &["ssh", "-E", "/tmp/sp-a/.ssh-connection1/log", "-S", "/tmp/sp-a/.ssh-connection1/master", "-M"],
+        );
+        process("11", &["/usr/bin/ssh", "-S", "/tmp/sp-ab/.ssh-connection2/master"]);
+        process("12", &["vim", "-S", "/tmp/sp-a/session.vim"]);
+        process("self", &["ssh", "-S", "/tmp/sp-a/x"]);
+        assert_eq!(masters_in(proc.path(), Path::new("/tmp/sp-a")), [10]);
+    }
+}
