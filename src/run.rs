@@ -958,6 +958,13 @@ impl HostRun<'_> {
                 .map_err(|e| transport_failure("snapshot", e))?;
             self.lock = Some(held);
             // Printed before anything else: file contents follow, raw.
+            if let Some(why) = output.stdout.strip_prefix(b"STATEBAD ") {
+                let why = String::from_utf8_lossy(why);
+                return Err(failed(format!(
+                    "the state folder is refused: {} (sentry_provision_state_dir)",
+                    why.lines().next().unwrap_or_default()
+                )));
+            }
             if output.stdout.starts_with(b"LOCKBUSY\n") {
                 return Err(failed(format!(
                     "another run holds the host's lock ({}/lock) and did not release it within {}s (--lock-timeout)",

@@ -236,6 +236,25 @@ pub const HOLDER_PATIENCE_SECONDS: u64 = 10;
 /// holds the host's lock (see [`work_lock`]).
 pub const LOCK_LOST: i32 = 95;
 
+/// The state folder, made or checked before anything is kept there: it
+/// must be a folder (not a link) of the user the run works as, that no one
+/// else can write to, so that no one else can plant a name the run would
+/// write through or read; it is made 0700, and an existing one tightened to
+/// 0700. Otherwise the script prints `STATEBAD <why>` and exits 96. Its
+/// files are made 0600 (umask 077 for what the lock's holder creates; the
+/// scripts that change the host create theirs the same way).
+const STATE_FOLDER_CHECK: &str = r#"if [ -L "$state" ]; then echo "STATEBAD $state is a symbolic link"; exit 96; fi
+[ -d "$state" ] || (umask 077; mkdir -p -- "$state") || { echo "STATEBAD cannot create $state"; exit 96; }
+[ -O "$state" ] || { echo "STATEBAD $state is not owned by the user the run works as ($(id -un)): another user could plant files there"; exit 96; }
+sp_mode=$(stat -c %a -- "$state") || exit 96
+case $sp_mode in
+    *[2367]? | *[2367]) echo "STATEBAD $state is writable by its group or by everyone (mode $sp_mode): another user could plant files there"; exit 96 ;;
+    700) ;;
+    *) chmod 700 -- "$state" || exit 96 ;;
+esac
+umask 077
+"#;
+
 /// `script` run under the host's lock (`flock` on `<state>/lock`), waiting
 /// at most `wait_seconds` for it. Prints only `LOCKBUSY` if the wait ran
 /// out.
@@ -261,8 +280,7 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
     }
     format!(
         r#"{shell}trap '' HUP PIPE
-[ -d "$state" ] || mkdir -p -- "$state" || exit 96
-exec 9>>"$state/lock" || exit 96
+{STATE_FOLDER_CHECK}exec 9>>"$state/lock" || exit 96
 if ! flock -w {wait_seconds} 9; then echo LOCKBUSY; exit 3; fi
 printf '%s\n' {token} >|"$state/lock.owner" || exit 96
 {leftovers}
@@ -288,13 +306,16 @@ exit 0
 /// still names its run (a holder that gave up has taken the name out), or
 /// exits with [`LOCK_LOST`] having done nothing.
 ///
-/// The commands it runs through `sh` get the default signals back and
-/// not the lock's descriptor: a daemon a handler starts must not hold the
-/// lock for as long as it lives. Needs `$state`.
+/// The commands it runs through `sh` get the default signals back, the
+/// session's umask, and not the lock's descriptor: a daemon a handler
+/// starts must not hold the lock for as long as it lives. What the script
+/// itself creates in the state folder is 0600 (umask 077); managed folders
+/// it makes get the session's umask. Needs `$state`.
 pub fn work_lock(state: &StateFiles) -> String {
     format!(
         r#"trap '' HUP PIPE
-sh() {{ ( trap - HUP PIPE; exec sh "$@" 8>&- ); }}
+sp_umask=$(umask); umask 077
+sh() {{ ( trap - HUP PIPE; umask "$sp_umask"; exec sh "$@" 8>&- ); }}
 sp_owner=""
 {{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -s 8 && {{ read -r sp_owner <"$state/lock.owner"; }} 2>/dev/null
 if [ "$sp_owner" != {token} ]; then echo "this run no longer holds the host's lock ($state/lock): nothing was done" >&2; exit {LOCK_LOST}; fi
@@ -312,6 +333,17 @@ pub fn lock_probe(state: &StateFiles) -> String {
         pending = quote(&state.pending),
         lock = quote(&format!("{}/lock", state.dir())),
     )
+}
+
+/// `sh` running `cmd` without its text on a command line, where
+/// `/proc/PID/cmdline` shows it to every user of the host (a password in
+/// `REDISCLI_AUTH=...` would be): the text comes on descriptor 3 from a
+/// here-document (closed first thing), under a random end word. Returns the
+/// words that stand where `sh -c CMD` stood, and the document, which must
+/// come right after the end of that line.
+fn hidden(cmd: &str) -> (String, String) {
+    let end = format!("SP_COMMAND_{:016x}", random_u64());
+    (format!("sh -c '. /dev/fd/3' 3<<'{end}'"), format!("exec 3<&-\n{cmd}\n{end}\n"))
 }
 
 /// Facts are what templates may use as `facts.*`.
@@ -427,7 +459,8 @@ done",
         );
     }
     for (index, cmd) in guards {
-        let _ = writeln!(s, "if sh -c {} >/dev/null 2>&1 </dev/null; then echo 'GUARD {index}'; fi", quote(cmd));
+        let (sh, document) = hidden(cmd);
+        let _ = write!(s, "if {sh} >/dev/null 2>&1 </dev/null\n{document}then echo 'GUARD {index}'; fi\n");
     }
     s.push_str(
         r#"[ -f "$pending" ] && [ -r "$pending" ] && set -- "$@" "$pending" && files="$files pending"
@@ -930,7 +963,7 @@ main() {{"#
         if write.desired.is_some() && made.insert(folder) {
             let _ = writeln!(
                 s,
-                "d={}; [ -d \"$d\" ] || mkdir -p -- \"$d\" 2>\"$errlog\" || fail file:{i} \"cannot create folder $d\"",
+                "d={}; [ -d \"$d\" ] || (umask \"$sp_umask\"; mkdir -p -- \"$d\") 2>\"$errlog\" || fail file:{i} \"cannot create folder $d\"",
                 quote(folder)
             );
         }
@@ -1061,10 +1094,10 @@ main() {{"#
         }
     }
     for (first, check) in &checks {
+        let (sh, document) = hidden(check);
         let _ = writeln!(
             s,
-            "if ! sh -c {} >\"$errlog\" 2>&1 </dev/null; then abort file:{first} {}; fi",
-            quote(check),
+            "if ! {sh} >\"$errlog\" 2>&1 </dev/null\n{document}then abort file:{first} {}; fi",
             quote(&format!("check `{check}` failed with every file of the run in place"))
         );
     }
@@ -1091,10 +1124,10 @@ main() {{"#
     // A command that fails takes the run's files back with it (what the
     // command itself did stays done: it is the command's to be idempotent).
     for (index, cmd) in install.commands {
-        let _ = writeln!(
+        let (sh, document) = hidden(cmd);
+        let _ = write!(
             s,
-            "sh -c {} >/dev/null 2>\"$errlog\" </dev/null || abort command:{index} \"exit status $?\"; echo 'RAN {index}'; crash command:{index}",
-            quote(cmd)
+            "{sh} >/dev/null 2>\"$errlog\" </dev/null || abort command:{index} \"exit status $?\"; echo 'RAN {index}'; crash command:{index}\n{document}",
         );
     }
     if install.applied.is_some() {
@@ -1125,11 +1158,11 @@ pub fn probes(probes: &[&str]) -> String {
 
 fn probe_lines(s: &mut String, probes: &[&str]) {
     for (i, cmd) in probes.iter().enumerate() {
+        let (sh, document) = hidden(cmd);
         let _ = writeln!(
             s,
             // Most probes pass silently: then no tail and no base64 to start.
-            "out=$(sh -c {} 2>&1 </dev/null); rc=$?; if [ -z \"$out\" ]; then echo \"PROBE {i} $rc \"; else printf 'PROBE {i} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"; fi",
-            quote(cmd)
+            "out=$({sh} 2>&1 </dev/null\n{document}); rc=$?; if [ -z \"$out\" ]; then echo \"PROBE {i} $rc \"; else printf 'PROBE {i} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"; fi",
         );
     }
 }
@@ -1283,17 +1316,18 @@ main() {
 "#,
     );
     for (i, (name, cmd)) in handlers.iter().enumerate() {
-        let _ = writeln!(s, "sh -c {} >\"$outlog\" 2>\"$errlog\" </dev/null", quote(cmd));
+        let (sh, document) = hidden(cmd);
+        let _ = write!(s, "{sh} >\"$outlog\" 2>\"$errlog\" </dev/null\n{document}");
         let _ = writeln!(
             s,
             "rc=$?; if [ $rc -ne 0 ]; then printf 'HFAIL {i} %s %s\\n' \"$rc\" \"$( {{ tail -c 2000 \"$errlog\"; tail -c 1000 \"$outlog\"; }} | b64)\"; exit 1; fi"
         );
         let _ = writeln!(s, "crash handler:{i}:ran");
         for (j, probe) in probes.iter().enumerate().filter(|(_, p)| p.after == i) {
+            let (sh, document) = hidden(probe.command);
             let _ = writeln!(
                 s,
-                "out=$(sh -c {} 2>&1 </dev/null); rc=$?; printf 'PROBE {j} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"",
-                quote(probe.command)
+                "out=$({sh} 2>&1 </dev/null\n{document}); rc=$?; printf 'PROBE {j} %s %s\\n' \"$rc\" \"$(printf '%s' \"$out\" | tail -c 2000 | b64)\"",
             );
             let _ = writeln!(
                 s,
@@ -1955,6 +1989,50 @@ mod tests {
         lock.lock().unwrap();
         let stdout = sh(locked(&state, 0, &[], &snapshot(&state, &[], &[], &[]).text));
         assert_eq!(String::from_utf8_lossy(&stdout), "LOCKBUSY\n");
+    }
+
+    #[test]
+    fn a_state_folder_others_could_plant_files_in_is_refused_and_a_loose_one_of_ours_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let run = |state_dir: &std::path::Path| {
+            let state = StateFiles::new(&state_dir.display().to_string(), "site");
+            // The holder waits for stdin to close: sh() gives it none.
+            String::from_utf8_lossy(&sh(locked(&state, 0, &[], "echo SNAPSHOT\n"))).into_owned()
+        };
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let out = run(&shared);
+        assert!(out.starts_with("STATEBAD ") && out.contains("writable by its group or by everyone"), "{out}");
+        assert!(!shared.join("lock").exists(), "nothing kept there");
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        assert!(run(&link).contains("is a symbolic link"));
+
+        let loose = dir.path().join("loose");
+        std::fs::create_dir(&loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(run(&loose).starts_with("SNAPSHOT"));
+        assert_eq!(std::fs::metadata(&loose).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(std::fs::metadata(loose.join("lock")).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let made = dir.path().join("new/state");
+        assert!(run(&made).starts_with("SNAPSHOT"));
+        assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn a_command_runs_without_its_text_on_any_command_line() {
+        // The probe prints the command lines of its own shell and of the
+        // script's: neither holds the probe's text.
+        let probe = "secret=hunter22; tr '\\0' ' ' </proc/$$/cmdline; echo; tr '\\0' ' ' </proc/$PPID/cmdline";
+        let out = parse_probes(&sh(probes(&[probe])), 1).unwrap();
+        let (status, lines) = &out[0];
+        assert_eq!(*status, 0, "{lines}");
+        assert!(lines.starts_with("sh -c . /dev/fd/3"), "{lines}");
+        assert!(!lines.contains("hunter22"), "{lines}");
     }
 
     #[test]
