@@ -815,6 +815,8 @@ struct Inspection {
     plan: Plan,
     /// Another run held the host's lock (asked only by runs that do not take it).
     lock_held: bool,
+    /// Keyed with the host's secret, for the record of what was applied.
+    fingerprints: plan::drift::Fingerprints,
 }
 
 /// One host's run over an open connection: the phases, each a round trip.
@@ -1011,7 +1013,9 @@ impl HostRun<'_> {
                  the host's record keeps it until an apply records handlers again"
             ));
         }
-        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held })
+        let fingerprints =
+            snap.key.as_deref().map(|key| plan::drift::Fingerprints::keyed(key.as_bytes())).unwrap_or_default();
+        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held, fingerprints })
     }
 
     /// Test hook: dies with SIGKILL when `SENTRY_PROVISION_CRASH_AT` names this point.
@@ -1133,8 +1137,13 @@ impl HostRun<'_> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let restored = plan.files.iter().map(|f| (&f.path, &f.after));
         let in_place = plan.desired.iter().filter(|(path, _)| !inspection.snapshot_differs(path, plan));
-        let record =
-            plan::drift::record(inspection.applied.as_ref(), restored.chain(in_place), &self.prepared.digest, now);
+        let record = plan::drift::record(
+            inspection.applied.as_ref(),
+            restored.chain(in_place),
+            &self.prepared.digest,
+            now,
+            &inspection.fingerprints,
+        );
         let record_changed = inspection.applied.as_ref() != Some(&record);
 
         if !plan.files.is_empty() || !plan.commands.is_empty() || record_changed {
@@ -1263,18 +1272,22 @@ impl HostRun<'_> {
         };
         let diffs: std::collections::BTreeMap<&str, &str> =
             inspection.plan.files.iter().map(|f| (f.path.as_str(), f.diff.as_str())).collect();
-        let mut items: Vec<DriftItem> =
-            plan::drift::classify(&inspection.plan.desired, &inspection.snapshot.entries, inspection.applied.as_ref())
-                .into_iter()
-                .map(|f| DriftItem {
-                    kind: ItemKind::File,
-                    diff: diffs.get(f.path.as_str()).copied().unwrap_or_default().to_owned(),
-                    subject: f.path,
-                    state: f.state,
-                    expected: f.expected,
-                    actual: f.actual,
-                })
-                .collect();
+        let mut items: Vec<DriftItem> = plan::drift::classify(
+            &inspection.plan.desired,
+            &inspection.snapshot.entries,
+            inspection.applied.as_ref(),
+            &inspection.fingerprints,
+        )
+        .into_iter()
+        .map(|f| DriftItem {
+            kind: ItemKind::File,
+            diff: diffs.get(f.path.as_str()).copied().unwrap_or_default().to_owned(),
+            subject: f.path,
+            state: f.state,
+            expected: f.expected,
+            actual: f.actual,
+        })
+        .collect();
         // Live state that a pending file change would also change (its remedy is
         // a handler those files notify) is pending too, not drift of the host.
         let pending_paths: BTreeSet<String> =
@@ -1357,7 +1370,8 @@ impl Inspection {
     fn snapshot_differs(&self, path: &str, plan: &Plan) -> bool {
         let Some(want) = plan.desired.get(path) else { return true };
         let entry = self.snapshot.entries.get(path).cloned().unwrap_or(plan::Entry::Missing);
-        plan::drift::fingerprint_entry(&entry) != Some(plan::drift::fingerprint_desired(want))
+        let fingerprints = &self.fingerprints;
+        fingerprints.of_entry(&entry) != Some(fingerprints.of_desired(want))
     }
 }
 

@@ -4,6 +4,7 @@
 //! variables moved) and *never applied*. Pure: hashes and comparisons only.
 
 use super::{Desired, Entry};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -13,6 +14,63 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub paths: BTreeMap<String, AppliedPath>,
+    /// The fingerprints are keyed with the host's secret (see
+    /// [`Fingerprints`]); records written before keys are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyed: bool,
+}
+
+/// How fingerprints are made: with the host's secret (HMAC-SHA256; the
+/// secret is kept in the host's state folder), so that the record of what
+/// was applied is no offline oracle for guessing what a file others may
+/// not read holds (a `requirepass` in redis.conf); unkeyed (sha256) only to
+/// read a record written before keys.
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprints {
+    key: Option<Vec<u8>>,
+}
+
+impl Fingerprints {
+    pub fn keyed(key: &[u8]) -> Fingerprints {
+        Fingerprints { key: Some(key.to_vec()) }
+    }
+
+    /// The fingerprints to compare with `record`: keyed as it is.
+    fn for_record(&self, record: &Applied) -> Fingerprints {
+        if record.keyed { self.clone() } else { Fingerprints::default() }
+    }
+
+    fn of(&self, parts: &[&[u8]]) -> String {
+        match &self.key {
+            None => sha256(parts),
+            Some(key) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+                for part in parts {
+                    mac.update(part);
+                    mac.update(&[0]);
+                }
+                mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+    }
+
+    /// The fingerprint of what a path should be: content and mode, or a
+    /// link target. Owners are compared apart, since a new file's owner is
+    /// whoever wrote it.
+    pub fn of_desired(&self, desired: &Desired) -> String {
+        match desired {
+            Desired::File { content, mode, .. } => self.of(&[b"file", format!("{mode:o}").as_bytes(), content]),
+            Desired::Link { target } => self.of(&[b"link", target.as_bytes()]),
+        }
+    }
+
+    pub fn of_entry(&self, entry: &Entry) -> Option<String> {
+        match entry {
+            Entry::File { content, mode, .. } => Some(self.of(&[b"file", format!("{mode:o}").as_bytes(), content])),
+            Entry::Link { target } => Some(self.of(&[b"link", target.as_bytes()])),
+            Entry::Missing | Entry::Other { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,23 +106,6 @@ fn sha256(parts: &[&[u8]]) -> String {
         hasher.update([0]);
     }
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The fingerprint of what a path should be: content and mode, or a link
-/// target. Owners are compared apart, since a new file's owner is whoever wrote it.
-pub fn fingerprint_desired(desired: &Desired) -> String {
-    match desired {
-        Desired::File { content, mode, .. } => sha256(&[b"file", format!("{mode:o}").as_bytes(), content]),
-        Desired::Link { target } => sha256(&[b"link", target.as_bytes()]),
-    }
-}
-
-pub fn fingerprint_entry(entry: &Entry) -> Option<String> {
-    match entry {
-        Entry::File { content, mode, .. } => Some(sha256(&[b"file", format!("{mode:o}").as_bytes(), content])),
-        Entry::Link { target } => Some(sha256(&[b"link", target.as_bytes()])),
-        Entry::Missing | Entry::Other { .. } => None,
-    }
 }
 
 fn describe(entry: &Entry) -> String {
@@ -105,19 +146,22 @@ pub fn classify(
     desired: &BTreeMap<String, Desired>,
     entries: &BTreeMap<String, Entry>,
     applied: Option<&Applied>,
+    fingerprints: &Fingerprints,
 ) -> Vec<FileDrift> {
     let mut items = Vec::new();
+    let recorded_as = applied.map(|a| fingerprints.for_record(a)).unwrap_or_default();
     for (path, want) in desired {
         let entry = entries.get(path).cloned().unwrap_or(Entry::Missing);
-        let actual = fingerprint_entry(&entry);
-        let wanted = fingerprint_desired(want);
-        if actual.as_deref() == Some(wanted.as_str()) && !owner_differs(want, &entry) {
+        if fingerprints.of_entry(&entry) == Some(fingerprints.of_desired(want)) && !owner_differs(want, &entry) {
             continue;
         }
         let recorded = applied.and_then(|a| a.paths.get(path));
         let state = match recorded {
             None => ItemState::NeverApplied,
-            Some(r) if actual.as_deref() == Some(r.fingerprint.as_str()) && !owner_differs(want, &entry) => {
+            Some(r)
+                if recorded_as.of_entry(&entry).as_deref() == Some(r.fingerprint.as_str())
+                    && !owner_differs(want, &entry) =>
+            {
                 ItemState::Pending
             }
             Some(_) => ItemState::HostDrift,
@@ -129,16 +173,19 @@ pub fn classify(
 
 /// The record to leave once the `desired` paths are in place: other paths
 /// keep their entries, and a path whose fingerprint did not change keeps its
-/// old time and digest.
+/// old time and digest. A record written before keys starts anew, keyed.
 pub fn record<'a>(
     previous: Option<&Applied>,
     desired: impl IntoIterator<Item = (&'a String, &'a Desired)>,
     digest: &str,
     now: u64,
+    fingerprints: &Fingerprints,
 ) -> Applied {
-    let mut applied = previous.cloned().unwrap_or_default();
+    let keyed = fingerprints.key.is_some();
+    let mut applied = previous.filter(|p| p.keyed == keyed).cloned().unwrap_or_default();
+    applied.keyed = keyed;
     for (path, want) in desired {
-        let fingerprint = fingerprint_desired(want);
+        let fingerprint = fingerprints.of_desired(want);
         if applied.paths.get(path).is_some_and(|old| old.fingerprint == fingerprint) {
             continue;
         }
@@ -171,6 +218,44 @@ mod tests {
 
     fn entries(path: &str, e: Entry) -> BTreeMap<String, Entry> {
         BTreeMap::from([(path.to_owned(), e)])
+    }
+
+    fn key() -> Fingerprints {
+        Fingerprints::keyed(b"host secret")
+    }
+
+    fn record(previous: Option<&Applied>, desired: &BTreeMap<String, Desired>, digest: &str, now: u64) -> Applied {
+        super::record(previous, desired, digest, now, &key())
+    }
+
+    fn classify(
+        desired: &BTreeMap<String, Desired>,
+        entries: &BTreeMap<String, Entry>,
+        applied: Option<&Applied>,
+    ) -> Vec<FileDrift> {
+        super::classify(desired, entries, applied, &key())
+    }
+
+    #[test]
+    fn a_record_holds_keyed_fingerprints_that_plain_hashes_of_a_guess_do_not_match() {
+        let applied = record(None, &one("/a", want("requirepass hunter2\n")), "d1", 1);
+        assert!(applied.keyed);
+        let guess = Fingerprints::default().of_desired(&want("requirepass hunter2\n"));
+        assert_ne!(applied.paths["/a"].fingerprint, guess, "no offline oracle");
+        assert_eq!(applied.paths["/a"].fingerprint, key().of_desired(&want("requirepass hunter2\n")));
+        assert_ne!(Fingerprints::keyed(b"another host").of_desired(&want("x")), key().of_desired(&want("x")));
+    }
+
+    #[test]
+    fn a_record_from_before_keys_is_still_read_and_the_next_one_is_keyed() {
+        let old = super::record(None, &one("/a", want("x\n")), "d1", 1, &Fingerprints::default());
+        assert!(!old.keyed);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("keyed"), "as records were written before: {json}");
+        let items = classify(&one("/a", want("y\n")), &entries("/a", file("x\n")), Some(&old));
+        assert_eq!(items[0].state, ItemState::Pending, "compared unkeyed, as it was written");
+        let next = record(Some(&old), &one("/a", want("y\n")), "d2", 2);
+        assert!(next.keyed && next.paths["/a"].fingerprint == key().of_desired(&want("y\n")));
     }
 
     #[test]

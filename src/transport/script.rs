@@ -274,7 +274,8 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
     // The leftovers' patterns in the positional parameters; one rm for all
     // of them, and only when one matched (most runs find none): each process
     // costs every host.
-    let mut leftovers = String::from("set -- \"$state\"/.pending.* \"$state\"/.applied.* \"$state\"/.log.*");
+    let mut leftovers =
+        String::from("set -- \"$state\"/.pending.* \"$state\"/.applied.* \"$state\"/.log.* \"$state\"/.key.*");
     for dir in dirs {
         let _ = write!(leftovers, " {}/.sentry-provision.*", quote(dir.trim_end_matches('/')));
     }
@@ -285,6 +286,7 @@ if ! flock -w {wait_seconds} 9; then echo LOCKBUSY; exit 3; fi
 printf '%s\n' {token} >|"$state/lock.owner" || exit 96
 {leftovers}
 for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -f -- "$@" 2>/dev/null; break; fi; done
+[ -s "$state/key" ] || {{ od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/.key.$$" && mv -f -- "$state/.key.$$" "$state/key"; }} || exit 96
 sh() {{ ( trap - HUP PIPE; exec sh "$@" 9>&- ); }}
 {pause}{script}while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done
 {{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -x 8
@@ -465,6 +467,7 @@ done",
     s.push_str(
         r#"[ -f "$pending" ] && [ -r "$pending" ] && set -- "$@" "$pending" && files="$files pending"
 [ -f "$applied" ] && [ -r "$applied" ] && set -- "$@" "$applied" && files="$files applied"
+[ -f "$state/key" ] && [ -r "$state/key" ] && set -- "$@" "$state/key" && files="$files key"
 if [ $# -gt 0 ]; then
     echo "FILES$files"
     stat -L -c 'META %a %U %G %s' -- "$@"
@@ -515,6 +518,9 @@ pub struct SnapshotOutput {
     pub snapshot: Snapshot,
     /// The record the last apply left, as the host has it (JSON).
     pub applied: Option<String>,
+    /// The host's secret for fingerprints (`<state>/key`), once a run that
+    /// writes has made it.
+    pub key: Option<String>,
 }
 
 /// What a script printed, read line by line and, where it says so, byte by byte.
@@ -599,6 +605,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], patterns: &[&str], token: &
                 let names = line.split(' ').skip(1).map(|word| match word {
                     "pending" => Ok(Read::Pending),
                     "applied" => Ok(Read::Applied),
+                    "key" => Ok(Read::Key),
                     word => name_of(word, paths, found.len()).map(Read::Entry),
                 });
                 let names = names.collect::<Result<_, _>>()?;
@@ -610,6 +617,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], patterns: &[&str], token: &
                     match name {
                         Read::Pending => out.snapshot.pending_handlers = owed_handlers(&text()),
                         Read::Applied => out.applied = Some(text()),
+                        Read::Key => out.key = Some(text().trim().to_owned()),
                         Read::Entry(Name::Path(i)) => {
                             out.snapshot.entries.insert(paths[i].to_owned(), entry);
                         }
@@ -738,6 +746,7 @@ enum Read {
     Entry(Name),
     Pending,
     Applied,
+    Key,
 }
 
 /// One file (or link) to put in place.
@@ -2024,6 +2033,21 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_secret_for_fingerprints_is_made_once_private_and_read_back_by_the_snapshot() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFiles::new(&dir.path().display().to_string(), "site");
+        let script = snapshot(&state, &[], &[], &[]);
+        let first = parse_snapshot(&sh(locked(&state, 0, &[], &script.text)), &[], &[], &script.token).unwrap();
+        let key = first.key.expect("made by the first run that takes the lock");
+        assert!(key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+        let path = dir.path().join("key");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let again = parse_snapshot(&sh(locked(&state, 0, &[], &script.text)), &[], &[], &script.token).unwrap();
+        assert_eq!(again.key.as_deref(), Some(key.as_str()), "kept");
+    }
+
+    #[test]
     fn a_command_runs_without_its_text_on_any_command_line() {
         // The probe prints the command lines of its own shell and of the
         // script's: neither holds the probe's text.
@@ -2140,7 +2164,11 @@ mod tests {
         assert_eq!(names(&managed), ["kept.conf"]);
         let mut kept = names(std::path::Path::new(state.dir()));
         kept.sort();
-        assert_eq!(kept, ["lock", "lock.owner", "lock.work"]);
+        assert_eq!(
+            kept,
+            ["key", "lock", "lock.owner", "lock.work"],
+            "the host's secret for fingerprints is made once and kept"
+        );
     }
 
     #[test]
