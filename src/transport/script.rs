@@ -1034,14 +1034,17 @@ main() {{"#
     // file of the run back, newest first, with one rename each. `undo` lists
     // the writes in reverse; `$placed<i>` says which moved.
     s.push_str(
-        r#"put_back() { if [ -n "$2" ]; then mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
+        // `put_back PATH OLD WAS_LINK`: a kept entry that is a link where
+        // the path was not one was swapped by someone who can write the
+        // folder, and is not put back.
+        r#"put_back() { if [ -n "$2" ]; then if [ -L "$2" ] && [ -z "$3" ]; then return 1; fi; mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
 "#,
     );
     let mut undo = String::from("undo() {\n");
     for (i, write) in writes.iter().enumerate().rev() {
         let _ = writeln!(
             undo,
-            "    [ -z \"$placed{i}\" ] || put_back {} \"$old{i}\" 2>/dev/null || echo 'STUCK {i}'",
+            "    [ -z \"$placed{i}\" ] || put_back {} \"$old{i}\" \"$was_link{i}\" 2>/dev/null || echo 'STUCK {i}'",
             quote(write.path)
         );
     }
@@ -1068,9 +1071,10 @@ main() {{"#
     for (i, write) in writes.iter().enumerate() {
         let _ = writeln!(
             s,
-            "p={}; d={}; old{i}=\"\"; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.old.$$.{i}\"; ln -f -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"cannot replace $p\" \"$(full \"$d\")\"; fi",
+            "p={}; d={}; old{i}=\"\"; was_link{i}=\"\"; [ -L \"$p\" ] && was_link{i}=1; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.{token}.old.{i}\"; ln -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"cannot replace $p\" \"$(full \"$d\")\"; fi",
             quote(write.path),
             quote(folder_of(write.path)),
+            token = install.token,
         );
         if write.desired.is_none() {
             let _ = writeln!(
@@ -1088,8 +1092,19 @@ main() {{"#
         }
         let _ = writeln!(
             s,
-            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; crash file:{i}:placed",
-            staged_path(write, install.token, i)
+            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; {check}; crash file:{i}:placed",
+            staged_path(write, install.token, i),
+            // What was renamed in is what was staged, unless someone who can
+            // write the folder swapped the staged name in between (for a
+            // link, say): then it goes back, and the host fails.
+            check = match write.desired {
+                Some(Desired::Link { .. }) => format!(
+                    "[ -L \"$p\" ] || abort file:{i} \"$p was swapped while staged (someone else can write $d): refused\""
+                ),
+                _ => format!(
+                    "{{ [ -f \"$p\" ] && ! [ -L \"$p\" ]; }} || abort file:{i} \"$p was swapped while staged (someone else can write $d): refused\""
+                ),
+            }
         );
     }
     // Every check once, with all of the run's files and links in place, as
