@@ -107,6 +107,8 @@ pub const OWED_BY_RUNNING_APPLY: &str = "owed by an apply running now (lock held
 pub struct HandlerOutcome {
     pub name: String,
     pub ok: bool,
+    /// Run again by a rollback, on the restored files.
+    pub rollback: bool,
 }
 
 /// A changed file's previous version, kept where no service loads it.
@@ -776,8 +778,17 @@ async fn run_host(
             transport.close().await;
         }
         Ok(transport) => {
-            let mut host =
-                HostRun { prepared, job, transport: &transport, settings, report: &mut report, lock: None, line };
+            let mut host = HostRun {
+                prepared,
+                job,
+                transport: &transport,
+                settings,
+                report: &mut report,
+                lock: None,
+                line,
+                install_token: format!("{:016x}", script::random_u64()),
+                handlers_sent: Vec::new(),
+            };
             let result = host.run().await;
             if let Some(lock) = host.lock.take() {
                 lock.release().await;
@@ -829,6 +840,12 @@ struct HostRun<'a> {
     /// The host's lock, held from the snapshot to the end of the run when writing.
     lock: Option<transport::Held<'a>>,
     line: &'a HostProgress,
+    /// The token of this run's install, which names the entries it kept
+    /// for a rollback ([`script::kept_path`]).
+    install_token: String,
+    /// The handlers sent in the last handlers round trip: when its reply
+    /// is lost, any of them may have run.
+    handlers_sent: Vec<String>,
 }
 
 impl HostRun<'_> {
@@ -856,8 +873,12 @@ impl HostRun<'_> {
                 if !inspection.plan.is_empty() {
                     self.report.status = Status::Changed;
                 }
-                self.report.handlers =
-                    inspection.plan.handlers.iter().map(|h| HandlerOutcome { name: h.clone(), ok: true }).collect();
+                self.report.handlers = inspection
+                    .plan
+                    .handlers
+                    .iter()
+                    .map(|h| HandlerOutcome { name: h.clone(), ok: true, rollback: false })
+                    .collect();
                 Ok(())
             }
             Mode::Apply => {
@@ -1053,7 +1074,13 @@ impl HostRun<'_> {
         }
         // The handlers that may have loaded the new files: those that ran,
         // and the one that failed.
-        let rerun: Vec<String> = self.report.handlers.iter().map(|h| h.name.clone()).collect();
+        let rerun: Vec<String> = if self.report.handlers.is_empty() {
+            // No reply from the handlers round trip (a timeout, a reply cut
+            // short): any of them may have run.
+            self.handlers_sent.clone()
+        } else {
+            self.report.handlers.iter().map(|h| h.name.clone()).collect()
+        };
         match self.roll_back(inspection, plan, &rerun).await {
             Ok(()) => Err((
                 status,
@@ -1074,63 +1101,60 @@ impl HostRun<'_> {
         }
     }
 
-    /// Puts back every file this run wrote, and the record of what was
-    /// applied, then runs `rerun` (handlers in playbook order) on them. The
-    /// handlers read the restored files, so live state follows the files.
+    /// Puts back every file this run wrote, each on its own (the entries
+    /// the install kept are renamed back: no space needed, inode, owner and
+    /// times as they were), with the records of what was applied and of
+    /// the handlers owed, then runs `rerun` (handlers in playbook order) on
+    /// them. The handlers read the restored files, so live state follows
+    /// the files. A path that cannot go back is named, and the handlers
+    /// still run on the others.
     async fn roll_back(&mut self, inspection: &Inspection, plan: &Plan, rerun: &[String]) -> Result<(), Failure> {
-        let restore: Vec<(String, Option<plan::Desired>)> = plan
-            .files
+        let token = self.install_token.clone();
+        let written: Vec<(usize, &plan::FileChange)> =
+            plan.files.iter().enumerate().filter(|(_, f)| self.report.written.contains(&f.path)).collect();
+        let kept: Vec<Option<String>> = written
             .iter()
-            .filter(|f| self.report.written.contains(&f.path))
-            .map(|f| (f.path.clone(), restorable(&f.before)))
+            .map(|(i, f)| match f.before {
+                plan::Entry::Missing => None,
+                _ => Some(script::kept_path(&f.path, &token, *i)),
+            })
             .collect();
-        let mut writes: Vec<script::FileWrite> = restore
+        let paths: Vec<script::Restore> = written
             .iter()
-            .map(|(path, before)| script::FileWrite { path, desired: before.as_ref(), validate: &[], backup: false })
+            .zip(&kept)
+            .map(|((_, f), kept)| script::Restore { path: &f.path, kept: kept.as_deref() })
             .collect();
         let record =
             serde_json::to_string(&inspection.applied.clone().unwrap_or_default()).expect("the record serializes");
         // Owed after the rollback: what an earlier run left, and what runs
-        // again now; when nothing is, the record this run wrote goes.
+        // again now.
         let owed: Vec<String> = handler_order(&inspection.tasks)
             .into_iter()
             .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
             .collect();
-        if owed.is_empty() {
-            writes.push(script::FileWrite {
-                path: &self.job.state.pending,
-                desired: None,
-                validate: &[],
-                backup: false,
-            });
-        }
-        let install = script::install(&script::Install {
-            state: &self.job.state,
-            pending: &owed,
-            writes: &writes,
-            commands: &[],
-            applied: Some(&record),
-            stamp: "",
-            token: &format!("{:016x}", script::random_u64()),
-            crash_at: None,
-        });
-        let output = self.round_trip("rollback", &install).await?;
-        let result = script::parse_install(&output.stdout).map_err(|e| {
+        let restore = script::restore(&self.job.state, &paths, &owed, &record);
+        let output = self.round_trip("rollback", &restore.into()).await?;
+        let result = script::parse_restore(&output.stdout).map_err(|e| {
             failed(format!("rollback: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
-        if let Some((_, why)) = result.failure {
-            return Err(failed(format!("rollback: {why}")));
-        }
-        self.report.rolled_back = restore.iter().map(|(p, _)| p.clone()).collect();
-        self.report.written.clear();
+        self.report.rolled_back =
+            result.back.iter().filter_map(|&k| written.get(k)).map(|(_, f)| f.path.clone()).collect();
+        self.report.written.retain(|path| !self.report.rolled_back.contains(path));
+        let stuck: Vec<String> = (result.stuck.iter())
+            .filter_map(|(k, why)| written.get(*k).map(|(_, f)| format!("{} ({why})", f.path)))
+            .collect();
         let undo = Plan { handlers: rerun.to_vec(), ..Plan::default() };
         let forward = std::mem::take(&mut self.report.handlers);
-        let result = self.run_handlers(inspection, &undo, false).await;
+        let result_handlers = self.run_handlers(inspection, &undo, false).await;
         let undone = std::mem::replace(&mut self.report.handlers, forward);
-        self.report
-            .handlers
-            .extend(undone.into_iter().map(|h| HandlerOutcome { name: format!("{} (rollback)", h.name), ..h }));
-        result
+        self.report.handlers.extend(undone.into_iter().map(|h| HandlerOutcome { rollback: true, ..h }));
+        if let Some(why) = result.failure {
+            return Err(failed(format!("rollback: {why}")));
+        }
+        if !stuck.is_empty() {
+            return Err(failed(format!("rollback: could NOT put back {}", stuck.join("; "))));
+        }
+        result_handlers
     }
 
     async fn install_then_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
@@ -1167,7 +1191,8 @@ impl HostRun<'_> {
                 commands: &commands,
                 applied: Some(&record_json),
                 stamp: &stamp,
-                token: &format!("{:016x}", script::random_u64()),
+                token: &self.install_token,
+                keep_olds: !plan.handlers.is_empty(),
                 crash_at: self.settings.crash_at.as_deref(),
             });
             let output = self.round_trip("install", &install).await;
@@ -1186,6 +1211,8 @@ impl HostRun<'_> {
                 .filter_map(|(i, copy)| plan.files.get(i).map(|f| Backup { path: f.path.clone(), copy }))
                 .collect();
             if let Some((what, message)) = result.failure {
+                // The install took its backups back with it.
+                self.report.backups.clear();
                 let what = describe_failed_write(&what, plan, &inspection.tasks);
                 let after = if result.stuck.is_empty() {
                     "every file of the run is back as it was, and no handler ran".to_owned()
@@ -1231,9 +1258,21 @@ impl HostRun<'_> {
         } else {
             Vec::new()
         };
+        // After the forward run's handlers all took effect, the entries its
+        // install kept for a rollback go.
+        let kept: Vec<String> = if verify {
+            (plan.files.iter().enumerate())
+                .filter(|(_, f)| self.report.written.contains(&f.path) && f.before != plan::Entry::Missing)
+                .map(|(i, f)| script::kept_path(&f.path, &self.install_token, i))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.handlers_sent = to_run.iter().map(|(n, _)| n.to_string()).collect();
         let crash_at = self.settings.crash_at.as_deref();
-        let output =
-            self.round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, crash_at).into()).await;
+        let output = self
+            .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
+            .await;
         if crash_at.is_some_and(|p| p.starts_with("handler:")) {
             crash_now();
         }
@@ -1241,11 +1280,13 @@ impl HostRun<'_> {
         let result = script::parse_handlers(&output.stdout, probes.len()).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
-        self.report.handlers =
-            to_run[..result.succeeded].iter().map(|(n, _)| HandlerOutcome { name: n.to_string(), ok: true }).collect();
+        self.report.handlers = to_run[..result.succeeded]
+            .iter()
+            .map(|(n, _)| HandlerOutcome { name: n.to_string(), ok: true, rollback: false })
+            .collect();
         if let Some((i, status, message)) = result.failure {
             let (name, cmd) = to_run[i];
-            self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false });
+            self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false, rollback: false });
             let secrets = secret_values(&self.job.host.vars);
             let what = if result.no_effect {
                 format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
@@ -1477,20 +1518,6 @@ fn mask(text: &str, secrets: &[String]) -> String {
 fn crash_now() -> ! {
     let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
     std::process::abort()
-}
-
-/// What to write to put an entry back: its content, its link, or nothing (remove it).
-fn restorable(entry: &plan::Entry) -> Option<plan::Desired> {
-    match entry {
-        plan::Entry::File { content, mode, owner, group } => Some(plan::Desired::File {
-            content: content.clone(),
-            mode: *mode,
-            owner: Some(owner.clone()),
-            group: Some(group.clone()),
-        }),
-        plan::Entry::Link { target } => Some(plan::Desired::Link { target: target.clone() }),
-        plan::Entry::Missing | plan::Entry::Other { .. } => None,
-    }
 }
 
 fn handler_order(tasks: &HostTasks) -> Vec<String> {

@@ -74,7 +74,8 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
                 (false, true) => ("handler", "36"),
                 (false, false) => ("handler failed", "31"),
             };
-            let _ = writeln!(out, "  {}  {}", style.paint(code, word), handler.name);
+            let again = if handler.rollback { " (rollback, on the restored files)" } else { "" };
+            let _ = writeln!(out, "  {}  {}{again}", style.paint(code, word), handler.name);
         }
         for backup in &report.backups {
             let _ = writeln!(out, "  {}  {} -> {}", style.paint("36", "backup"), backup.path, backup.copy);
@@ -329,7 +330,7 @@ mod tests {
                 diff::unified("/etc/redis/redis.conf", Some(old.as_bytes()), Some(new.as_bytes()), 3)
             ),
         }];
-        host.handlers = vec![HandlerOutcome { name: "apply redis settings live".into(), ok: true }];
+        host.handlers = vec![HandlerOutcome { name: "apply redis settings live".into(), ok: true, rollback: false }];
         host.round_trips = 3;
         host
     }

@@ -95,7 +95,7 @@ pub fn run_document(
                 "error": r.error,
                 "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed, "not_applied": s.not_applied})).collect::<Vec<_>>(),
                 "changes": r.files.iter().map(|f| serde_json::json!({"path": f.path, "diff": f.diff})).collect::<Vec<_>>(),
-                "handlers": r.handlers.iter().map(|h| serde_json::json!({"name": h.name, "ok": h.ok})).collect::<Vec<_>>(),
+                "handlers": r.handlers.iter().map(|h| serde_json::json!({"name": h.name, "ok": h.ok, "rollback": h.rollback})).collect::<Vec<_>>(),
                 "pending_from_earlier_run": r.carried_over,
                 "backups": r.backups,
                 "rolled_back": r.rolled_back,

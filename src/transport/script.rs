@@ -774,6 +774,10 @@ pub struct Install<'a> {
     /// Random, per run: names the staged files, so no one on the host can
     /// create their names first.
     pub token: &'a str,
+    /// Keep each replaced entry (hard-linked as [`kept_path`]) after a
+    /// successful install, for [`restore`] to rename back should a handler
+    /// fail; [`handlers`] removes them once every handler took effect.
+    pub keep_olds: bool,
     /// Test hook: the script kills itself (SIGKILL) at this named point.
     pub crash_at: Option<&'a str>,
 }
@@ -909,6 +913,13 @@ fn staged_name(token: &str, i: usize) -> String {
     format!(".sentry-provision.{token}.{i}")
 }
 
+/// Where the install of the run named by `token` keeps the entry write `i`
+/// replaced at `path` (in the same folder: a rename puts it back, needing
+/// no space and keeping its inode, owner and times).
+pub fn kept_path(path: &str, token: &str, i: usize) -> String {
+    format!("{}/.sentry-provision.{token}.old.{i}", folder_of(path).trim_end_matches('/'))
+}
+
 fn staged_path(write: &FileWrite<'_>, token: &str, i: usize) -> String {
     format!("{}/{}", quote(folder_of(write.path)), staged_name(token, i))
 }
@@ -953,7 +964,7 @@ pub fn install(install: &Install<'_>) -> Script {
 abort() {{ undo; fail "$@"; }}
 main() {{"#
     );
-    let unset: Vec<String> = (0..writes.len()).map(|i| format!("placed{i}=")).collect();
+    let unset: Vec<String> = (0..writes.len()).map(|i| format!("placed{i}= old{i}= was_link{i}=")).collect();
     let _ = writeln!(s, "placed_pending= old_pending= {}", unset.join(" "));
     // The handlers owed are staged like the files, and recorded before any
     // file moves.
@@ -1040,16 +1051,24 @@ main() {{"#
         r#"put_back() { if [ -n "$2" ]; then if [ -L "$2" ] && [ -z "$3" ]; then return 1; fi; mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
 "#,
     );
-    let mut undo = String::from("undo() {\n");
+    // A path that cannot go back (STUCK) keeps the pending record as this
+    // run wrote it: the new file is there, and its handlers are owed. The
+    // previous entries of paths not yet placed, and this run's backups, go.
+    let mut undo = String::from("undo() {\n    sp_stuck=\"\"\n");
     for (i, write) in writes.iter().enumerate().rev() {
         let _ = writeln!(
             undo,
-            "    [ -z \"$placed{i}\" ] || put_back {} \"$old{i}\" \"$was_link{i}\" 2>/dev/null || echo 'STUCK {i}'",
+            "    if [ -n \"$placed{i}\" ]; then put_back {} \"$old{i}\" \"$was_link{i}\" 2>/dev/null || {{ echo 'STUCK {i}'; sp_stuck=1; }}; elif [ -n \"$old{i}\" ]; then rm -f -- \"$old{i}\"; fi",
             quote(write.path)
         );
     }
     if !install.pending.is_empty() {
-        undo.push_str("    [ -z \"$placed_pending\" ] || put_back \"$pending\" \"$old_pending\" 2>/dev/null\n");
+        undo.push_str(
+            "    if [ -z \"$sp_stuck\" ] && [ -n \"$placed_pending\" ]; then put_back \"$pending\" \"$old_pending\" 2>/dev/null; else rm -f -- \"$old_pending\"; fi\n",
+        );
+    }
+    if writes.iter().any(|w| w.backup) && !install.stamp.is_empty() {
+        let _ = writeln!(undo, "    rm -rf -- \"$state/backups/\"{} 2>/dev/null", quote(install.stamp));
     }
     undo.push_str("    true\n}\n");
     s.push_str(&undo);
@@ -1157,8 +1176,10 @@ main() {{"#
     if install.applied.is_some() {
         place_state_file(&mut s, "applied", "what was applied", "applied", "abort");
     }
-    // Done: the previous versions go, and each path counts as written.
-    let mut olds: Vec<String> = (0..writes.len()).map(|i| format!("\"$old{i}\"")).collect();
+    // Done: the previous versions go (unless kept for a rollback), and each
+    // path counts as written.
+    let mut olds: Vec<String> =
+        if install.keep_olds { Vec::new() } else { (0..writes.len()).map(|i| format!("\"$old{i}\"")).collect() };
     if !install.pending.is_empty() {
         olds.push("\"$old_pending\"".into());
     }
@@ -1301,6 +1322,7 @@ pub fn handlers(
     state: &StateFiles,
     handlers: &[(&str, &str)],
     probes: &[Verify<'_>],
+    kept: &[String],
     crash_at: Option<&str>,
 ) -> String {
     let mut s = String::from(PRELUDE);
@@ -1361,8 +1383,100 @@ main() {
         }
         let _ = writeln!(s, "done_with {} || true; echo 'HOK {i}'", quote(name));
     }
+    // Every handler took effect: the entries the install kept for a
+    // rollback are not needed any more.
+    if !kept.is_empty() {
+        let kept: Vec<String> = kept.iter().map(|k| quote(k)).collect();
+        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", kept.join(" "));
+    }
     s.push_str("echo END\n}\nmain\n");
     s
+}
+
+/// One path to put back as it was before a run's install.
+pub struct Restore<'a> {
+    pub path: &'a str,
+    /// The entry the install kept ([`kept_path`]), or `None` where the path
+    /// did not exist (it is removed).
+    pub kept: Option<&'a str>,
+}
+
+/// Puts back what an install replaced, each path on its own (one that
+/// cannot go back does not keep the others from it): the kept entry is
+/// renamed back (no space needed, its inode, owner and times as they were),
+/// or a path that did not exist is removed. Then the pending record (the
+/// handlers `owed`, or none) and the record of what was applied (`applied`)
+/// are written. Prints `BACK i` per path put back, `STUCK i <why>` per path
+/// that could not be, then `END`.
+pub fn restore(state: &StateFiles, paths: &[Restore<'_>], owed: &[String], applied: &str) -> String {
+    let mut s = String::from(PRELUDE);
+    s.push_str(&state.shell());
+    s.push_str(&work_lock(state));
+    s.push_str(ERRLOG);
+    s.push_str(&crash_hook(None));
+    s.push_str(FULL_DISK);
+    s.push_str(
+        r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; if [ -n "$3" ]; then printf '%s' "$3"; else cat "$errlog"; fi; } | b64)"; exit 1; }
+stuck() { printf 'STUCK %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; }
+main() {
+"#,
+    );
+    for (i, restore) in paths.iter().enumerate() {
+        let path = quote(restore.path);
+        let _ = match restore.kept {
+            Some(kept) => writeln!(
+                s,
+                "if [ -e {kept} ] || [ -L {kept} ]; then mv -f -T -- {kept} {path} 2>\"$errlog\" && echo 'BACK {i}' || stuck {i} 'cannot put the previous entry back'; else : >\"$errlog\"; stuck {i} 'the previous entry kept by the install ({kept_text}) is gone'; fi",
+                kept = quote(kept),
+                kept_text = kept.replace('\'', ""),
+            ),
+            None => writeln!(s, "rm -f -- {path} 2>\"$errlog\" && echo 'BACK {i}' || stuck {i} 'cannot remove it'"),
+        };
+    }
+    if owed.is_empty() {
+        s.push_str("rm -f -- \"$pending\" 2>/dev/null\n");
+    } else {
+        let names: String = owed.iter().map(|h| format!("{h}\n")).collect();
+        stage_state_file(&mut s, "pending", &names, "pending handlers", "fail");
+        place_state_file(&mut s, "pending", "pending handlers", "record", "fail");
+    }
+    stage_state_file(&mut s, "applied", applied, "what was applied", "fail");
+    place_state_file(&mut s, "applied", "what was applied", "applied", "fail");
+    s.push_str("echo END\n}\nmain\n");
+    s
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreOutput {
+    pub back: Vec<usize>,
+    /// Paths that could not be put back, and why.
+    pub stuck: Vec<(usize, String)>,
+    pub failure: Option<String>,
+}
+
+pub fn parse_restore(stdout: &[u8]) -> Result<RestoreOutput, String> {
+    let mut out = RestoreOutput::default();
+    let mut complete = false;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("BACK"), Some(i), _) => out.back.push(i.parse().map_err(|_| format!("bad index {i}"))?),
+            (Some("STUCK"), Some(i), Some(why)) => out.stuck.push((
+                i.parse().map_err(|_| format!("bad index {i}"))?,
+                String::from_utf8_lossy(&decode(why)?).trim().to_owned(),
+            )),
+            (Some("FAIL"), Some(_), Some(message)) => {
+                out.failure = Some(String::from_utf8_lossy(&decode(message)?).trim().to_owned());
+                return Ok(out);
+            }
+            (Some("END"), _, _) => complete = true,
+            _ => {}
+        }
+    }
+    if !complete {
+        return Err("the rollback ended early".into());
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default)]
@@ -1425,6 +1539,7 @@ mod tests {
             applied: None,
             stamp: "0",
             token: "0123456789abcdef",
+            keep_olds: false,
             crash_at: None,
         }
     }
@@ -1828,14 +1943,14 @@ mod tests {
         let recorded = "reload nginx\nrestart web\nupdate supervisor\n";
         std::fs::write(&state.pending, recorded).unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 2, "{out:?}");
         let record = std::fs::read_to_string(&state.pending).unwrap();
         assert!(record.starts_with(recorded), "the names owed are never rewritten: {record:?}");
         assert_eq!(owed_handlers(&record), ["restart web"]);
         assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart web"]);
 
-        let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], None)), 0).unwrap();
+        let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], &[], None)), 0).unwrap();
         assert_eq!(last.succeeded, 1, "{last:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
         let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -1853,7 +1968,7 @@ mod tests {
         std::fs::write(&state.pending, "reload nginx\nupdate supervisor\n").unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
         let probes = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "echo stale; exit 1" }];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &probes, None)), probes.len()).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &probes, &[], None)), probes.len()).unwrap();
         assert!(out.no_effect, "{out:?}");
         let (i, status, message) = out.failure.unwrap();
         assert_eq!((i, status), (0, 1));
@@ -1863,7 +1978,7 @@ mod tests {
         assert_eq!(owed_handlers(&record), ["reload nginx", "update supervisor"]);
 
         let passing = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "true" }];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &passing, None)), 1).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &passing, &[], None)), 1).unwrap();
         assert_eq!((out.succeeded, out.probes.len()), (2, 1), "{out:?}");
         assert!(!state_path_exists(&state.pending), "everything owed is done");
     }
@@ -1873,7 +1988,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart web\n").unwrap();
-        let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 1, "{out:?}");
         assert_eq!(owed_handlers(&std::fs::read_to_string(&state.pending).unwrap()), ["restart web"]);
     }
@@ -1884,13 +1999,13 @@ mod tests {
         let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart\nrestart web\nreload nginx\n\0\0\x01\n\trestart").unwrap();
         let ran = [("restart web", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 1, "{out:?}");
         let record = std::fs::read_to_string(&state.pending).unwrap();
         assert_eq!(owed_handlers(&record), ["restart", "reload nginx"], "{record:?}");
         assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart", "reload nginx"]);
         let ran = [("reload nginx", "true"), ("restart", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
         assert_eq!(out.succeeded, 2, "{out:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
     }
@@ -2089,7 +2204,7 @@ mod tests {
         let marker = dir.path().join("ran").display().to_string();
         let ran = [("touch", format!("touch {}", quote(&marker)))];
         let ran: Vec<(&str, &str)> = ran.iter().map(|(n, c)| (*n, c.as_str())).collect();
-        let status = Command::new("sh").arg("-c").arg(handlers(&state, &ran, &[], None)).status().unwrap();
+        let status = Command::new("sh").arg("-c").arg(handlers(&state, &ran, &[], &[], None)).status().unwrap();
         assert_eq!(status.code(), Some(LOCK_LOST));
         assert!(!std::path::Path::new(&marker).exists());
     }
@@ -2103,7 +2218,7 @@ mod tests {
         let ran = [("first", "sleep 0.2"), ("second", second.as_str())];
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(handlers(&state, &ran, &[], None))
+            .arg(handlers(&state, &ran, &[], &[], None))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
