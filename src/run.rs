@@ -186,6 +186,15 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
+impl Prepared {
+    /// The secrets of every host, rendered with stand-in facts.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        self.jobs.iter().for_each(|job| secrets.extend(&job.before_facts.secrets));
+        secrets
+    }
+}
+
 struct Job {
     host: Host,
     plays: Vec<usize>,
