@@ -9,6 +9,7 @@ use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
 use crate::run::{self, HostReport, Mode, Remediate, Settings};
+use crate::secrets::Secrets;
 use crate::{BAD_INPUT, CHANGES_PENDING, bad_input, host_bits};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,11 @@ pub async fn main(args: &DriftArgs) -> u8 {
     settings.quiet |= args.every.is_some();
     if args.install_timer {
         // A timer for a check that cannot run is no use: validate it first (offline).
-        if let Err(e) = run::prepare(&settings) {
+        let prepared = match run::prepare(&settings) {
+            Ok(prepared) => prepared,
+            Err(e) => return bad_input(&e),
+        };
+        if let Err(e) = refuse_inline_secrets(&args.common.extra_vars, &prepared.secrets()) {
             return bad_input(&e);
         }
         return match install_timer(args) {
@@ -200,6 +205,34 @@ fn append_history(args: &DriftArgs, line: &serde_json::Value) {
 }
 
 const UNIT: &str = "sentry-provision-drift";
+
+/// A secret given inline with `-e` would be written into the unit file
+/// and the cron line, and be in the scheduled process's command line,
+/// which every local user can read (`/proc/PID/cmdline`): it is refused,
+/// with the way round it. `-e @FILE` puts only the file's name there.
+fn refuse_inline_secrets(extra_vars: &[String], secrets: &Secrets) -> Result<(), String> {
+    let mut names = Vec::new();
+    for item in extra_vars.iter().filter(|e| !e.starts_with('@')) {
+        for (name, value) in crate::cli::parse_extra_vars(std::slice::from_ref(item))? {
+            let assignment = match value {
+                serde_json::Value::String(text) => format!("{name}={text}"),
+                other => format!("{name}={other}"),
+            };
+            if secrets.mask(&assignment) != assignment {
+                names.push(name);
+            }
+        }
+    }
+    match names.as_slice() {
+        [] => Ok(()),
+        names => Err(format!(
+            "--install-timer: -e gives the secret {} inline; it would be written into the unit file and the cron \
+             line, and be in the scheduled command's arguments, which every user of this machine can read. \
+             Put it in a file only root can read (chmod 600) and pass `-e @FILE`, or in the inventory's variables",
+            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
 
 /// Writes `<timer_dir>/sentry-provision-drift.{service,timer}` running this
 /// same drift check every `--every` (15m by default), and prints the cron line.

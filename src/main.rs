@@ -21,6 +21,7 @@ mod progress;
 mod render;
 mod report;
 mod run;
+mod secrets;
 mod suggest;
 mod transport;
 

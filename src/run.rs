@@ -12,6 +12,7 @@ use crate::plan::{self, Action, Attributes, Plan, Snapshot, StepOutcome, Task};
 use crate::playbook::{self, Playbook, State, StepKind};
 use crate::progress::{HostProgress, Progress};
 use crate::render::Renderer;
+use crate::secrets::Secrets;
 use crate::transport::script::StateFiles;
 use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport, script};
 use sha2::{Digest, Sha256};
@@ -187,6 +188,15 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
+impl Prepared {
+    /// The secrets of every host, rendered with stand-in facts.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        self.jobs.iter().for_each(|job| secrets.extend(&job.before_facts.secrets));
+        secrets
+    }
+}
+
 struct Job {
     host: Host,
     plays: Vec<usize>,
@@ -204,6 +214,8 @@ struct BeforeFacts {
     paths: Vec<String>,
     patterns: Vec<String>,
     guards: Vec<(usize, String)>,
+    /// What the host's reports mask from the start (facts may add to it).
+    secrets: Secrets,
 }
 
 impl BeforeFacts {
@@ -212,6 +224,7 @@ impl BeforeFacts {
             paths: tasks.paths().into_iter().map(str::to_owned).collect(),
             patterns: tasks.patterns().into_iter().map(str::to_owned).collect(),
             guards: tasks.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect(),
+            secrets: tasks.secrets.clone(),
         }
     }
 }
@@ -227,7 +240,8 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
     for job in &prepared.jobs {
         match render_tasks(&prepared.playbook, &prepared.renderer, job, &placeholder, settings) {
             Ok(tasks) => checked.push(BeforeFacts::of(&tasks)),
-            Err(e) => errors.push(format!("host {}: {e}", job.host.name)),
+            // The variables could not all be rendered: their values as written are masked.
+            Err(e) => errors.push(format!("host {}: {}", job.host.name, raw_secrets(&prepared.playbook, job).mask(&e))),
         }
     }
     if !errors.is_empty() {
@@ -238,6 +252,17 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
         job.before_facts = before_facts;
     }
     Ok(prepared)
+}
+
+/// The secrets of a host's variables as written, before templating.
+fn raw_secrets(playbook: &Playbook, job: &Job) -> Secrets {
+    let mut secrets = Secrets::default();
+    for &p in &job.plays {
+        let mut vars = playbook.plays[p].vars.clone();
+        vars.extend(job.host.vars.clone());
+        secrets.extend(&Secrets::of(&vars));
+    }
+    secrets
 }
 
 /// Loads inventory, playbook and templates and selects the hosts, without
@@ -316,6 +341,8 @@ struct HostTasks {
     handlers: Vec<(String, String)>,
     /// Name, command and remedy of each live-state probe.
     probes: Vec<(String, String, Option<String>)>,
+    /// The values of its secret variables, playbook `vars` included, rendered.
+    secrets: Secrets,
 }
 
 impl HostTasks {
@@ -363,6 +390,7 @@ fn render_tasks(
     let mut tasks = Vec::new();
     let mut handlers = Vec::new();
     let mut probes = Vec::new();
+    let mut secrets = Secrets::default();
     let mut index = 0;
     for &p in &job.plays {
         let play = &playbook.plays[p];
@@ -370,6 +398,7 @@ fn render_tasks(
         vars.extend(job.host.vars.clone());
         vars.insert("facts".into(), serde_json::to_value(facts).expect("facts serialize"));
         let vars = renderer.resolve_vars(&vars).map_err(|e| format!("{file}: {e}"))?;
+        secrets.extend(&Secrets::of(&vars));
         for step in &play.steps {
             index += 1;
             let origin = |field: &str| format!("{file}: step `{}`: {field}", step.name);
@@ -457,7 +486,7 @@ fn render_tasks(
             probes.push((probe.name.clone(), command, probe.remedy.clone()));
         }
     }
-    Ok(HostTasks { tasks, handlers, probes })
+    Ok(HostTasks { tasks, handlers, probes, secrets })
 }
 
 /// `<state dir>/<playbook name>.pending` and `.applied`: kept per playbook, so
@@ -764,6 +793,7 @@ async fn run_host(
     let started = Instant::now();
     let (target, _) = target_of(&job.host);
     let mut report = blank_report(&job.host);
+    let mut secrets = job.before_facts.secrets.clone();
     line.phase("connect");
     interrupt::entering(&job.host.name, "connect");
     match Transport::connect(&target, ssh).await {
@@ -788,11 +818,13 @@ async fn run_host(
                 line,
                 install_token: format!("{:016x}", script::random_u64()),
                 handlers_sent: Vec::new(),
+                secrets: job.before_facts.secrets.clone(),
             };
             let result = host.run().await;
             if let Some(lock) = host.lock.take() {
                 lock.release().await;
             }
+            secrets = std::mem::take(&mut host.secrets);
             if let Err((status, message)) = result {
                 report.status = status;
                 report.error = Some(message);
@@ -802,7 +834,30 @@ async fn run_host(
     }
     interrupt::left(&job.host.name);
     report.elapsed = started.elapsed();
+    mask_report(&mut report, &secrets);
     report
+}
+
+/// The one place a host's report is masked, once the host is done and
+/// before anything shows it: human and JSON output, Prometheus, `-v` logs
+/// and the drift history are all made from it. Diffs of files others may
+/// not read lost their secret-looking lines where they were made (the
+/// report no longer knows the files' modes).
+fn mask_report(report: &mut HostReport, secrets: &Secrets) {
+    let mask = |text: &mut String| *text = secrets.mask(text);
+    report.steps.iter_mut().for_each(|step| mask(&mut step.subject));
+    for file in &mut report.files {
+        file.diff = secrets.mask_diff(&file.diff, false);
+    }
+    for item in &mut report.drift {
+        mask(&mut item.subject);
+        mask(&mut item.expected);
+        mask(&mut item.actual);
+        item.diff = secrets.mask_diff(&item.diff, false);
+    }
+    let lists = [&mut report.warnings, &mut report.remediated, &mut report.log, &mut report.rolled_back];
+    lists.into_iter().flatten().for_each(mask);
+    report.error.iter_mut().for_each(mask);
 }
 
 type Failure = (Status, String);
@@ -846,6 +901,8 @@ struct HostRun<'a> {
     /// The handlers sent in the last handlers round trip: when its reply
     /// is lost, any of them may have run.
     handlers_sent: Vec<String>,
+    /// What its report masks: the host's secrets, rendered with its facts once known.
+    secrets: Secrets,
 }
 
 impl HostRun<'_> {
@@ -856,15 +913,13 @@ impl HostRun<'_> {
             self.stop_if_interrupted("after the snapshot; nothing was changed")?;
         }
         self.report.steps = inspection.plan.steps.clone();
-        let secrets = secret_values(&self.job.host.vars);
         self.report.files = inspection
             .plan
             .files
             .iter()
-            .map(|file| {
-                let diff = mask(&file.diff, &secrets);
-                let diff = if is_sensitive(file) { mask_secret_lines(&diff) } else { diff };
-                FileDiff { path: file.path.clone(), diff }
+            .map(|file| FileDiff {
+                path: file.path.clone(),
+                diff: self.secrets.mask_diff(&file.diff, is_sensitive(file)),
             })
             .collect();
         self.report.carried_over = inspection.plan.carried_over.clone();
@@ -925,7 +980,7 @@ impl HostRun<'_> {
             if let (Ok(output), true) = (&result, self.settings.verbosity > 1) {
                 line.push_str(&format!("; stderr: {}", output.stderr_text()));
             }
-            self.report.log.push(mask(&line, &secret_values(&self.job.host.vars)));
+            self.report.log.push(line);
         }
         match result {
             Ok(output) if output.status == script::LOCK_LOST => Err(failed(format!(
@@ -946,7 +1001,7 @@ impl HostRun<'_> {
     async fn inspect(&mut self) -> Result<Inspection, Failure> {
         // Paths and guards are known before facts: they may use variables but not facts.
         // `prepare` rendered this host once with stand-in facts: reuse what it found.
-        let BeforeFacts { paths, patterns, guards } = &self.job.before_facts;
+        let BeforeFacts { paths, patterns, guards, .. } = &self.job.before_facts;
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let pattern_refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
@@ -1009,6 +1064,7 @@ impl HostRun<'_> {
         let facts =
             Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
+        self.secrets.extend(&tasks.secrets);
         if tasks.paths() != path_refs || tasks.patterns() != pattern_refs || tasks.guards() != guard_refs {
             return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
         }
@@ -1287,13 +1343,12 @@ impl HostRun<'_> {
         if let Some((i, status, message)) = result.failure {
             let (name, cmd) = to_run[i];
             self.report.handlers.push(HandlerOutcome { name: name.to_owned(), ok: false, rollback: false });
-            let secrets = secret_values(&self.job.host.vars);
             let what = if result.no_effect {
                 format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
             } else {
                 format!("handler `{name}`: `{}` exited {status}: {message}", cmd.trim())
             };
-            return Err(failed(mask(&format!("{what} (left pending; it runs again next time)"), &secrets)));
+            return Err(failed(format!("{what} (left pending; it runs again next time)")));
         }
         self.crash_point("after-handlers");
         Ok(())
@@ -1364,15 +1419,10 @@ impl HostRun<'_> {
                 diff: String::new(),
             });
         }
-        let secrets = secret_values(&self.job.host.vars);
         let sensitive: BTreeSet<&str> =
             inspection.plan.files.iter().filter(|f| is_sensitive(f)).map(|f| f.path.as_str()).collect();
         for item in &mut items {
-            item.diff = mask(&item.diff, &secrets);
-            item.actual = mask(&item.actual, &secrets);
-            if sensitive.contains(item.subject.as_str()) {
-                item.diff = mask_secret_lines(&item.diff);
-            }
+            item.diff = self.secrets.mask_diff(&item.diff, sensitive.contains(item.subject.as_str()));
         }
         self.report.drift = items;
         let drifted = self.report.drift.iter().any(|i| i.state == ItemState::HostDrift);
@@ -1416,36 +1466,6 @@ impl Inspection {
     }
 }
 
-/// Values of variables that are secret by name (`*password*`, `*passwd*`,
-/// `*secret*`, `*token*`, `*_key`) or listed in `secret_vars`: reports show
-/// them as `********`.
-fn secret_values(vars: &Vars) -> Vec<String> {
-    let listed: Vec<&str> = vars
-        .get("secret_vars")
-        .and_then(|v| v.as_array())
-        .map(|names| names.iter().filter_map(|n| n.as_str()).collect())
-        .unwrap_or_default();
-    let secret_name = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        ["password", "passwd", "secret", "token"].iter().any(|w| name.contains(w))
-            || (name.ends_with("_key") && !name.starts_with("ansible_"))
-            || listed.contains(&name.as_str())
-    };
-    let mut values: Vec<String> = vars
-        .iter()
-        .filter(|(name, _)| secret_name(name))
-        .filter_map(|(_, value)| match value {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-        .filter(|v| v.len() >= 4)
-        .collect();
-    // Longest first, so a secret that contains another is masked whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values
-}
-
 /// A file others may not read: its diff hides the values of lines that look secret.
 fn is_sensitive(file: &plan::FileChange) -> bool {
     let before = match &file.before {
@@ -1454,64 +1474,6 @@ fn is_sensitive(file: &plan::FileChange) -> bool {
     };
     let after = matches!(file.after, plan::Desired::File { mode, .. } if mode & 0o004 == 0);
     before || after
-}
-
-/// In a diff of a sensitive file, a line with a secret-like word keeps what
-/// comes up to that word and its `=`/`:`, and loses the rest.
-fn mask_secret_lines(diff: &str) -> String {
-    let word = regex::Regex::new(r"[A-Za-z0-9_.-]+").expect("valid regex");
-    let mut out = String::new();
-    for line in diff.lines() {
-        let is_body = line.starts_with(['+', '-', ' ']) && !line.starts_with("+++") && !line.starts_with("---");
-        // The words of the line after its diff marker.
-        let found =
-            word.find_iter(line.get(1..).unwrap_or("")).filter(|_| is_body).find(|w| is_secret_word(w.as_str()));
-        let Some(found) = found else {
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        };
-        // Keep the name, whatever closes it (`"]`), and the separator.
-        let rest = &line[1 + found.end()..];
-        let after_name = rest.trim_start_matches(['"', '\'', ']', ')']);
-        let value = after_name.trim_start_matches([' ', '\t', '=', ':']);
-        if value.is_empty() {
-            out.push_str(line);
-        } else {
-            out.push_str(&line[..line.len() - value.len()]);
-            out.push_str("********");
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// A word that names a secret by itself, not one that merely contains such a
-/// name (`allkeys-lru`, `monkey`, `authorized_keys` are not): a known
-/// directive (`requirepass`, `masterauth`), or a word whose last part, split
-/// at `_`, `-` and `.`, is `password`, `passwd`, `pass`, `secret`, `token`,
-/// `key`, `auth` or the like (`SECRET_KEY`, `system.secret-key`, `api_token`).
-fn is_secret_word(word: &str) -> bool {
-    let word = word.to_ascii_lowercase();
-    const WHOLE: [&str; 6] = ["requirepass", "masterauth", "authorization", "passphrase", "apikey", "credentials"];
-    const LAST: [&str; 11] = [
-        "password",
-        "passwd",
-        "pass",
-        "secret",
-        "token",
-        "key",
-        "auth",
-        "credential",
-        "credentials",
-        "apikey",
-        "passphrase",
-    ];
-    WHOLE.contains(&word.as_str()) || word.rsplit(['_', '-', '.']).next().is_some_and(|last| LAST.contains(&last))
-}
-
-fn mask(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |masked, secret| masked.replace(secret.as_str(), "********"))
 }
 
 /// The test hook's end: SIGKILL this process, as an operator's `kill -9` would.
@@ -1569,66 +1531,6 @@ mod tests {
         assert!(
             batch_stops(3, 2, 2, Some(100.0)).unwrap().contains("every host of batch 3"),
             "all failed stops at 100"
-        );
-    }
-
-    #[test]
-    fn secret_looking_lines_of_sensitive_files_lose_their_values() {
-        let diff = "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass old\n+requirepass hunter2\n+maxmemory 1gb\n";
-        assert_eq!(
-            mask_secret_lines(diff),
-            "--- a/etc/redis/redis.conf\n+++ b/etc/redis/redis.conf\n-requirepass ********\n+requirepass ********\n+maxmemory 1gb\n"
-        );
-    }
-
-    #[test]
-    fn words_that_merely_contain_key_or_pass_are_not_masked() {
-        let diff =
-            " maxmemory-policy allkeys-lru\n+requirepass hunter2\n masterauth s3cret\n+maxmemory-policy allkeys-lru\n";
-        assert_eq!(
-            mask_secret_lines(diff),
-            " maxmemory-policy allkeys-lru\n+requirepass ********\n masterauth ********\n+maxmemory-policy allkeys-lru\n"
-        );
-        for plain in ["+bypass on", "+authorized_keys /root/.ssh/authorized_keys", "+monkey business", "+keyspace 3"] {
-            assert_eq!(mask_secret_lines(plain), format!("{plain}\n"));
-        }
-    }
-
-    #[test]
-    fn secret_names_are_masked_in_the_forms_configs_write_them() {
-        for (line, masked) in [
-            ("+SECRET_KEY = 'abc'", "+SECRET_KEY = ********"),
-            ("+SENTRY_OPTIONS[\"system.secret-key\"] = 'abc'", "+SENTRY_OPTIONS[\"system.secret-key\"] = ********"),
-            ("+api_token: abc", "+api_token: ********"),
-            ("+db_password=abc", "+db_password=********"),
-            ("+ssl_certificate_key /etc/ssl/private/site.key;", "+ssl_certificate_key ********"),
-            ("+# the password", "+# the password"),
-        ] {
-            assert_eq!(mask_secret_lines(line), format!("{masked}\n"), "{line}");
-        }
-    }
-
-    #[test]
-    fn secret_variables_are_masked_by_name_or_by_list() {
-        let vars: Vars = serde_json::from_str(
-            r#"{"redis_password": "hunter22", "api_token": "tok-123456", "plain": "visible",
-                "memmon_email": "ops@example.com", "secret_vars": ["memmon_email"]}"#,
-        )
-        .unwrap();
-        let secrets = secret_values(&vars);
-        let masked = mask(
-            "requirepass hunter22
-token=tok-123456
-plain=visible
-mail ops@example.com",
-            &secrets,
-        );
-        assert_eq!(
-            masked,
-            "requirepass ********
-token=********
-plain=visible
-mail ********"
         );
     }
 }

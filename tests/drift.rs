@@ -238,3 +238,32 @@ fn install_timer_writes_units_that_systemd_analyze_accepts() {
         .unwrap();
     assert!(verify.status.success(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
 }
+
+#[test]
+fn install_timer_refuses_a_secret_given_inline_and_takes_it_from_a_vars_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = |extra: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(common::repo()).args(["drift", "-i", "inventory", "--install-timer"]).args(extra);
+        cmd.arg("--timer-dir").arg(dir.path());
+        common::run(cmd)
+    };
+    let service = dir.path().join("sentry-provision-drift.service");
+    for inline in ["redis_password=Timer-Secret-31", "redis_cli='REDISCLI_AUTH=Timer-Secret-31 redis-cli'"] {
+        let refused = install(&["-e", inline]);
+        assert_eq!(refused.code, 1, "{refused:?}");
+        assert!(refused.stderr.contains("-e gives the secret `redis_"), "{refused:?}");
+        assert!(refused.stderr.contains("-e @FILE"), "says the way round it: {refused:?}");
+        assert!(!format!("{refused:?}").contains("Timer-Secret-31"), "{refused:?}");
+        assert!(!service.exists(), "no unit written");
+    }
+
+    let vars = dir.path().join("secrets.yml");
+    std::fs::write(&vars, "redis_password: Timer-Secret-31\n").unwrap();
+    let from_file = format!("@{}", vars.display());
+    let out = install(&["-e", &from_file, "-e", "sentry_worker_numprocs=2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let unit = std::fs::read_to_string(&service).unwrap();
+    assert!(unit.contains(&from_file) && unit.contains("sentry_worker_numprocs=2"), "{unit}");
+    assert!(!unit.contains("Timer-Secret-31") && !out.stdout.contains("Timer-Secret-31"), "{unit}\n{out:?}");
+}

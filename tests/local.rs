@@ -411,3 +411,71 @@ fn scheduled_json_passes_on_stdout_are_json_lines_one_compact_document_a_pass() 
     }
     assert!(fs::read_to_string(&history).unwrap().lines().count() >= 3);
 }
+
+const SECRET_IN_PLAYBOOK_VARS: &str = r#"
+- name: a secret only the playbook knows
+  hosts: all
+  vars:
+    root: ROOT/host
+    api_token: Play-Token-5150
+  steps:
+    - name: the client config
+      template: {src: client.conf.j2, dest: "{{ root }}/client.conf", mode: "0644"}
+    - name: register the client
+      command: {cmd: "echo {{ api_token }} > {{ root }}/registered", creates: "{{ root }}/registered"}
+"#;
+
+#[test]
+fn a_secret_in_the_playbooks_vars_is_masked_in_the_human_and_json_output_of_diff_and_apply() {
+    let p = Project::new(SECRET_IN_PLAYBOOK_VARS, INVENTORY).template("client.conf.j2", "token = {{ api_token }}\n");
+    let outputs = [
+        p.run(&["diff"]),
+        p.run(&["diff", "--format", "json"]),
+        p.run(&["apply", "--check", "--diff", "-vv"]),
+        p.run(&["apply", "--diff", "--format", "json", "-vv"]),
+    ];
+    assert!(outputs[0].stdout.contains("+token = ********"), "the diff is shown, masked: {:?}", outputs[0]);
+    let json: serde_json::Value = serde_json::from_str(&outputs[3].stdout).unwrap();
+    assert_eq!(json["hosts"][0]["steps"][1]["subject"], format!("echo ******** > {}", p.path("registered").display()));
+    for out in &outputs {
+        assert!(!out.stdout.contains("Play-Token-5150") && !out.stderr.contains("Play-Token-5150"), "{out:?}");
+    }
+    assert_eq!(p.file("client.conf"), "token = Play-Token-5150\n", "the host has it");
+}
+
+const FAILING_API_CALL: &str = r#"
+- name: call an API
+  hosts: all
+  steps:
+    - name: announce the deploy
+      command:
+        cmd: >-
+          curl() { echo "curl: (22) 401 for {{ db_password }}" >&2; return 22; };
+          curl -sf -H 'Authorization: Bearer Header-Secret-77' --password Option-Secret-88
+          -u ops:Basic-Pass-12 https://ops:Url-Pass-34@sentry.example.com/api/
+"#;
+
+#[test]
+fn a_command_steps_text_is_masked_in_the_human_output_the_json_subject_and_its_error() {
+    let inventory = INVENTORY.replace("port=8080", "db_password=Db-Secret-66");
+    let p = Project::new(FAILING_API_CALL, &inventory);
+    let secrets = ["Header-Secret-77", "Option-Secret-88", "Basic-Pass-12", "Url-Pass-34", "Db-Secret-66"];
+    let check = p.run(&["diff"]);
+    assert_eq!(check.code, 2, "{check:?}");
+    assert!(check.stdout.contains("-H 'Authorization: Bearer ********' --password ********"), "{check:?}");
+    let human = p.run(&["apply"]);
+    let json = p.run(&["apply", "--format", "json"]);
+    for out in [&human, &json] {
+        assert_eq!(out.code, 4, "the command fails the host: {out:?}");
+    }
+    assert!(human.stdout.contains("401 for ********"), "the error keeps what it says: {human:?}");
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let subject = document["hosts"][0]["steps"][0]["subject"].as_str().unwrap();
+    assert!(subject.contains("-u ops:******** https://ops:********@sentry.example.com/api/"), "{subject}");
+    assert!(document["hosts"][0]["error"].as_str().unwrap().contains("curl -sf -H"), "{document:#}");
+    for out in [&check, &human, &json] {
+        for secret in secrets {
+            assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "{secret} leaked: {out:?}");
+        }
+    }
+}
