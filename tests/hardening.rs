@@ -57,3 +57,33 @@ fn variables_carrying_shell_stay_data_in_the_playbooks_commands_and_a_normal_app
     let again = run(&fleet, "apply", &[]);
     assert!(again.code == 0 && again.stdout.contains("0 changed, 0 handler(s)"), "{again:?}");
 }
+
+/// Replaces host 1's sentry.conf.py with `python`, which also writes
+/// /root/executed if anything runs it.
+fn sentry_conf(fleet: &Fleet, python: &str) {
+    let text = format!("import os\nopen('/root/executed', 'w').write('ran')\n{python}");
+    fleet.exec(1, &format!("printf '%s' {} > /etc/sentry/sentry.conf.py", common::shell_quote(&text)));
+}
+
+#[test]
+fn audit_reads_sentry_conf_without_running_it_and_says_which_options_are_dynamic() {
+    let fleet = Fleet::up(1);
+    sentry_conf(&fleet, "SENTRY_WEB_OPTIONS = {'protocol': 'uwsgi', 'workers': 1}\n");
+    let literal = fleet.provision(&["audit"]);
+    assert_eq!(literal.code, 2, "{literal:?}");
+    assert!(literal.stdout.contains("1 web worker(s) for"), "the literal options are read: {literal:?}");
+    assert!(!literal.stdout.contains("Sentry web speaks HTTP"), "the protocol is read as uwsgi: {literal:?}");
+    assert!(!literal.stdout.contains("dynamic"), "{literal:?}");
+    assert_eq!(fleet.exec(1, "ls /root/executed 2>/dev/null; true"), "", "audit ran sentry.conf.py");
+
+    sentry_conf(&fleet, "SENTRY_WEB_OPTIONS = {'protocol': 'uwsgi', 'workers': os.cpu_count() * 3}\n");
+    let dynamic = fleet.provision(&["audit"]);
+    assert_eq!(dynamic.code, 2, "{dynamic:?}");
+    assert!(
+        dynamic.stdout.contains("SENTRY_WEB_OPTIONS['workers'] is dynamic: not evaluated (`os.cpu_count() * 3`)"),
+        "{dynamic:?}"
+    );
+    assert!(!dynamic.stdout.contains("web worker(s) for"), "an unknown count is not judged: {dynamic:?}");
+    assert!(!dynamic.stdout.contains("Sentry web speaks HTTP"), "the protocol is still read: {dynamic:?}");
+    assert_eq!(fleet.exec(1, "ls /root/executed 2>/dev/null; true"), "", "audit ran sentry.conf.py");
+}
