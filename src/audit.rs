@@ -1,6 +1,8 @@
 //! `audit`: reads each host (one round trip, read-only, no playbook needed)
 //! and says in plain words where it strays from Sentry's tuning guide, and
 //! why it matters. The analysis is pure; the one script is at the bottom.
+//! `sentry.conf.py` is read, never run (audit_web_options.py): it is the
+//! host's code, and the audit runs as root.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,9 +17,13 @@ pub struct Observed {
     pub supervisor_files: BTreeMap<String, String>,
     /// `nginx -T`, when nginx is there.
     pub nginx: Option<String>,
-    /// `SENTRY_WEB_OPTIONS` protocol and workers from sentry.conf.py.
+    /// `SENTRY_WEB_OPTIONS` protocol and workers from sentry.conf.py (Sentry's
+    /// defaults where it sets none); `None` where they could not be read.
     pub web_protocol: Option<String>,
     pub web_workers: Option<u32>,
+    /// What of `SENTRY_WEB_OPTIONS` could not be read without running the
+    /// file, and why: "… is dynamic: not evaluated (`os.cpu_count() * 2`)".
+    pub web_unread: Vec<String>,
     /// Whether something listens on Sentry web's port: a host that runs the
     /// workers alone has `sentry.conf.py` too, and no web to size.
     pub web_runs: bool,
@@ -123,7 +129,84 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
             ),
         );
     }
+    if seen.web_runs {
+        for unread in &seen.web_unread {
+            add(
+                "web",
+                unread.clone(),
+                "The audit reads sentry.conf.py without running it (it is the host's code, and the audit runs as \
+                 root), so a value computed there is not known and not checked: write it as a literal, or check by \
+                 hand that Sentry web speaks uwsgi with enough workers."
+                    .into(),
+            );
+        }
+    }
     findings
+}
+
+/// What audit_web_options.py read of one setting: not set (`null`), a
+/// literal, or the source of what would have to run to know it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Setting {
+    Value(serde_json::Value),
+    Dynamic(String),
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WebOptions {
+    protocol: Option<Setting>,
+    workers: Option<Setting>,
+    error: Option<String>,
+}
+
+/// Fills the web fields of `seen` from audit_web_options.py's answer.
+fn read_web_options(seen: &mut Observed, answer: &str) {
+    let options: WebOptions = match serde_json::from_str(answer.trim()) {
+        Ok(options) => options,
+        Err(_) => {
+            let answer: String = answer.trim().chars().take(300).collect();
+            seen.web_unread.push(format!("SENTRY_WEB_OPTIONS could not be read: {answer}"));
+            return;
+        }
+    };
+    if let Some(error) = options.error {
+        seen.web_unread.push(format!("sentry.conf.py does not parse as Python ({error}): SENTRY_WEB_OPTIONS not read"));
+        return;
+    }
+    let dynamic = |key: &str, source: &str| format!("SENTRY_WEB_OPTIONS{key} is dynamic: not evaluated (`{source}`)");
+    // One statement that leaves both unknown is said once.
+    if let (Some(Setting::Dynamic(a)), Some(Setting::Dynamic(b))) = (&options.protocol, &options.workers)
+        && a == b
+    {
+        seen.web_unread.push(dynamic("", a));
+        return;
+    }
+    // Sentry's defaults where the file sets none.
+    match options.protocol {
+        None => seen.web_protocol = Some("http".into()),
+        Some(Setting::Value(serde_json::Value::String(protocol))) => seen.web_protocol = Some(protocol),
+        Some(Setting::Value(other)) => {
+            seen.web_unread.push(format!("SENTRY_WEB_OPTIONS['protocol'] is {other}, not a protocol name"))
+        }
+        Some(Setting::Dynamic(source)) => seen.web_unread.push(dynamic("['protocol']", &source)),
+    }
+    match options.workers {
+        None => seen.web_workers = Some(3),
+        Some(Setting::Value(value)) => {
+            // Sentry passes it to uwsgi, which takes "8" as well as 8.
+            let number = match &value {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            match number.and_then(|n| u32::try_from(n).ok()) {
+                Some(workers) => seen.web_workers = Some(workers),
+                None => seen.web_unread.push(format!("SENTRY_WEB_OPTIONS['workers'] is {value}, not a number")),
+            }
+        }
+        Some(Setting::Dynamic(source)) => seen.web_unread.push(dynamic("['workers']", &source)),
+    }
 }
 
 /// The read-only script: prints tagged, base64-encoded observations.
@@ -143,20 +226,17 @@ done
 command -v nginx >/dev/null 2>&1 && printf 'NGINX %s\n' "$(nginx -T 2>/dev/null | b64)"
 [ -n "$(ss -Hltn 'sport = :9000' 2>/dev/null)" ] && echo WEBRUNS
 if [ -f {conf} ] && command -v python3 >/dev/null 2>&1; then
-    python3 - {conf} <<'PY' 2>/dev/null
-import sys
-ns = {{}}
-try:
-    exec(open(sys.argv[1]).read(), ns)
-except Exception:
-    sys.exit(0)
-opts = ns.get("SENTRY_WEB_OPTIONS") or {{}}
-print("WEB %s %s" % (opts.get("protocol", "http"), int(opts.get("workers", 3))))
+    # Isolated (-I -S): no module from the working folder, the user's site or
+    # PYTHON* variables is loaded either.
+    printf 'WEB %s\n' "$(python3 -I -S - {conf} 2>&1 <<'PY' | b64
+{reader}
 PY
+)"
 fi
 echo END
 "#,
-        conf = crate::transport::script::quote(sentry_conf)
+        conf = crate::transport::script::quote(sentry_conf),
+        reader = include_str!("audit_web_options.py").trim_end()
     )
 }
 
@@ -184,10 +264,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 seen.supervisor_files.insert(decode(name)?, decode(text)?);
             }
             ["NGINX", text] => seen.nginx = Some(decode(text)?),
-            ["WEB", protocol, workers] => {
-                seen.web_protocol = Some((*protocol).to_owned());
-                seen.web_workers = workers.parse().ok();
-            }
+            ["WEB", answer] => read_web_options(&mut seen, &decode(answer)?),
             ["WEBRUNS"] => seen.web_runs = true,
             ["END"] => complete = true,
             _ => {}
@@ -220,7 +297,69 @@ mod tests {
             web_protocol: Some("http".into()),
             web_workers: Some(3),
             web_runs: true,
+            ..Observed::default()
         }
+    }
+
+    /// audit_web_options.py run by this machine's python3 as the audit runs
+    /// it, on a sentry.conf.py of `text`, and its answer as parse reads it.
+    fn read_conf(text: &str) -> (Observed, tempfile::TempDir) {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentry.conf.py");
+        std::fs::write(&conf, text).unwrap();
+        let mut python = std::process::Command::new("python3")
+            .args(["-I", "-S", "-"])
+            .arg(&conf)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        python.stdin.take().unwrap().write_all(include_bytes!("audit_web_options.py")).unwrap();
+        let answer = python.wait_with_output().unwrap();
+        assert!(answer.status.success());
+        let mut seen = Observed { web_runs: true, ..Observed::default() };
+        read_web_options(&mut seen, &String::from_utf8(answer.stdout).unwrap());
+        (seen, dir)
+    }
+
+    #[test]
+    fn sentry_conf_is_read_without_running_it() {
+        let (seen, dir) = read_conf(
+            "import os\nopen(os.path.join(os.path.dirname(__file__), 'executed'), 'w')\n\
+             SENTRY_WEB_OPTIONS = {'protocol': 'http', 'workers': 2}\n\
+             SENTRY_WEB_OPTIONS['protocol'] = 'uwsgi'\n",
+        );
+        assert!(!dir.path().join("executed").exists(), "the file ran");
+        assert_eq!((seen.web_protocol.as_deref(), seen.web_workers), (Some("uwsgi"), Some(2)), "{seen:?}");
+        assert_eq!(seen.web_unread, Vec::<String>::new());
+    }
+
+    #[test]
+    fn options_sentry_conf_computes_are_reported_as_dynamic_and_not_evaluated() {
+        let (seen, _dir) =
+            read_conf("import os\nSENTRY_WEB_OPTIONS = {'protocol': 'uwsgi', 'workers': os.cpu_count() * 2}\n");
+        assert_eq!((seen.web_protocol.as_deref(), seen.web_workers), (Some("uwsgi"), None));
+        assert_eq!(seen.web_unread, ["SENTRY_WEB_OPTIONS['workers'] is dynamic: not evaluated (`os.cpu_count() * 2`)"]);
+        let findings = analyse(&seen);
+        assert!(findings.iter().any(|f| f.topic == "web" && f.found == seen.web_unread[0]), "{findings:?}");
+
+        let (seen, _dir) = read_conf("if DEBUG:\n    SENTRY_WEB_OPTIONS = {'workers': 1}\n");
+        assert_eq!((seen.web_protocol.as_deref(), seen.web_workers), (None, None));
+        assert_eq!(
+            seen.web_unread,
+            ["SENTRY_WEB_OPTIONS is dynamic: not evaluated (`if DEBUG: SENTRY_WEB_OPTIONS = {'workers': 1}`)"]
+        );
+    }
+
+    #[test]
+    fn sentry_conf_without_web_options_means_sentrys_defaults_and_a_broken_one_says_so() {
+        let (seen, _dir) =
+            read_conf("from sentry.conf.server import *\nSENTRY_WEB_OPTIONS = {\n    # 'workers': 3,\n}\n");
+        assert_eq!((seen.web_protocol.as_deref(), seen.web_workers), (Some("http"), Some(3)));
+        let (seen, _dir) = read_conf("SENTRY_WEB_OPTIONS = {\n");
+        assert!(seen.web_unread[0].starts_with("sentry.conf.py does not parse as Python (SyntaxError"), "{seen:?}");
     }
 
     #[test]

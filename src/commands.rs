@@ -226,10 +226,12 @@ pub async fn audit(args: &AuditArgs) -> u8 {
             Err(e) => {
                 code |= if matches!(e, transport::Error::Unreachable(_)) { HOST_UNREACHABLE } else { HOST_FAILED };
                 document.push(json!({"host": host.name, "error": e.to_string()}));
+                // The error quotes the host's stderr.
                 text.push_str(&format!(
-                    "{}: {} {e}\n",
+                    "{}: {} {}\n",
                     host.name,
-                    if code & HOST_UNREACHABLE != 0 { "unreachable" } else { "failed" }
+                    if code & HOST_UNREACHABLE != 0 { "unreachable" } else { "failed" },
+                    crate::report::human::printable(&e.to_string())
                 ));
             }
         }

@@ -112,7 +112,8 @@ async fn apply(args: &cli::CommonArgs, mode: Mode, show_diff: bool, format: cli:
 pub fn print_log(reports: &[HostReport]) {
     for report in reports {
         for line in &report.log {
-            eprintln!("{}: {line}", report.name);
+            // With -vv a line holds the host's stderr.
+            eprintln!("{}: {}", report.name, report::human::printable(line));
         }
     }
 }

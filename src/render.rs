@@ -45,6 +45,7 @@ impl Renderer {
                 .expect("default delimiters are valid"),
         );
         env.add_filter("redis_bytes", redis_bytes);
+        env.add_filter("quote", quote);
         for source in sources {
             let path = dir.join(source);
             let text = crate::input::read_text(&path)?;
@@ -128,6 +129,23 @@ fn redis_bytes(value: Value) -> Result<u64, minijinja::Error> {
     })
 }
 
+/// A value as one word of a POSIX shell command, so that a variable meant as
+/// data stays data (`-e 'x=a; rm -rf /'` is a strange value, not a second
+/// command). As Ansible's `quote` (Python's `shlex.quote`): a word made only
+/// of characters no shell treats specially (ASCII letters, digits and
+/// `@%+=:,./-_`) stays bare, so that ordinary values (paths, numbers, names)
+/// render as before; anything else, the empty string included, is put in
+/// single quotes, inside which the shell reads every byte as it is but `'`,
+/// written `'\''` (close, an escaped quote, reopen).
+fn quote(value: Value) -> String {
+    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let bare = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !text.is_empty() && text.chars().all(bare) {
+        return text;
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 fn context(vars: &Vars) -> Value {
     Value::from(minijinja::value::Serde(vars))
 }
@@ -182,6 +200,54 @@ mod tests {
             .unwrap();
         assert_eq!(out, "1073741824 1000000000 512");
         assert!(r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new()).unwrap_err().contains("lots"));
+    }
+
+    /// `printf %s WORD` run by `sh`, with WORD as the filter rendered it.
+    fn through_sh(word: &str) -> Vec<u8> {
+        let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {word}")).output().unwrap();
+        assert!(out.status.success(), "sh -c 'printf %s {word}': {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    #[test]
+    fn a_quoted_value_comes_back_from_the_shell_byte_for_byte() {
+        let (_dir, r) = renderer_with("");
+        for value in [
+            "allkeys-lru; touch /tmp/pwned",
+            "$(id)",
+            "`id`",
+            "a'b",
+            "'",
+            "''",
+            "say \"hi\"",
+            "back\\slash\\",
+            "two\nlines\n",
+            "*",
+            "?",
+            "[a-z]*",
+            "~root",
+            "a b\tc",
+            "#comment",
+            "x && y || z | w > v < u &",
+            "",
+            "caf\u{e9} \u{2603}",
+        ] {
+            let word = r.render_str("t", "{{ v | quote }}", &vars(&[("v", value.into())])).unwrap();
+            assert_eq!(String::from_utf8(through_sh(&word)).unwrap(), value, "rendered as {word}");
+        }
+    }
+
+    #[test]
+    fn quote_leaves_plain_words_and_numbers_bare_and_quotes_the_empty_string() {
+        let (_dir, r) = renderer_with("");
+        let v = vars(&[("path", "/etc/redis/redis.conf".into()), ("n", 16.into()), ("empty", "".into())]);
+        let out = r.render_str(
+            "t",
+            "{{ path | quote }} {{ n | quote }} {{ '1gb' | redis_bytes | quote }} {{ empty | quote }}",
+            &v,
+        );
+        assert_eq!(out.unwrap(), "/etc/redis/redis.conf 16 1073741824 ''");
+        assert_eq!(r.render_str("t", "{{ \"it's\" | quote }}", &Vars::new()).unwrap(), "'it'\\''s'");
     }
 
     #[test]

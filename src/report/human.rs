@@ -1,8 +1,10 @@
 //! The human report: per host a line per changed step, diffs when asked,
 //! handlers, warnings and errors, then a summary. Colour only on a terminal
-//! and never when `NO_COLOR` is set.
+//! and never when `NO_COLOR` is set. Text that came from a host is shown
+//! through [`printable`], so that a host cannot drive the operator's terminal.
 
 use crate::run::{HostReport, Status};
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::io::IsTerminal;
 
@@ -41,6 +43,32 @@ impl Style {
     }
 }
 
+/// `text` with every control character but newline and tab shown escaped
+/// (`\x1b`, `\x0d`, C1 controls as `\u{9b}`): handlers' stderr, probe output,
+/// paths found on a host and its error messages are the host's words, and an
+/// escape sequence or a carriage return among them would otherwise recolour,
+/// retitle or rewrite what the operator reads (or answer back to the
+/// terminal). Plain text comes back borrowed.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(control) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !control(c) => shown.push(c),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(shown, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(shown, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(shown)
+}
+
 pub struct Options {
     pub check: bool,
     pub show_diff: bool,
@@ -52,19 +80,22 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
     for report in reports {
         let _ = writeln!(out, "{} ({})", style.paint("1", &report.name), report.address);
         for step in report.steps.iter().filter(|s| s.changed) {
-            let _ = writeln!(out, "  {}  {}: {}", style.paint("33", changed_word), step.name, step.subject);
+            let (name, subject) = (printable(&step.name), printable(&step.subject));
+            let _ = writeln!(out, "  {}  {name}: {subject}", style.paint("33", changed_word));
         }
         for step in report.steps.iter().filter(|s| s.not_applied) {
-            let _ = writeln!(out, "  {}  {}: {}", style.paint("31", "not applied"), step.name, step.subject);
+            let (name, subject) = (printable(&step.name), printable(&step.subject));
+            let _ = writeln!(out, "  {}  {name}: {subject}", style.paint("31", "not applied"));
         }
         if options.show_diff {
             for file in &report.files {
                 for line in file.diff.lines() {
-                    let _ = writeln!(out, "{}", style.diff_line(line));
+                    let _ = writeln!(out, "{}", style.diff_line(&printable(line)));
                 }
             }
         }
         for handler in &report.carried_over {
+            let handler = printable(handler);
             let _ =
                 writeln!(out, "  {}  handler `{handler}` left pending by an earlier run", style.paint("33", "pending"));
         }
@@ -75,20 +106,21 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
                 (false, false) => ("handler failed", "31"),
             };
             let again = if handler.rollback { " (rollback, on the restored files)" } else { "" };
-            let _ = writeln!(out, "  {}  {}{again}", style.paint(code, word), handler.name);
+            let _ = writeln!(out, "  {}  {}{again}", style.paint(code, word), printable(&handler.name));
         }
         for backup in &report.backups {
-            let _ = writeln!(out, "  {}  {} -> {}", style.paint("36", "backup"), backup.path, backup.copy);
+            let (path, copy) = (printable(&backup.path), printable(&backup.copy));
+            let _ = writeln!(out, "  {}  {path} -> {copy}", style.paint("36", "backup"));
         }
         for path in &report.rolled_back {
-            let _ = writeln!(out, "  {}  {path}", style.paint("33", "rolled back"));
+            let _ = writeln!(out, "  {}  {}", style.paint("33", "rolled back"), printable(path));
         }
         for warning in &report.warnings {
-            let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
+            let _ = writeln!(out, "  {}  {}", style.paint("35", "warning"), printable(warning));
         }
         if let Some(error) = &report.error {
             let word = status_word(report.status);
-            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
+            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), printable(error).replace('\n', "\n      "));
         }
         // Steps the apply did not carry out are neither ok nor changed.
         let changed = report.steps.iter().filter(|s| s.changed).count();
@@ -144,33 +176,31 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
                 ItemKind::Live => "probe",
                 ItemKind::Handler => "handler",
             };
-            let _ = writeln!(out, "  {:<13}  {kind} {}: {why}", style.paint(code, word), item.subject);
+            let subject = printable(&item.subject);
+            let _ = writeln!(out, "  {:<13}  {kind} {subject}: {why}", style.paint(code, word));
             if item.kind == ItemKind::Live {
                 for line in item.actual.lines() {
-                    let _ = writeln!(out, "                 {line}");
+                    let _ = writeln!(out, "                 {}", printable(line));
                 }
             } else if item.kind == ItemKind::File {
-                let _ = writeln!(
-                    out,
-                    "                 expected {}\n                 actual   {}",
-                    item.expected, item.actual
-                );
+                let (expected, actual) = (printable(&item.expected), printable(&item.actual));
+                let _ = writeln!(out, "                 expected {expected}\n                 actual   {actual}");
             }
             if show_diff {
                 for line in item.diff.lines() {
-                    let _ = writeln!(out, "{}", style.diff_line(line));
+                    let _ = writeln!(out, "{}", style.diff_line(&printable(line)));
                 }
             }
         }
         for restored in &report.remediated {
-            let _ = writeln!(out, "  {}  {restored}", style.paint("32", "restored"));
+            let _ = writeln!(out, "  {}  {}", style.paint("32", "restored"), printable(restored));
         }
         for warning in &report.warnings {
-            let _ = writeln!(out, "  {}  {warning}", style.paint("35", "warning"));
+            let _ = writeln!(out, "  {}  {}", style.paint("35", "warning"), printable(warning));
         }
         if let Some(error) = &report.error {
             let word = status_word(report.status);
-            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), error.replace('\n', "\n      "));
+            let _ = writeln!(out, "  {}  {}", style.paint("1;31", word), printable(error).replace('\n', "\n      "));
         }
     }
     let s = crate::report::json::summary(reports);
@@ -236,8 +266,8 @@ pub fn render_findings(host: &str, findings: &[crate::audit::Finding]) -> String
     }
     let _ = writeln!(out, "{host}: {} finding(s)", findings.len());
     for finding in findings {
-        let _ = writeln!(out, "  {:<8} {}", finding.topic, finding.found);
-        for line in wrap(&finding.advice, 88) {
+        let _ = writeln!(out, "  {:<8} {}", finding.topic, printable(&finding.found));
+        for line in wrap(&printable(&finding.advice), 88) {
             let _ = writeln!(out, "           {line}");
         }
     }
@@ -406,6 +436,50 @@ mod tests {
         }];
         let text = render_drift(&[drifted, pending, report("web03", Status::Ok)], false, &Style::never());
         insta::assert_snapshot!(text);
+    }
+
+    /// What a hostile handler might print: clear the screen, paint a line
+    /// green and overwrite it from its start with a carriage return.
+    const HOSTILE: &str = "\x1b[2J\x1b[32mall good\rreload failed\x07\u{9b}31m";
+
+    #[test]
+    fn control_characters_in_a_handlers_error_are_shown_escaped() {
+        let mut host = changed_host();
+        host.status = Status::Failed;
+        host.error = Some(format!("handler `test and reload nginx` failed: {HOSTILE}\nsecond line\tok"));
+        let text = render(&[host], &Options { check: false, show_diff: false }, &Style::never());
+        assert!(!text.contains(|c: char| c.is_control() && c != '\n' && c != '\t'), "{text:?}");
+        assert!(
+            text.contains(
+                "failed  handler `test and reload nginx` failed: \\x1b[2J\\x1b[32mall good\\x0dreload failed\\x07\\u{9b}31m\n      second line\tok\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_probe_output_diffs_and_paths_from_a_host_are_shown_escaped() {
+        let mut host = report("web01", Status::Ok);
+        host.drift = vec![DriftItem {
+            kind: ItemKind::Live,
+            subject: "redis live config".into(),
+            state: ItemState::HostDrift,
+            expected: "probe passes".into(),
+            actual: format!("maxmemory: {HOSTILE}"),
+            diff: format!("--- a\n+++ b\n+{HOSTILE}\n"),
+        }];
+        host.warnings = vec![format!("/etc/nginx/sites-enabled/{HOSTILE}: proxies to Sentry")];
+        let text = render_drift(&[host], true, &Style { colour: true });
+        // Colour on: the report's own escapes stay, the host's do not.
+        assert!(!text.contains(['\r', '\x07', '\u{9b}']), "{text:?}");
+        assert!(!text.contains("\x1b[2J") && !text.contains("\x1b[32mall"), "{text:?}");
+        assert_eq!(text.matches("\\x1b[2J\\x1b[32mall good\\x0dreload failed").count(), 3, "{text}");
+    }
+
+    #[test]
+    fn printable_text_is_left_alone() {
+        let text = "save: expected '', actual '900 1'\n\tcafé ☃ \\x1b";
+        assert!(matches!(printable(text), Cow::Borrowed(t) if t == text));
     }
 
     #[test]
