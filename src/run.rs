@@ -1346,7 +1346,7 @@ impl HostRun<'_> {
             let what = if result.no_effect {
                 format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
             } else {
-                format!("handler `{name}`: `{}` exited {status}: {message}", cmd.trim())
+                format!("handler `{name}`: `{}` exited {status}: {message}", script::first_line(cmd))
             };
             return Err(failed(format!("{what} (left pending; it runs again next time)")));
         }
@@ -1489,6 +1489,13 @@ fn handler_order(tasks: &HostTasks) -> Vec<String> {
 fn describe_failed_write(what: &str, planned: &Plan, tasks: &HostTasks) -> String {
     if let Some(i) = what.strip_prefix("file:").and_then(|i| i.parse::<usize>().ok()) {
         return planned.files.get(i).map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
+    }
+    if let Some(i) = what.strip_prefix("check:").and_then(|i| i.parse::<usize>().ok()) {
+        // Every file that names the check: the fault may be in any of them.
+        let Some(first) = planned.files.get(i) else { return what.to_owned() };
+        let paths: Vec<&str> =
+            planned.files.iter().filter(|f| f.validate == first.validate).map(|f| f.path.as_str()).collect();
+        return format!("checking {}", paths.join(", "));
     }
     if let Some(i) = what.strip_prefix("command:").and_then(|i| i.parse::<usize>().ok()) {
         return tasks.tasks.iter().find(|t| t.index == i).map_or_else(

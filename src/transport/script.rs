@@ -337,6 +337,14 @@ pub fn lock_probe(state: &StateFiles) -> String {
     )
 }
 
+/// A command's first line, with `…` when more follow: enough to name it in
+/// a message (the whole text of a 30-line check helps no one there).
+pub fn first_line(cmd: &str) -> String {
+    let mut lines = cmd.trim().lines();
+    let first = lines.next().unwrap_or_default().trim_end().to_owned();
+    if lines.next().is_some() { first + " …" } else { first }
+}
+
 /// `sh` running `cmd` without its text on a command line, where
 /// `/proc/PID/cmdline` shows it to every user of the host (a password in
 /// `REDISCLI_AUTH=...` would be): the text comes on descriptor 3 from a
@@ -836,7 +844,10 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 /// `full DIR` prints why a write in DIR failed when its filesystem has no
 /// space left (a shell's printf says only "I/O error"), else nothing: a
 /// failure's third argument, said instead of the command's stderr.
-const FULL_DISK: &str = r#"full() { df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
+/// Said only where the command's own message is none, or says so too: on
+/// ext4, df counts without the blocks kept for root, who may still write,
+/// and a failure there has another cause worth its own words.
+const FULL_DISK: &str = r#"full() { { [ ! -s "$errlog" ] || grep -q -e 'No space left' -e 'I/O error' "$errlog"; } && df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
 "#;
 
 /// Test hook (`SENTRY_PROVISION_PAUSE_AT=<point>`): a script that reaches
@@ -1140,8 +1151,8 @@ main() {{"#
         let (sh, document) = hidden(check);
         let _ = writeln!(
             s,
-            "if ! {sh} >\"$errlog\" 2>&1 </dev/null\n{document}then abort file:{first} {}; fi",
-            quote(&format!("check `{check}` failed with every file of the run in place"))
+            "if ! {sh} >\"$errlog\" 2>&1 </dev/null\n{document}then abort check:{first} {}; fi",
+            quote(&format!("check `{}` failed with every file of the run in place", first_line(check)))
         );
     }
     for (i, write) in writes.iter().enumerate() {
@@ -1813,14 +1824,22 @@ mod tests {
 
     #[test]
     fn a_failure_on_a_full_filesystem_says_so_and_otherwise_nothing() {
-        let with_df = |available: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let errlog = dir.path().join("err");
+        let with_df = |available: &str, stderr: &str| {
+            std::fs::write(&errlog, stderr).unwrap();
             let stub = format!(
-                "df() {{ echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo 'fs 10 10 {available} 100% /'; }}\n"
+                "errlog={}; df() {{ echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo 'fs 10 10 {available} 100% /'; }}\n",
+                quote(&errlog.display().to_string())
             );
             String::from_utf8(sh(format!("{stub}{FULL_DISK}full /etc/nginx"))).unwrap()
         };
-        assert_eq!(with_df("0"), "No space left on device (the filesystem of /etc/nginx is full)");
-        assert_eq!(with_df("12"), "");
+        let full = "No space left on device (the filesystem of /etc/nginx is full)";
+        assert_eq!(with_df("0", ""), full);
+        assert_eq!(with_df("0", "sh: 1: printf: I/O error\n"), full);
+        assert_eq!(with_df("12", ""), "");
+        // ext4 keeps blocks for root: df says 0, and the cause is another.
+        assert_eq!(with_df("0", "ln: Operation not permitted\n"), "", "the command's own message stands");
     }
 
     #[test]
@@ -1834,7 +1853,7 @@ mod tests {
         let out =
             parse_install(&sh(install(&Install { writes: &writes, ..install_of(&test_state()) }).to_bytes())).unwrap();
         let (what, message) = out.failure.unwrap();
-        assert_eq!(what, "file:0");
+        assert_eq!(what, "check:0");
         assert!(message.contains("failed with every file of the run in place"), "{message}");
         assert!(message.contains("syntax error in site.conf"), "the checker's own message: {message}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
@@ -1868,7 +1887,7 @@ mod tests {
 
         let failed = run("bad\n", "fine\n");
         let (what, message) = failed.failure.clone().unwrap();
-        assert_eq!(what, "file:0", "named by the first file it checks");
+        assert_eq!(what, "check:0", "named by the first file it checks");
         assert!(message.contains("with every file of the run in place"), "{message}");
         assert!(failed.written.is_empty(), "all or nothing: {failed:?}");
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "good\n", "back as it was");
