@@ -1188,7 +1188,10 @@ impl HostRun<'_> {
             .into_iter()
             .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
             .collect();
-        let restore = script::restore(&self.job.state, &paths, &owed, &record);
+        let mut folders: Vec<String> = written.iter().map(|(_, f)| script::private_dir(&f.path, &token)).collect();
+        folders.sort();
+        folders.dedup();
+        let restore = script::restore(&self.job.state, &paths, &folders, &owed, &record);
         let output = self.round_trip("rollback", &restore.into()).await?;
         let result = script::parse_restore(&output.stdout).map_err(|e| {
             failed(format!("rollback: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
@@ -1317,10 +1320,13 @@ impl HostRun<'_> {
         // After the forward run's handlers all took effect, the entries its
         // install kept for a rollback go.
         let kept: Vec<String> = if verify {
-            (plan.files.iter().enumerate())
-                .filter(|(_, f)| self.report.written.contains(&f.path) && f.before != plan::Entry::Missing)
-                .map(|(i, f)| script::kept_path(&f.path, &self.install_token, i))
-                .collect()
+            let mut folders: Vec<String> = (plan.files.iter())
+                .filter(|f| self.report.written.contains(&f.path))
+                .map(|f| script::private_dir(&f.path, &self.install_token))
+                .collect();
+            folders.sort();
+            folders.dedup();
+            folders
         } else {
             Vec::new()
         };

@@ -1,10 +1,13 @@
 //! The host and the variables as adversaries, on real sandbox hosts: a value
 //! meant as data that carries shell stays data in every command of the
-//! shipped playbook, and `audit` reads `sentry.conf.py` without running it.
+//! shipped playbook, `audit` reads `sentry.conf.py` without running it, the
+//! `redis` user racing the install in Debian's /etc/redis gets nothing of
+//! root's, a state folder another user owns is refused, no secret shows on
+//! a command line, and a setgid mode sticks.
 
 mod common;
 
-use common::{Fleet, Outcome, tuning_playbook};
+use common::{Fleet, Outcome, edit, playbook_copy, tuning_playbook};
 
 /// Fewer workers keep each converge quick; the tuning is the same.
 const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
@@ -86,4 +89,119 @@ fn audit_reads_sentry_conf_without_running_it_and_says_which_options_are_dynamic
     assert!(!dynamic.stdout.contains("web worker(s) for"), "an unknown count is not judged: {dynamic:?}");
     assert!(!dynamic.stdout.contains("Sentry web speaks HTTP"), "the protocol is still read: {dynamic:?}");
     assert_eq!(fleet.exec(1, "ls /root/executed 2>/dev/null; true"), "", "audit ran sentry.conf.py");
+}
+
+/// Starts `script` on host `host` in the background as `user`, until the
+/// host's `/tmp/stop-<tag>` exists or 90 s pass.
+fn background(fleet: &Fleet, host: usize, user: &str, tag: &str, script: &str) {
+    let looped = format!(
+        "end=$(( $(date +%s) + 90 )); while [ ! -e /tmp/stop-{tag} ] && [ $(date +%s) -lt $end ]; do {script}; done"
+    );
+    fleet.exec(
+        host,
+        &format!(
+            "rm -f /tmp/stop-{tag}; setsid su -s /bin/sh {user} -c {} </dev/null >/dev/null 2>&1 &",
+            common::shell_quote(&looped)
+        ),
+    );
+}
+
+fn stop(fleet: &Fleet, host: usize, tag: &str) {
+    fleet.exec(host, &format!("touch /tmp/stop-{tag}; sleep 0.5"));
+}
+
+/// What must hold: with a loop run as `redis` (which may write in Debian's
+/// /etc/redis, 2770 redis:redis) turning every new entry there into a link
+/// to a root-only file while apply runs, with and without `--backup`, the
+/// root-only file is untouched (content, owner, mode) and redis.conf is a
+/// regular file. Fails on the code that chmodded and chowned staged files by
+/// path: the file became redis:redis 0640 and redis.conf a link to it.
+#[test]
+fn the_redis_user_swapping_staged_files_for_links_gets_nothing_of_roots() {
+    let fleet = Fleet::up(1);
+    assert_eq!(fleet.exec(1, "stat -c '%a %U:%G' /etc/redis").trim(), "2770 redis:redis", "Debian's layout");
+    fleet.exec(1, "printf 'root only\\n' >/root/secret && chmod 600 /root/secret");
+    let secret = || fleet.exec(1, "stat -c '%a %U:%G' /root/secret && cat /root/secret");
+    let before = secret();
+    background(
+        &fleet,
+        1,
+        "redis",
+        "race",
+        "for f in /etc/redis/.sentry-provision.*; do [ -f \"$f\" ] && ! [ -L \"$f\" ] && rm -f \"$f\" && ln -s /root/secret \"$f\"; done",
+    );
+    for extra in
+        [&[][..], &["--backup"][..], &["-e", "redis_maxmemory=2gb"][..], &["-e", "redis_maxmemory=3gb", "--backup"][..]]
+    {
+        let out = run(&fleet, "apply", extra);
+        assert!(out.code == 0 || out.has_bit(4), "{out:?}");
+        assert_eq!(secret(), before, "root's file is as it was: {out:?}");
+        assert_eq!(fleet.exec(1, "stat -c %F /etc/redis/redis.conf").trim(), "regular file", "{out:?}");
+    }
+    stop(&fleet, 1, "race");
+}
+
+/// What must hold: a `sentry_provision_state_dir` that another user owns is
+/// refused, saying why, and nothing is kept there or changed on the host.
+#[test]
+fn a_state_folder_owned_by_another_user_is_refused() {
+    let fleet = Fleet::up(1);
+    fleet.exec(1, "mkdir -p /var/tmp/planted && chown nobody /var/tmp/planted && chmod 700 /var/tmp/planted");
+    let redis = fleet.exec(1, "sha256sum </etc/redis/redis.conf");
+    let out = run(&fleet, "apply", &["-e", "sentry_provision_state_dir=/var/tmp/planted"]);
+    assert!(out.has_bit(4), "{out:?}");
+    assert!(
+        out.stdout.contains("the state folder is refused")
+            && out.stdout.contains("is not owned by the user the run works as"),
+        "{out:?}"
+    );
+    assert_eq!(fleet.exec(1, "ls -A /var/tmp/planted"), "", "nothing kept there");
+    assert_eq!(fleet.exec(1, "sha256sum </etc/redis/redis.conf"), redis, "nothing changed");
+}
+
+/// What must hold: while apply, drift and audit run with a Redis password
+/// in a variable that reaches handlers and probes (`REDISCLI_AUTH=...`),
+/// no process on the host shows it on its command line. Fails on the code
+/// that ran commands as `sh -c '<text>'`.
+#[test]
+fn no_secret_shows_on_any_command_line_of_the_host() {
+    let fleet = Fleet::up(1);
+    let password = "S3cret-Value-77";
+    fleet.exec(1, &format!("redis-cli CONFIG SET requirepass {password} >/dev/null"));
+    // Every process's command line, sampled over and over.
+    background(&fleet, 1, "root", "sample", "cat /proc/[0-9]*/cmdline >>/tmp/cmdlines 2>/dev/null");
+    let cli = format!("{{\"redis_cli\": \"REDISCLI_AUTH={password} redis-cli\"}}");
+    let applied = run(&fleet, "apply", &["-e", &cli]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let drifted = run(&fleet, "drift", &["-e", &cli]);
+    assert_eq!(drifted.code, 0, "{drifted:?}");
+    let audited = fleet.provision(&["audit"]);
+    stop(&fleet, 1, "sample");
+    let sampled = fleet.exec(1, "wc -c </tmp/cmdlines");
+    assert!(sampled.trim().parse::<u64>().unwrap() > 100_000, "the sampler ran: {sampled}");
+    let seen = fleet.exec(1, &format!("grep -a -c -- {} /tmp/cmdlines; true", &password[..10]));
+    assert_eq!(seen.trim(), "0", "a command line showed the password ({audited:?})");
+}
+
+/// What must hold: a file whose mode is 2755 gets it (the owner is set
+/// before the mode, since a chown clears setgid), and the next apply is idle.
+#[test]
+fn a_setgid_mode_sticks_and_the_next_apply_is_idle() {
+    let fleet = Fleet::up(1);
+    let copy = playbook_copy();
+    std::fs::write(copy.path().join("templates/tool.j2"), "#!/bin/sh\necho tool\n").unwrap();
+    let playbook = copy.path().join("playbooks/sentry-tuning.yml");
+    edit(
+        &playbook,
+        "  steps:\n    - name: Remove RDB snapshot lines from redis.conf\n",
+        "  steps:\n    - name: A setgid tool\n      template: {src: tool.j2, dest: /usr/local/bin/sp-tool, mode: \"2755\", owner: root, group: staff}\n      tags: [redis]\n    - name: Remove RDB snapshot lines from redis.conf\n",
+    );
+    let playbook = playbook.display().to_string();
+    let apply = || fleet.provision(&["apply", "-p", &playbook, "-e", "sentry_worker_numprocs=2"]);
+    let first = apply();
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(fleet.exec(1, "stat -c '%a %U:%G' /usr/local/bin/sp-tool").trim(), "2755 root:staff");
+    let second = apply();
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(second.stdout.contains("1 ok, 0 changed"), "idle: {second:?}");
 }

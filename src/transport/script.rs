@@ -285,7 +285,7 @@ pub fn locked(state: &StateFiles, wait_seconds: u64, dirs: &[&str], script: &str
 if ! flock -w {wait_seconds} 9; then echo LOCKBUSY; exit 3; fi
 printf '%s\n' {token} >|"$state/lock.owner" || exit 96
 {leftovers}
-for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -f -- "$@" 2>/dev/null; break; fi; done
+for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -rf -- "$@" 2>/dev/null; break; fi; done
 [ -s "$state/key" ] || {{ od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/.key.$$" && mv -f -- "$state/.key.$$" "$state/key"; }} || exit 96
 sh() {{ ( trap - HUP PIPE; exec sh "$@" 9>&- ); }}
 {pause}{script}while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done
@@ -890,14 +890,39 @@ def folder(path):
         fd = child
     return fd
 
+def private(path, name):
+    # The run's own folder beside `path` (made 0700 here, or made by an
+    # earlier call of this run): no one else can add, swap or remove what
+    # is in it, wherever someone who can write the folder moves it.
+    where = folder(os.path.dirname(path))
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=where)
+        except FileExistsError:
+            pass
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=where)
+    finally:
+        os.close(where)
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        os.close(fd)
+        raise OSError(errno.EEXIST, "%s was made by someone else: refused" % name)
+    return fd
+
+def failed(index, path, error):
+    why = error.strerror if isinstance(error, OSError) else "no such user or group %s" % error
+    message = "cannot write %s: %s" % (path.decode(errors="replace"), why)
+    print("FAIL file:%d %s" % (index, binascii.b2a_base64(message.encode(), newline=False).decode()), flush=True)
+    sys.exit(1)
+
 def stage(index, path, name, mode, owner, group, content):
     path = binascii.a2b_base64(path)
     try:
         uid = -1 if owner is None else pwd.getpwnam(binascii.a2b_base64(owner).decode()).pw_uid
         gid = -1 if group is None else grp.getgrnam(binascii.a2b_base64(group).decode()).gr_gid
-        where = folder(os.path.dirname(path))
+        where = private(path, name)
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
+            fd = os.open("new.%d" % index, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
         finally:
             os.close(where)
         try:
@@ -910,29 +935,51 @@ def stage(index, path, name, mode, owner, group, content):
         finally:
             os.close(fd)
     except (OSError, KeyError) as error:
-        why = error.strerror if isinstance(error, OSError) else "no such user or group %s" % error
-        message = "cannot write %s: %s" % (path.decode(errors="replace"), why)
-        print("FAIL file:%d %s" % (index, binascii.b2a_base64(message.encode(), newline=False).decode()), flush=True)
-        sys.exit(1)
+        failed(index, path, error)
+
+def link(index, path, name, target):
+    path = binascii.a2b_base64(path)
+    try:
+        where = private(path, name)
+        try:
+            os.symlink(binascii.a2b_base64(target), "new.%d" % index, dir_fd=where)
+        finally:
+            os.close(where)
+    except OSError as error:
+        failed(index, path, error)
+
+def keep(index, path, name):
+    # Only the run's folder, for the previous entry of a path it removes.
+    path = binascii.a2b_base64(path)
+    try:
+        os.close(private(path, name))
+    except OSError as error:
+        failed(index, path, error)
 "#;
 
-/// Where write `i` is staged beside its path: named by the run's random
-/// token (which no one on the host can know before the script arrives), not
-/// by mktemp (one process fewer per file). The run holds the host's lock,
-/// and the run that next takes it removes what a killed one left.
-fn staged_name(token: &str, i: usize) -> String {
-    format!(".sentry-provision.{token}.{i}")
+/// The run's own folder beside the paths it writes in `folder`, made 0700
+/// by the stager: staged files and the entries they replace are kept in it,
+/// where no one else (such as redis in Debian's /etc/redis) can swap them
+/// between two commands. Named by the run's random token (which no one on
+/// the host can know before the script arrives); the run that next takes
+/// the host's lock removes what a killed one left.
+fn private_name(token: &str) -> String {
+    format!(".sentry-provision.{token}")
+}
+
+pub fn private_dir(path: &str, token: &str) -> String {
+    format!("{}/{}", folder_of(path).trim_end_matches('/'), private_name(token))
 }
 
 /// Where the install of the run named by `token` keeps the entry write `i`
-/// replaced at `path` (in the same folder: a rename puts it back, needing
-/// no space and keeping its inode, owner and times).
+/// replaced at `path` (in the run's folder beside it: a rename puts it
+/// back, needing no space and keeping its inode, owner and times).
 pub fn kept_path(path: &str, token: &str, i: usize) -> String {
-    format!("{}/.sentry-provision.{token}.old.{i}", folder_of(path).trim_end_matches('/'))
+    format!("{}/old.{i}", private_dir(path, token))
 }
 
 fn staged_path(write: &FileWrite<'_>, token: &str, i: usize) -> String {
-    format!("{}/{}", quote(folder_of(write.path)), staged_name(token, i))
+    format!("{}/new.{i}", quote(&private_dir(write.path, token)))
 }
 
 /// The install: record pending handlers; stage every file beside its path
@@ -954,21 +1001,28 @@ pub fn install(install: &Install<'_>) -> Script {
     s.push_str(&crash_hook(install.crash_at));
     s.push_str(FULL_DISK);
     // A failure removes every staged file: none outlives the run that made it.
-    let staged: Vec<String> = writes
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.desired.is_some())
-        .map(|(i, w)| staged_path(w, install.token, i))
-        .collect();
-    let mut unstaged = staged.clone();
+    // A failure removes the run's folders (what is staged in them, and the
+    // previous entries once put back) and its staged records: nothing
+    // outlives the run that made it. Not after a path could not be put back
+    // (STUCK): its previous entry stays in the run's folder, for a person.
+    let mut run_folders: Vec<String> = writes.iter().map(|w| private_dir(w.path, install.token)).collect();
+    run_folders.sort();
+    run_folders.dedup();
+    let mut unstaged: Vec<String> = Vec::new();
     if !install.pending.is_empty() {
         unstaged.push(staged_record("pending"));
     }
     if install.applied.is_some() {
         unstaged.push(staged_record("applied"));
     }
-    let unstage =
-        if unstaged.is_empty() { String::new() } else { format!("rm -f -- {} 2>/dev/null; ", unstaged.join(" ")) };
+    let mut unstage = String::new();
+    if !run_folders.is_empty() {
+        let quoted: Vec<String> = run_folders.iter().map(|f| quote(f)).collect();
+        let _ = write!(unstage, "[ -n \"$sp_stuck\" ] || rm -rf -- {} 2>/dev/null; ", quoted.join(" "));
+    }
+    if !unstaged.is_empty() {
+        let _ = write!(unstage, "rm -f -- {} 2>/dev/null; ", unstaged.join(" "));
+    }
     let _ = writeln!(
         s,
         r#"fail() {{ {unstage}printf 'FAIL %s %s\n' "$1" "$( {{ printf '%s: ' "$2"; if [ -n "$3" ]; then printf '%s' "$3"; else cat "$errlog"; fi; }} | b64)"; exit 1; }}
@@ -976,7 +1030,7 @@ abort() {{ undo; fail "$@"; }}
 main() {{"#
     );
     let unset: Vec<String> = (0..writes.len()).map(|i| format!("placed{i}= old{i}= was_link{i}=")).collect();
-    let _ = writeln!(s, "placed_pending= old_pending= {}", unset.join(" "));
+    let _ = writeln!(s, "sp_stuck= placed_pending= old_pending= {}", unset.join(" "));
     // The handlers owed are staged like the files, and recorded before any
     // file moves.
     if !install.pending.is_empty() {
@@ -999,49 +1053,38 @@ main() {{"#
             );
         }
     }
-    // Files are written by one small Python program, through descriptors:
-    // each opened new (O_EXCL) without following a link (O_NOFOLLOW), in a
-    // folder reached from / without following a link where others can
-    // write, then given its owner, then its mode (a chown clears setuid and
-    // setgid), then fsynced. Nothing is done by path in a folder such as
-    // Debian's /etc/redis (redis may write there), where a name can turn
-    // into a link between two commands. Links are made by `ln -s`, which
-    // never writes through an existing name.
-    let files: Vec<usize> = (writes.iter().enumerate())
-        .filter(|(_, w)| matches!(w.desired, Some(Desired::File { .. })))
-        .map(|(i, _)| i)
-        .collect();
-    if !files.is_empty() {
+    // Files and links are made by one small Python program, through
+    // descriptors, in the run's own folder beside each path (see
+    // [`private_dir`]), reached from / without following a link where
+    // others can write: each file opened new (O_EXCL) without following a
+    // link (O_NOFOLLOW), given its owner, then its mode (a chown clears
+    // setuid and setgid), then fsynced. Nothing is done by path where a
+    // name could turn into a link between two commands.
+    if !writes.is_empty() {
         s.push_str("python3 -I -S - <<'SP_STAGE' || fail file:0 \"python3 could not stage the files\"\n");
         s.push_str(STAGER);
-        for &i in &files {
-            let write = &writes[i];
-            let Some(Desired::File { content, mode, owner, group }) = write.desired else { continue };
-            let name =
-                |value: &Option<String>| value.as_deref().map_or("None".to_owned(), |v| format!("{:?}", B64.encode(v)));
-            let _ = writeln!(
-                s,
-                "stage({i}, {:?}, {:?}, {mode:#o}, {}, {}, b\"\"\"",
-                B64.encode(write.path),
-                staged_name(install.token, i),
-                name(owner),
-                name(group),
-            );
-            s.push_base64_lines(content);
-            s.push_str("\"\"\")\n");
+        let name = private_name(install.token);
+        for (i, write) in writes.iter().enumerate() {
+            let path = B64.encode(write.path);
+            match write.desired {
+                Some(Desired::File { content, mode, owner, group }) => {
+                    let id = |value: &Option<String>| {
+                        value.as_deref().map_or("None".to_owned(), |v| format!("{:?}", B64.encode(v)))
+                    };
+                    let _ =
+                        writeln!(s, "stage({i}, {path:?}, {name:?}, {mode:#o}, {}, {}, b\"\"\"", id(owner), id(group),);
+                    s.push_base64_lines(content);
+                    s.push_str("\"\"\")\n");
+                }
+                Some(Desired::Link { target }) => {
+                    let _ = writeln!(s, "link({i}, {path:?}, {name:?}, {:?})", B64.encode(target));
+                }
+                None => {
+                    let _ = writeln!(s, "keep({i}, {path:?}, {name:?})");
+                }
+            }
         }
         s.push_str("SP_STAGE\n");
-    }
-    for (i, write) in writes.iter().enumerate() {
-        if let Some(Desired::Link { target }) = write.desired {
-            let _ = writeln!(
-                s,
-                "ln -s -- {} {} 2>\"$errlog\" || fail file:{i} \"cannot create a link\" \"$(full {})\"",
-                quote(target),
-                staged_path(write, install.token, i),
-                quote(folder_of(write.path))
-            );
-        }
     }
     // The files were fsynced as they were written; the pending record is,
     // before any rename: after a crash each path holds the old file or the
@@ -1059,7 +1102,10 @@ main() {{"#
         // `put_back PATH OLD WAS_LINK`: a kept entry that is a link where
         // the path was not one was swapped by someone who can write the
         // folder, and is not put back.
-        r#"put_back() { if [ -n "$2" ]; then if [ -L "$2" ] && [ -z "$3" ]; then return 1; fi; mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
+        // `ours DIR`: the run's own folder, still (a folder, not a link, of
+        // the user the run works as: no one else can make one).
+        r#"put_back() { if [ -n "$2" ]; then ours "${2%/*}" || return 1; if [ -L "$2" ] && [ -z "$3" ]; then return 1; fi; mv -f -T -- "$2" "$1"; else rm -f -- "$1"; fi; }
+ours() { [ -d "$1" ] && ! [ -L "$1" ] && [ -O "$1" ]; }
 "#,
     );
     // A path that cannot go back (STUCK) keeps the pending record as this
@@ -1101,10 +1147,10 @@ main() {{"#
     for (i, write) in writes.iter().enumerate() {
         let _ = writeln!(
             s,
-            "p={}; d={}; old{i}=\"\"; was_link{i}=\"\"; [ -L \"$p\" ] && was_link{i}=1; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$d/.sentry-provision.{token}.old.{i}\"; ln -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"cannot replace $p\" \"$(full \"$d\")\"; fi",
+            "p={}; d={}; pd={}; ours \"$pd\" || abort file:{i} \"$pd, the run's own folder, was replaced (someone else can write $d): refused\"; old{i}=\"\"; was_link{i}=\"\"; [ -L \"$p\" ] && was_link{i}=1; if [ -e \"$p\" ] || [ -L \"$p\" ]; then old{i}=\"$pd/old.{i}\"; ln -P -- \"$p\" \"$old{i}\" 2>\"$errlog\" || abort file:{i} \"cannot replace $p\" \"$(full \"$d\")\"; fi",
             quote(write.path),
             quote(folder_of(write.path)),
-            token = install.token,
+            quote(&private_dir(write.path, install.token)),
         );
         if write.desired.is_none() {
             let _ = writeln!(
@@ -1122,19 +1168,8 @@ main() {{"#
         }
         let _ = writeln!(
             s,
-            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; {check}; crash file:{i}:placed",
+            "mv -f -T -- {} \"$p\" 2>\"$errlog\" || {{ rm -f -- \"$old{i}\"; abort file:{i} \"cannot rename into place\" \"$(full \"$d\")\"; }}; placed{i}=1; crash file:{i}:placed",
             staged_path(write, install.token, i),
-            // What was renamed in is what was staged, unless someone who can
-            // write the folder swapped the staged name in between (for a
-            // link, say): then it goes back, and the host fails.
-            check = match write.desired {
-                Some(Desired::Link { .. }) => format!(
-                    "[ -L \"$p\" ] || abort file:{i} \"$p was swapped while staged (someone else can write $d): refused\""
-                ),
-                _ => format!(
-                    "{{ [ -f \"$p\" ] && ! [ -L \"$p\" ]; }} || abort file:{i} \"$p was swapped while staged (someone else can write $d): refused\""
-                ),
-            }
         );
     }
     // Every check once, with all of the run's files and links in place, as
@@ -1189,13 +1224,12 @@ main() {{"#
     }
     // Done: the previous versions go (unless kept for a rollback), and each
     // path counts as written.
-    let mut olds: Vec<String> =
-        if install.keep_olds { Vec::new() } else { (0..writes.len()).map(|i| format!("\"$old{i}\"")).collect() };
-    if !install.pending.is_empty() {
-        olds.push("\"$old_pending\"".into());
+    if !install.keep_olds && !run_folders.is_empty() {
+        let quoted: Vec<String> = run_folders.iter().map(|f| quote(f)).collect();
+        let _ = writeln!(s, "rm -rf -- {} 2>/dev/null", quoted.join(" "));
     }
-    if !olds.is_empty() {
-        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", olds.join(" "));
+    if !install.pending.is_empty() {
+        s.push_str("rm -f -- \"$old_pending\" 2>/dev/null\n");
     }
     for i in 0..writes.len() {
         let _ = writeln!(s, "echo 'DONE {i}'");
@@ -1394,11 +1428,11 @@ main() {
         }
         let _ = writeln!(s, "done_with {} || true; echo 'HOK {i}'", quote(name));
     }
-    // Every handler took effect: the entries the install kept for a
-    // rollback are not needed any more.
+    // Every handler took effect: the run's folders, with the entries the
+    // install kept in them for a rollback, are not needed any more.
     if !kept.is_empty() {
         let kept: Vec<String> = kept.iter().map(|k| quote(k)).collect();
-        let _ = writeln!(s, "rm -f -- {} 2>/dev/null", kept.join(" "));
+        let _ = writeln!(s, "rm -rf -- {} 2>/dev/null", kept.join(" "));
     }
     s.push_str("echo END\n}\nmain\n");
     s
@@ -1419,7 +1453,13 @@ pub struct Restore<'a> {
 /// handlers `owed`, or none) and the record of what was applied (`applied`)
 /// are written. Prints `BACK i` per path put back, `STUCK i <why>` per path
 /// that could not be, then `END`.
-pub fn restore(state: &StateFiles, paths: &[Restore<'_>], owed: &[String], applied: &str) -> String {
+pub fn restore(
+    state: &StateFiles,
+    paths: &[Restore<'_>],
+    folders: &[String],
+    owed: &[String],
+    applied: &str,
+) -> String {
     let mut s = String::from(PRELUDE);
     s.push_str(&state.shell());
     s.push_str(&work_lock(state));
@@ -1429,6 +1469,7 @@ pub fn restore(state: &StateFiles, paths: &[Restore<'_>], owed: &[String], appli
     s.push_str(
         r#"fail() { printf 'FAIL %s %s\n' "$1" "$( { printf '%s: ' "$2"; if [ -n "$3" ]; then printf '%s' "$3"; else cat "$errlog"; fi; } | b64)"; exit 1; }
 stuck() { printf 'STUCK %s %s\n' "$1" "$( { printf '%s: ' "$2"; cat "$errlog"; } | b64)"; }
+ours() { [ -d "$1" ] && ! [ -L "$1" ] && [ -O "$1" ]; }
 main() {
 "#,
     );
@@ -1437,12 +1478,17 @@ main() {
         let _ = match restore.kept {
             Some(kept) => writeln!(
                 s,
-                "if [ -e {kept} ] || [ -L {kept} ]; then mv -f -T -- {kept} {path} 2>\"$errlog\" && echo 'BACK {i}' || stuck {i} 'cannot put the previous entry back'; else : >\"$errlog\"; stuck {i} 'the previous entry kept by the install ({kept_text}) is gone'; fi",
+                "if ! ours {folder}; then : >\"$errlog\"; stuck {i} 'the run'\\''s own folder was replaced'; elif [ -e {kept} ] || [ -L {kept} ]; then mv -f -T -- {kept} {path} 2>\"$errlog\" && echo 'BACK {i}' || stuck {i} 'cannot put the previous entry back'; else : >\"$errlog\"; stuck {i} 'the previous entry kept by the install ({kept_text}) is gone'; fi",
+                folder = quote(folder_of(kept)),
                 kept = quote(kept),
                 kept_text = kept.replace('\'', ""),
             ),
             None => writeln!(s, "rm -f -- {path} 2>\"$errlog\" && echo 'BACK {i}' || stuck {i} 'cannot remove it'"),
         };
+    }
+    if !folders.is_empty() {
+        let quoted: Vec<String> = folders.iter().map(|f| quote(f)).collect();
+        let _ = writeln!(s, "rm -rf -- {} 2>/dev/null", quoted.join(" "));
     }
     if owed.is_empty() {
         s.push_str("rm -f -- \"$pending\" 2>/dev/null\n");
@@ -1628,7 +1674,17 @@ mod tests {
             2,
             "one for the pending record, one for the folders after the renames and the applied record"
         );
-        assert!(text.contains(".sentry-provision.0123456789abcdef.3"), "staged files are named by the run's token");
+        assert!(text.contains("\".sentry-provision.0123456789abcdef\""), "the run's folder is named by its token");
+        // Whatever the script removes whole is the run's own.
+        for line in text.lines().filter(|l| l.contains("rm -rf -- ")) {
+            let targets = line.split("rm -rf -- ").nth(1).unwrap().split(" 2>").next().unwrap();
+            for target in targets.split(' ') {
+                assert!(
+                    target.contains(".sentry-provision.0123456789abcdef") || target.contains("backups/"),
+                    "{target} in {line}"
+                );
+            }
+        }
     }
 
     #[test]
