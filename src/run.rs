@@ -780,7 +780,7 @@ async fn run_host(
                 HostRun { prepared, job, transport: &transport, settings, report: &mut report, lock: None, line };
             let result = host.run().await;
             if let Some(lock) = host.lock.take() {
-                lock.release().await;
+                lock.release(settings.command_timeout).await;
             }
             if let Err((status, message)) = result {
                 report.status = status;
