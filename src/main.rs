@@ -11,6 +11,8 @@ mod cli;
 mod commands;
 mod drift;
 mod facts;
+#[cfg(test)]
+mod hostile_replies;
 mod input;
 mod interrupt;
 mod inventory;
@@ -23,6 +25,7 @@ mod report;
 mod run;
 mod suggest;
 mod transport;
+mod unwind;
 
 use crate::output::{out, outln};
 use clap::Parser;
