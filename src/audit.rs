@@ -80,7 +80,8 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
         for line in text.lines().filter(|l| !l.trim_start().starts_with([';', '#'])) {
             if let Some(c) = worker.captures(line).and_then(|c| c[1].parse::<u32>().ok()).filter(|c| *c > 4) {
                 let procs = numprocs.captures(text).and_then(|n| n[1].parse::<u32>().ok()).unwrap_or(1);
-                let total = c * procs;
+                // The host's numbers: any size; their product fits in a u64.
+                let total = u64::from(c) * u64::from(procs);
                 add(
                     "workers",
                     format!("{file}: Sentry workers run at concurrency -c {c} ({procs} process(es))"),
@@ -118,14 +119,14 @@ pub fn analyse(seen: &Observed) -> Vec<Finding> {
             );
         }
     }
-    if let Some(workers) = seen.web_workers.filter(|w| seen.web_runs && *w < seen.cpus.max(1) * 2) {
+    if let Some(workers) = seen.web_workers.filter(|w| seen.web_runs && *w < seen.cpus.max(1).saturating_mul(2)) {
         add(
             "web",
             format!("{workers} web worker(s) for {} core(s)", seen.cpus),
             format!(
                 "Sentry's default of 3 leaves cores idle under load; the guide scales web workers with the cores \
                  (36 or more on big hosts): try {}.",
-                seen.cpus.max(1) * 3
+                seen.cpus.max(1).saturating_mul(3)
             ),
         );
     }

@@ -239,9 +239,12 @@ pub struct CommonArgs {
     /// Seconds to wait for an SSH connection.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
-    /// Seconds each round trip may take (none by default).
-    #[arg(long, value_name = "SECONDS")]
-    pub command_timeout: Option<u64>,
+    /// Seconds each round trip may take (0: no limit); a host that takes longer fails and the others go on.
+    // 10 minutes: far above what real round trips take (a first install's
+    // reloads, superlance's pip install at about a minute), far below
+    // "for ever", which is what a hung host cost before.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub command_timeout: u64,
     /// Keep the previous version of every changed file in the host's state folder (`backups/<time><path>`).
     #[arg(long)]
     pub backup: bool,
@@ -286,7 +289,7 @@ impl CommonArgs {
             ssh_config: self.ssh_config.clone(),
             host_keys: if self.accept_new_host_keys { HostKeys::AcceptNew } else { HostKeys::Strict },
             connect_timeout: Duration::from_secs(self.connect_timeout),
-            command_timeout: self.command_timeout.map(Duration::from_secs),
+            command_timeout: (self.command_timeout > 0).then(|| Duration::from_secs(self.command_timeout)),
             backup: self.backup,
             lock_timeout: Duration::from_secs(self.lock_timeout),
             verbosity: self.verbose,
@@ -422,6 +425,19 @@ mod tests {
         assert_eq!(vars["maxmemory"], "2gb");
         assert_eq!(vars["flag"], true);
         assert_eq!(vars["empty"], "");
+    }
+
+    #[test]
+    fn a_round_trip_has_a_time_limit_unless_told_it_has_none() {
+        let settings = |extra: &[&str]| {
+            let mut args = vec!["sentry-provision", "apply", "-i", "inventory"];
+            args.extend_from_slice(extra);
+            let Command::Apply(apply) = Cli::try_parse_from(args).unwrap().command else { unreachable!() };
+            apply.common.settings(Mode::Apply).unwrap().command_timeout
+        };
+        assert_eq!(settings(&[]), Some(Duration::from_secs(600)));
+        assert_eq!(settings(&["--command-timeout", "5"]), Some(Duration::from_secs(5)));
+        assert_eq!(settings(&["--command-timeout", "0"]), None);
     }
 
     #[test]

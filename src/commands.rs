@@ -100,6 +100,7 @@ struct Reach {
     inventory: Inventory,
     selected: Vec<String>,
     ssh: transport::SshOptions,
+    command_timeout: Option<std::time::Duration>,
     /// Holds the control sockets' folder for as long as the connections live.
     _control: transport::control::ControlFolder,
 }
@@ -117,7 +118,7 @@ impl Reach {
         let control =
             transport::control_directory().map_err(|e| format!("cannot create a control socket folder: {e}"))?;
         let ssh = run::ssh_options(&settings, control.path());
-        Ok(Reach { inventory, selected, ssh, _control: control })
+        Ok(Reach { inventory, selected, ssh, command_timeout: settings.command_timeout, _control: control })
     }
 
     fn hosts(&self) -> Vec<&inventory::Host> {
@@ -130,27 +131,33 @@ impl Reach {
         let script = std::sync::Arc::new(transport::Script::from(script));
         let hosts = self.hosts();
         let mut running = tokio::task::JoinSet::new();
+        let mut hosts_of_tasks = std::collections::HashMap::new();
+        let timeout = self.command_timeout;
         for (i, host) in hosts.iter().enumerate() {
             let (target, _) = run::target_of(host);
             let (ssh, script, become_root) = (self.ssh.clone(), script.clone(), host.become_root);
-            running.spawn(async move {
+            let task = running.spawn(async move {
                 let transport = match Transport::connect(&target, &ssh).await {
                     Ok(t) => t,
                     Err(e) => return (i, Err(e)),
                 };
-                let output = transport.run(&script, become_root, None).await;
+                let output = transport.run(&script, become_root, timeout).await;
                 transport.close().await;
                 (i, output)
             });
+            hosts_of_tasks.insert(task.id(), i);
         }
         let mut outputs: Vec<Option<Result<transport::Output, transport::Error>>> =
             hosts.iter().map(|_| None).collect();
-        while let Some(joined) = running.join_next().await {
+        while let Some(joined) = running.join_next_with_id().await {
             match joined {
-                Ok((i, output)) => outputs[i] = Some(output),
+                Ok((_, (i, output))) => outputs[i] = Some(output),
+                // That host alone fails.
                 Err(e) => {
-                    let failed = || Err(transport::Error::Failed(format!("internal error: a host task failed: {e}")));
-                    return hosts.iter().map(|_| failed()).collect();
+                    if let Some(&i) = hosts_of_tasks.get(&e.id()) {
+                        let why = if e.is_panic() { crate::unwind::message(&e.into_panic()) } else { e.to_string() };
+                        outputs[i] = Some(Err(transport::Error::Failed(format!("internal error: {why}"))));
+                    }
                 }
             }
         }

@@ -11,6 +11,8 @@ mod cli;
 mod commands;
 mod drift;
 mod facts;
+#[cfg(test)]
+mod hostile_replies;
 mod input;
 mod interrupt;
 mod inventory;
@@ -24,6 +26,7 @@ mod run;
 mod secrets;
 mod suggest;
 mod transport;
+mod unwind;
 
 use crate::output::{out, outln};
 use clap::Parser;

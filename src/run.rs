@@ -658,7 +658,7 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
             let names: Vec<&str> = members.iter().map(|i| shared.0.jobs[*i].host.name.as_str()).collect();
             progress.note(&format!("batch {}/{}: {}", number + 1, batches.len(), names.join(", ")));
         }
-        let done = run_batch(&shared, &semaphore, members, splay).await?;
+        let done = run_batch(&shared, &semaphore, members, splay).await;
         let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
         reports.extend(done);
         let stop = batch_stops(number + 1, failed, members.len(), max_fail);
@@ -698,14 +698,16 @@ fn batch_stops(batch: usize, failed: usize, size: usize, max_fail: Option<f64>) 
 
 type Shared = Arc<(Prepared, SshOptions, Settings, Arc<Progress>)>;
 
-/// One batch of hosts, concurrently, `forks` at a time.
+/// One batch of hosts, concurrently, `forks` at a time. A host's task
+/// that dies (a panic outside its phases) fails that host alone.
 async fn run_batch(
     shared: &Shared,
     semaphore: &Arc<tokio::sync::Semaphore>,
     members: &[usize],
     splay: Duration,
-) -> Result<Vec<(usize, HostReport)>, String> {
+) -> Vec<(usize, HostReport)> {
     let mut running = tokio::task::JoinSet::new();
+    let mut hosts_of_tasks = std::collections::HashMap::new();
     for &i in members {
         let shared = shared.clone();
         let semaphore = semaphore.clone();
@@ -718,7 +720,7 @@ async fn run_batch(
         } else {
             None
         };
-        running.spawn(async move {
+        let task = running.spawn(async move {
             let _permit = match permit {
                 Some(permit) => permit,
                 None => {
@@ -743,12 +745,25 @@ async fn run_batch(
             progress.host_done();
             (i, report)
         });
+        hosts_of_tasks.insert(task.id(), i);
     }
     let mut reports: Vec<(usize, HostReport)> = Vec::new();
-    while let Some(done) = running.join_next().await {
-        reports.push(done.map_err(|e| format!("internal error: a host task failed: {e}"))?);
+    while let Some(done) = running.join_next_with_id().await {
+        match done {
+            Ok((_, done)) => reports.push(done),
+            Err(e) => {
+                let Some(&i) = hosts_of_tasks.get(&e.id()) else { continue };
+                let (prepared, _, _, progress) = &**shared;
+                let host = &prepared.jobs[i].host;
+                let why = if e.is_panic() { crate::unwind::message(&e.into_panic()) } else { e.to_string() };
+                interrupt::left(&host.name);
+                progress.host_done();
+                let error = Some(format!("internal error: {why} (this host only; the others went on)"));
+                reports.push((i, HostReport { status: Status::Failed, error, ..blank_report(host) }));
+            }
+        }
     }
-    Ok(reports)
+    reports
 }
 
 /// A number in [0, 1).
@@ -820,9 +835,13 @@ async fn run_host(
                 handlers_sent: Vec::new(),
                 secrets: job.before_facts.secrets.clone(),
             };
-            let result = host.run().await;
+            // A panic in a phase (a reply no parser foresaw) fails this host
+            // with what it did so far, its lock released; the others go on.
+            let result = crate::unwind::caught(host.run()).await.unwrap_or_else(|panic| {
+                Err(failed(format!("internal error: {panic} (this host only; the others went on)")))
+            });
             if let Some(lock) = host.lock.take() {
-                lock.release().await;
+                lock.release(settings.command_timeout).await;
             }
             secrets = std::mem::take(&mut host.secrets);
             if let Err((status, message)) = result {
@@ -908,6 +927,11 @@ struct HostRun<'a> {
 impl HostRun<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
         let inspection = self.inspect().await?;
+        // Test hook: this host's work panics here, after the host was
+        // touched (its snapshot taken, its lock held).
+        if std::env::var("SENTRY_PROVISION_PANIC_IN").is_ok_and(|host| host == self.job.host.name) {
+            panic!("test hook SENTRY_PROVISION_PANIC_IN");
+        }
         // A check is done once it has the snapshot; anything else would go on.
         if self.settings.mode != Mode::Check {
             self.stop_if_interrupted("after the snapshot; nothing was changed")?;
@@ -1030,7 +1054,8 @@ impl HostRun<'_> {
                     &locked.into(),
                     &script::end_line(&token),
                     self.job.become_root,
-                    self.settings.command_timeout,
+                    // The wait for the lock is the round trip's, on top.
+                    self.settings.command_timeout.map(|limit| limit + self.settings.lock_timeout),
                 )
                 .await
                 .map_err(|e| transport_failure("snapshot", e))?;
@@ -1339,7 +1364,7 @@ impl HostRun<'_> {
             crash_now();
         }
         let output = output?;
-        let result = script::parse_handlers(&output.stdout, probes.len()).map_err(|e| {
+        let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len()).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         self.report.handlers = to_run[..result.succeeded]

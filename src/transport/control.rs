@@ -108,9 +108,25 @@ fn stop_masters(folder: &Path) {
     }
 }
 
+/// Sends SIGTERM to the ssh master listening on `socket`: the one
+/// connection of a host that must send nothing more (see `ssh::cut_off`).
+pub fn stop_master(socket: &Path) {
+    for pid in ssh_processes(Path::new("/proc"), |s| s == socket.as_os_str().as_encoded_bytes()) {
+        // SAFETY: kill(2) with a pid read from /proc and a constant signal.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
 fn masters_in(proc: &Path, folder: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
     let prefix = format!("{}/", folder.display());
+    ssh_processes(proc, |socket| socket.starts_with(prefix.as_bytes()))
+}
+
+/// The ssh processes in `proc` whose control socket (`-S`) is one `wanted` takes.
+fn ssh_processes(proc: &Path, wanted: impl Fn(&[u8]) -> bool) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|entry| {
@@ -118,7 +134,7 @@ fn masters_in(proc: &Path, folder: &Path) -> Vec<i32> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
-            let socket_here = args.windows(2).any(|w| w[0] == b"-S" && w[1].starts_with(prefix.as_bytes()));
+            let socket_here = args.windows(2).any(|w| w[0] == b"-S" && wanted(w[1]));
             (is_ssh && socket_here).then_some(pid)
         })
         .collect()
@@ -162,5 +178,8 @@ mod tests {
         process("12", &["vim", "-S", "/tmp/sp-a/session.vim"]);
         process("self", &["ssh", "-S", "/tmp/sp-a/x"]);
         assert_eq!(masters_in(proc.path(), Path::new("/tmp/sp-a")), [10]);
+        // One host's master alone, by its socket (a host cut off for its output).
+        let one = |socket: &[u8]| socket == b"/tmp/sp-ab/.ssh-connection2/master";
+        assert_eq!(ssh_processes(proc.path(), one), [11]);
     }
 }

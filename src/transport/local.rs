@@ -1,6 +1,9 @@
 //! The `local` connection (`ansible_connection=local`): scripts run on this machine.
 
-use super::{Error, Heartbeat, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker, piped};
+use super::{
+    Error, Heartbeat, Held, Marked, Output, STDOUT_CAP, Script, collect_capped, feed_and_collect,
+    feed_and_read_to_end_marker, over_cap, piped,
+};
 use tokio::process::{Child, Command};
 
 /// `program` (words separated by spaces) with its three streams piped.
@@ -24,25 +27,40 @@ fn spawn(program: &str) -> Result<Child, Error> {
 pub async fn run(program: &str, script: &Script) -> Result<Output, Error> {
     let mut child = spawn(program)?;
     let input = child.stdin.take().expect("stdin is piped");
-    let output = feed_and_collect(input, script, child.wait_with_output())
-        .await
-        .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
-    Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    // Over a cap, the child is dropped, which kills it.
+    let collect = async move {
+        let (stdout, stderr) = match collect_capped(stdout, stderr).await? {
+            Ok(streams) => streams,
+            Err(over) => return Ok(Err(over)),
+        };
+        let status = child.wait().await?;
+        Ok(Ok(Output { status: status.code().unwrap_or(-1), stdout, stderr }))
+    };
+    let collected: std::io::Result<Result<Output, Error>> = feed_and_collect(input, script, collect).await;
+    collected.map_err(|e| Error::Failed(format!("`{program}`: {e}")))?
 }
 
 pub async fn run_and_hold(program: &str, script: &Script, end_line: &str) -> Result<(Output, Held<'static>), Error> {
     let mut child = spawn(program)?;
     let mut input = child.stdin.take().expect("stdin is piped");
     let mut output = child.stdout.take().expect("stdout is piped");
-    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
+    let marked = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
         .await
         .map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
-    if held {
-        let heartbeat = Heartbeat::start(input);
-        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Local(child, heartbeat)));
-    }
+    let collected = match marked {
+        Marked::Held(collected) => {
+            let heartbeat = Heartbeat::start(input);
+            return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Local(child, heartbeat)));
+        }
+        Marked::OverCap => return Err(over_cap("stdout", STDOUT_CAP)),
+        Marked::Ended(collected) => collected,
+    };
     drop(input);
-    let rest = child.wait_with_output().await.map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
-    let status = rest.status.code().unwrap_or(-1);
-    Ok((Output { status, stdout: collected, stderr: rest.stderr }, Held::Done))
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (_, stderr) =
+        collect_capped(output, stderr).await.map_err(|e| Error::Failed(format!("`{program}`: {e}")))??;
+    let status = child.wait().await.map_err(|e| Error::Failed(format!("`{program}`: {e}")))?;
+    Ok((Output { status: status.code().unwrap_or(-1), stdout: collected, stderr }, Held::Done))
 }

@@ -9,10 +9,31 @@ pub mod ssh;
 
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 pub use script::Script;
 pub use ssh::{HostKeys, SshOptions, SshTarget};
+
+/// The most one round trip may print on stdout. A snapshot carries every
+/// managed file whole (the shipped playbook's are a few KiB; an operator's
+/// templates seldom reach a MiB), so 64 MiB leaves room for large files
+/// while a host that prints without end (a forced `cat /dev/zero`) costs
+/// the controller at most this much a host in flight, not all its memory.
+pub const STDOUT_CAP: usize = 64 << 20;
+
+/// The most one round trip may print on stderr: only messages go there, and
+/// the scripts keep just the tail of a failing command's (a few KiB), so
+/// 1 MiB is far more than an honest host writes.
+pub const STDERR_CAP: usize = 1 << 20;
+
+/// Why a host was cut off: it printed more than `cap` bytes on `stream`.
+fn over_cap(stream: &str, cap: usize) -> Error {
+    Error::Failed(format!(
+        "the host printed more than {} MiB on {stream}, the most a round trip may print: reading stopped and its \
+         connection was closed (the command on the host was left to end)",
+        cap >> 20
+    ))
+}
 
 #[derive(Debug)]
 pub struct Output {
@@ -136,18 +157,30 @@ pub enum Held<'a> {
 }
 
 impl Held<'_> {
-    /// Closes the script's stdin, which lets it finish, and waits for it.
-    pub async fn release(self) {
-        match self {
-            Held::Ssh(child, heartbeat) => {
-                heartbeat.stop().await;
-                let _ = child.wait().await;
+    /// Closes the script's stdin, which lets it finish, and waits for it,
+    /// at most `timeout`: the holder lets go only once the run's scripts on
+    /// the host are done, and one that hung (the reason a round trip timed
+    /// out) would keep the run waiting for ever. Given up, the host keeps
+    /// its lock until that script ends, as it should.
+    pub async fn release(self, timeout: Option<Duration>) {
+        let wait = async {
+            match self {
+                Held::Ssh(child, heartbeat) => {
+                    heartbeat.stop().await;
+                    let _ = child.wait().await;
+                }
+                Held::Local(mut child, heartbeat) => {
+                    heartbeat.stop().await;
+                    let _ = child.wait().await;
+                }
+                Held::Done => {}
             }
-            Held::Local(mut child, heartbeat) => {
-                heartbeat.stop().await;
-                let _ = child.wait().await;
+        };
+        match timeout {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, wait).await;
             }
-            Held::Done => {}
+            None => wait.await,
         }
     }
 }
@@ -192,44 +225,144 @@ impl Heartbeat {
     }
 }
 
+/// What [`feed_and_read_to_end_marker`] read.
+enum Marked {
+    /// Up to the end line, which was printed: the script goes on.
+    Held(Vec<u8>),
+    /// The script ended first; its stderr is for the caller to collect.
+    Ended(Vec<u8>),
+    /// More than [`STDOUT_CAP`] bytes and no end line.
+    OverCap,
+}
+
 /// Writes `script` (keeping stdin open) and reads stdout up to the line `end_line`.
-/// `Ok(None)` means the script ended first; its remaining output is for the caller to collect.
 async fn feed_and_read_to_end_marker(
     stdin: &mut (impl tokio::io::AsyncWrite + Unpin),
-    stdout: &mut (impl tokio::io::AsyncRead + Unpin),
+    stdout: &mut (impl AsyncRead + Unpin),
     script: &Script,
     end_line: &str,
-) -> std::io::Result<(Vec<u8>, bool)> {
+) -> std::io::Result<Marked> {
     use tokio::io::AsyncBufReadExt;
     script.write_to(stdin).await?;
     stdin.flush().await?;
-    let mut reader = tokio::io::BufReader::new(stdout);
+    // One byte past the cap tells a host at the cap from one beyond it.
+    let mut reader = tokio::io::BufReader::new(stdout.take(STDOUT_CAP as u64 + 1));
     let mut collected = Vec::new();
     loop {
         let start = collected.len();
         if reader.read_until(b'\n', &mut collected).await? == 0 {
-            return Ok((collected, false));
+            return Ok(if collected.len() > STDOUT_CAP { Marked::OverCap } else { Marked::Ended(collected) });
         }
         if collected[start..].strip_suffix(b"\n") == Some(end_line.as_bytes()) {
-            return Ok((collected, true));
+            return Ok(Marked::Held(collected));
         }
     }
 }
 
-async fn feed_and_collect(
+/// `stream` to its end, or `None` once it has given more than `cap` bytes
+/// (then the rest is left unread).
+async fn read_capped(stream: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    stream.take(cap as u64 + 1).read_to_end(&mut bytes).await?;
+    Ok((bytes.len() <= cap).then_some(bytes))
+}
+
+/// A script's stdout and stderr, read together so that neither pipe fills
+/// and blocks it, each within its cap; `Err` names the stream over its cap
+/// as soon as one is, without waiting for the other.
+async fn collect_capped(
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+) -> std::io::Result<Result<(Vec<u8>, Vec<u8>), Error>> {
+    let out = read_capped(stdout, STDOUT_CAP);
+    let err = read_capped(stderr, STDERR_CAP);
+    tokio::pin!(out, err);
+    let (mut stdout, mut stderr) = (None, None);
+    while stdout.is_none() || stderr.is_none() {
+        tokio::select! {
+            read = &mut out, if stdout.is_none() => match read? {
+                Some(bytes) => stdout = Some(bytes),
+                None => return Ok(Err(over_cap("stdout", STDOUT_CAP))),
+            },
+            read = &mut err, if stderr.is_none() => match read? {
+                Some(bytes) => stderr = Some(bytes),
+                None => return Ok(Err(over_cap("stderr", STDERR_CAP))),
+            },
+        }
+    }
+    Ok(Ok((stdout.unwrap_or_default(), stderr.unwrap_or_default())))
+}
+
+/// Feeds `script` to stdin while `collect` reads the script's output, and
+/// returns what `collect` returns as soon as it does: a host that stops
+/// reading its stdin (or never starts) cannot hold the run on the write.
+async fn feed_and_collect<T>(
     mut stdin: impl tokio::io::AsyncWrite + Unpin,
     script: &Script,
-    wait: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
-) -> std::io::Result<std::process::Output> {
+    collect: impl std::future::Future<Output = T>,
+) -> T {
     let write = async move {
         // A script that exits early closes its stdin; that is its own error to report.
         let _ = script.write_to(&mut stdin).await;
         let _ = stdin.shutdown().await;
+        drop(stdin);
+        std::future::pending::<()>().await
     };
-    let ((), output) = tokio::join!(write, wait);
-    output
+    tokio::select! {
+        collected = collect => collected,
+        () = write => unreachable!("the write never ends by itself"),
+    }
 }
 
 fn piped() -> (Stdio, Stdio, Stdio) {
     (Stdio::piped(), Stdio::piped(), Stdio::piped())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run_locally(script: &str) -> Result<Output, Error> {
+        Transport::Local.run(&Script::from(script.to_owned()), false, None).await
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_printing_past_the_stdout_cap_fails_and_names_the_cap() {
+        let Err(Error::Failed(message)) = run_locally("head -c 70000000 /dev/zero; echo more").await else {
+            panic!("a host over the cap fails")
+        };
+        assert!(message.contains("more than 64 MiB on stdout"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_printing_past_the_stderr_cap_fails_even_while_stdout_is_quiet() {
+        let Err(Error::Failed(message)) = run_locally("head -c 2000000 /dev/zero >&2; sleep 600").await else {
+            panic!("a host over the cap fails")
+        };
+        assert!(message.contains("more than 1 MiB on stderr"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn output_at_the_caps_is_read_whole() {
+        let output = run_locally("head -c 67108864 /dev/zero; head -c 1048576 /dev/zero >&2").await.unwrap();
+        assert_eq!((output.stdout.len(), output.stderr.len()), (STDOUT_CAP, STDERR_CAP));
+    }
+
+    #[tokio::test]
+    async fn a_held_script_without_its_end_line_stops_being_read_at_the_cap() {
+        // No newline at all: a reader looking for the end line would grow for ever.
+        let script = Script::from("cat /dev/zero\n".to_owned());
+        let Err(Error::Failed(message)) = Transport::Local.run_and_hold(&script, "END x", false, None).await else {
+            panic!("a host over the cap fails")
+        };
+        assert!(message.contains("more than 64 MiB on stdout"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_host_that_never_reads_its_script_does_not_hold_the_round_trip_on_the_write() {
+        // Several MiB of script, and a shell that exits without reading it.
+        let script = format!("exit 3\n#{}\n", "x".repeat(8 << 20));
+        let output = tokio::time::timeout(Duration::from_secs(20), run_locally(&script)).await.expect("no hang");
+        assert_eq!(output.unwrap().status, 3);
+    }
 }

@@ -1548,26 +1548,33 @@ pub struct HandlersOutput {
     pub no_effect: bool,
 }
 
-pub fn parse_handlers(stdout: &[u8], probe_count: usize) -> Result<HandlersOutput, String> {
+/// What the handlers script printed, for `handler_count` handlers run in
+/// order: every index is checked against them (a host could print any).
+pub fn parse_handlers(stdout: &[u8], handler_count: usize, probe_count: usize) -> Result<HandlersOutput, String> {
     let mut out = HandlersOutput::default();
     let mut complete = false;
+    // The handler a line speaks of: the next one to run, as the script runs them.
+    let next = |out: &HandlersOutput, i: &str| match i.parse::<usize>() {
+        Ok(i) if i == out.succeeded && i < handler_count => Ok(i),
+        _ => Err(format!("unexpected handler index {i} (after {} of {handler_count} handlers)", out.succeeded)),
+    };
     for line in String::from_utf8_lossy(stdout).lines() {
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
-            ["HOK", _] => out.succeeded += 1,
+            ["HOK", i] => out.succeeded = next(&out, i)? + 1,
             ["HFAIL", i, rc, message] => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
-                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), message));
+                out.failure = Some((next(&out, i)?, rc.parse().unwrap_or(-1), message));
                 return Ok(out);
             }
             ["HNOEFFECT", i, rc, message] => {
                 let message = String::from_utf8_lossy(&decode(message)?).trim().to_owned();
-                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), message));
+                out.failure = Some((next(&out, i)?, rc.parse().unwrap_or(-1), message));
                 out.no_effect = true;
                 return Ok(out);
             }
             ["HFAIL", i, rc] => {
-                out.failure = Some((i.parse().unwrap_or(0), rc.parse().unwrap_or(-1), String::new()));
+                out.failure = Some((next(&out, i)?, rc.parse().unwrap_or(-1), String::new()));
                 return Ok(out);
             }
             ["END"] => complete = true,
@@ -2018,14 +2025,14 @@ mod tests {
         let recorded = "reload nginx\nrestart web\nupdate supervisor\n";
         std::fs::write(&state.pending, recorded).unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
         assert_eq!(out.succeeded, 2, "{out:?}");
         let record = std::fs::read_to_string(&state.pending).unwrap();
         assert!(record.starts_with(recorded), "the names owed are never rewritten: {record:?}");
         assert_eq!(owed_handlers(&record), ["restart web"]);
         assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart web"]);
 
-        let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], &[], None)), 0).unwrap();
+        let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], &[], None)), 1, 0).unwrap();
         assert_eq!(last.succeeded, 1, "{last:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
         let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -2043,7 +2050,7 @@ mod tests {
         std::fs::write(&state.pending, "reload nginx\nupdate supervisor\n").unwrap();
         let ran = [("reload nginx", "true"), ("update supervisor", "true")];
         let probes = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "echo stale; exit 1" }];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &probes, &[], None)), probes.len()).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &probes, &[], None)), ran.len(), probes.len()).unwrap();
         assert!(out.no_effect, "{out:?}");
         let (i, status, message) = out.failure.unwrap();
         assert_eq!((i, status), (0, 1));
@@ -2053,7 +2060,7 @@ mod tests {
         assert_eq!(owed_handlers(&record), ["reload nginx", "update supervisor"]);
 
         let passing = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "true" }];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &passing, &[], None)), 1).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &passing, &[], None)), ran.len(), 1).unwrap();
         assert_eq!((out.succeeded, out.probes.len()), (2, 1), "{out:?}");
         assert!(!state_path_exists(&state.pending), "everything owed is done");
     }
@@ -2063,7 +2070,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart web\n").unwrap();
-        let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], &[], None)), 1, 0).unwrap();
         assert_eq!(out.succeeded, 1, "{out:?}");
         assert_eq!(owed_handlers(&std::fs::read_to_string(&state.pending).unwrap()), ["restart web"]);
     }
@@ -2074,13 +2081,13 @@ mod tests {
         let state = held(&dir.path().display().to_string(), "site");
         std::fs::write(&state.pending, "restart\nrestart web\nreload nginx\n\0\0\x01\n\trestart").unwrap();
         let ran = [("restart web", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
         assert_eq!(out.succeeded, 1, "{out:?}");
         let record = std::fs::read_to_string(&state.pending).unwrap();
         assert_eq!(owed_handlers(&record), ["restart", "reload nginx"], "{record:?}");
         assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart", "reload nginx"]);
         let ran = [("reload nginx", "true"), ("restart", "true")];
-        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), 0).unwrap();
+        let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
         assert_eq!(out.succeeded, 2, "{out:?}");
         assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
     }

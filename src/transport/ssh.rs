@@ -4,7 +4,10 @@
 //! rather than starting another `ssh` process.
 //! `~/.ssh/config` (or `--ssh-config`) is honoured; host keys are checked strictly.
 
-use super::{Error, Heartbeat, Held, Output, Script, feed_and_collect, feed_and_read_to_end_marker};
+use super::{
+    Error, Heartbeat, Held, Marked, Output, STDOUT_CAP, Script, collect_capped, feed_and_collect,
+    feed_and_read_to_end_marker, over_cap,
+};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,10 +92,17 @@ fn explain_host_key(address: &str, message: String) -> String {
 pub async fn run(session: &Session, program: &str, script: &Script) -> Result<Output, Error> {
     let mut child = spawn(session, program).await?;
     let input = child.stdin().take().expect("stdin is piped");
-    let wait = async { child.wait_with_output().await.map_err(|e| std::io::Error::other(chain(&e))) };
-    let output = feed_and_collect(input, script, wait).await.map_err(|e| Error::Unreachable(e.to_string()))?;
-    let status = connection_kept(&output)?;
-    Ok(Output { status, stdout: output.stdout, stderr: output.stderr })
+    let stdout = child.stdout().take().expect("stdout is piped");
+    let stderr = child.stderr().take().expect("stderr is piped");
+    let collect = async move {
+        let lost = |e: std::io::Error| Error::Unreachable(e.to_string());
+        let (stdout, stderr) =
+            collect_capped(stdout, stderr).await.map_err(lost)?.map_err(|over| cut_off(session, over))?;
+        let status = child.wait().await.map_err(|e| Error::Unreachable(chain(&e)))?;
+        let status = connection_kept(status, &stderr)?;
+        Ok(Output { status, stdout, stderr })
+    };
+    feed_and_collect(input, script, collect).await
 }
 
 pub async fn run_and_hold<'a>(
@@ -104,17 +114,33 @@ pub async fn run_and_hold<'a>(
     let mut child = spawn(session, program).await?;
     let mut input = child.stdin().take().expect("stdin is piped");
     let mut output = child.stdout().take().expect("stdout is piped");
-    let (collected, held) = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
+    let marked = feed_and_read_to_end_marker(&mut input, &mut output, script, end_line)
         .await
         .map_err(|e| Error::Unreachable(format!("the connection was lost: {e}")))?;
-    if held {
-        let heartbeat = Heartbeat::start(input);
-        return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child, heartbeat)));
-    }
+    let collected = match marked {
+        Marked::Held(collected) => {
+            let heartbeat = Heartbeat::start(input);
+            return Ok((Output { status: 0, stdout: collected, stderr: Vec::new() }, Held::Ssh(child, heartbeat)));
+        }
+        Marked::OverCap => return Err(cut_off(session, over_cap("stdout", STDOUT_CAP))),
+        Marked::Ended(collected) => collected,
+    };
     drop(input);
-    let rest = child.wait_with_output().await.map_err(|e| Error::Unreachable(chain(&e)))?;
-    let status = connection_kept(&rest)?;
-    Ok((Output { status, stdout: collected, stderr: rest.stderr }, Held::Done))
+    let stderr = child.stderr().take().expect("stderr is piped");
+    let (_, stderr) = match collect_capped(output, stderr).await.map_err(|e| Error::Unreachable(e.to_string()))? {
+        Ok(streams) => streams,
+        Err(over) => return Err(cut_off(session, over)),
+    };
+    let status = child.wait().await.map_err(|e| Error::Unreachable(chain(&e)))?;
+    let status = connection_kept(status, &stderr)?;
+    Ok((Output { status, stdout: collected, stderr }, Held::Done))
+}
+
+/// A host over a cap: its connection is closed now (its master stopped),
+/// so that it sends nothing more; the command on the host is left to end.
+fn cut_off(session: &Session, over: Error) -> Error {
+    super::control::stop_master(session.control_socket());
+    over
 }
 
 /// `program` over the session with its three streams piped.
@@ -130,10 +156,10 @@ async fn spawn<'a>(session: &'a Session, program: &str) -> Result<openssh::Child
 }
 
 /// The remote exit status; ssh reports a dropped connection as 255.
-fn connection_kept(output: &std::process::Output) -> Result<i32, Error> {
-    match output.status.code().unwrap_or(-1) {
+fn connection_kept(status: std::process::ExitStatus, stderr: &[u8]) -> Result<i32, Error> {
+    match status.code().unwrap_or(-1) {
         255 => {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            let stderr = String::from_utf8_lossy(stderr).trim().to_owned();
             Err(Error::Unreachable(format!("the connection was lost: {stderr}")))
         }
         status => Ok(status),
