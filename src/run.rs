@@ -1309,9 +1309,12 @@ impl HostRun<'_> {
             }
         }
         self.crash_point("after-install");
-        // Interrupted here, the run is undone (install_and_reload): its
-        // files go back before any service has loaded them.
-        self.stop_if_interrupted("after the install")?;
+        // Interrupted here with handlers to come, the run is undone
+        // (install_and_reload): its files go back before any service has
+        // loaded them. With none to come, the run is whole as it is.
+        if !plan.handlers.is_empty() {
+            self.stop_if_interrupted("after the install")?;
+        }
         self.run_handlers(inspection, plan, true).await
     }
 

@@ -982,11 +982,14 @@ fn staged_path(write: &FileWrite<'_>, token: &str, i: usize) -> String {
     format!("{}/new.{i}", quote(&private_dir(write.path, token)))
 }
 
-/// The install: record pending handlers; stage every file beside its path
-/// (written, then one chmod per mode, one chown per owner and one fsync for
-/// all); then for each in turn keep a backup if asked, rename into place
-/// and validate (putting the old file back on failure); then run commands
-/// and record what was applied.
+/// The install, all or nothing: stage every file and link in the run's own
+/// folder beside its path (the Python stager: descriptors, owner, mode,
+/// fsync); record the handlers owed; then for each path in turn keep its
+/// previous entry (a hard link in the run's folder), a backup if asked, and
+/// rename the new one into place; then run each check once with every file
+/// in place, then the commands, then record what was applied. Any failure
+/// from the first rename on puts every path and the pending record back
+/// (`undo`). The previous entries stay for a rollback when `keep_olds`.
 ///
 /// The body is one shell function, called on the last line: a script cut
 /// short in transit (the controller died while sending it) is a syntax
@@ -1000,7 +1003,6 @@ pub fn install(install: &Install<'_>) -> Script {
     s.push_str(ERRLOG);
     s.push_str(&crash_hook(install.crash_at));
     s.push_str(FULL_DISK);
-    // A failure removes every staged file: none outlives the run that made it.
     // A failure removes the run's folders (what is staged in them, and the
     // previous entries once put back) and its staged records: nothing
     // outlives the run that made it. Not after a path could not be put back
