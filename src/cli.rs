@@ -295,7 +295,6 @@ impl CommonArgs {
             verbosity: self.verbose,
             quiet: self.quiet,
             serial: self.serial,
-            crash_at: std::env::var("SENTRY_PROVISION_CRASH_AT").ok().filter(|p| !p.is_empty()),
         })
     }
 }

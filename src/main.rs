@@ -25,6 +25,7 @@ mod report;
 mod run;
 mod secrets;
 mod suggest;
+mod test_hooks;
 mod transport;
 mod unwind;
 

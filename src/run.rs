@@ -13,6 +13,7 @@ use crate::playbook::{self, Playbook, State, StepKind};
 use crate::progress::{HostProgress, Progress};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
+use crate::test_hooks;
 use crate::transport::script::StateFiles;
 use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport, script};
 use sha2::{Digest, Sha256};
@@ -35,8 +36,6 @@ pub struct Settings {
     pub backup: bool,
     /// How long to wait for another run's lock on a host.
     pub lock_timeout: Duration,
-    /// Test hook (`SENTRY_PROVISION_CRASH_AT`): die with SIGKILL at this named point.
-    pub crash_at: Option<String>,
     /// `-v`: round trips and timings on stderr; `-vv`: their stderr too.
     pub verbosity: u8,
     /// `-q`: no progress output.
@@ -624,7 +623,6 @@ impl Settings {
             mode: Mode::Check,
             backup: false,
             lock_timeout: Duration::ZERO,
-            crash_at: None,
             verbosity: 0,
             serial: None,
             quiet: true,
@@ -929,9 +927,7 @@ impl HostRun<'_> {
         let inspection = self.inspect().await?;
         // Test hook: this host's work panics here, after the host was
         // touched (its snapshot taken, its lock held).
-        if std::env::var("SENTRY_PROVISION_PANIC_IN").is_ok_and(|host| host == self.job.host.name) {
-            panic!("test hook SENTRY_PROVISION_PANIC_IN");
-        }
+        test_hooks::panic_if_in(&self.job.host.name);
         // A check is done once it has the snapshot; anything else would go on.
         if self.settings.mode != Mode::Check {
             self.stop_if_interrupted("after the snapshot; nothing was changed")?;
@@ -1082,7 +1078,7 @@ impl HostRun<'_> {
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output
         };
-        self.crash_point("after-snapshot");
+        test_hooks::crash_here("after-snapshot");
         let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
@@ -1118,13 +1114,6 @@ impl HostRun<'_> {
         let fingerprints =
             snap.key.as_deref().map(|key| plan::drift::Fingerprints::keyed(key.as_bytes())).unwrap_or_default();
         Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held, fingerprints })
-    }
-
-    /// Test hook: dies with SIGKILL when `SENTRY_PROVISION_CRASH_AT` names this point.
-    fn crash_point(&self, point: &str) {
-        if self.settings.crash_at.as_deref() == Some(point) {
-            crash_now();
-        }
     }
 
     /// Round trips 2 and 3: write what changed (recording the handlers owed
@@ -1277,13 +1266,11 @@ impl HostRun<'_> {
                 stamp: &stamp,
                 token: &self.install_token,
                 keep_olds: !plan.handlers.is_empty(),
-                crash_at: self.settings.crash_at.as_deref(),
+                crash_at: test_hooks::crash_at(),
             });
             let output = self.round_trip("install", &install).await;
-            if self.settings.crash_at.as_deref().is_some_and(|p| !p.starts_with("after-") && !p.starts_with("handler:"))
-            {
-                crash_now();
-            }
+            // A crash point in the install script kills the controller too, once the round trip ends.
+            test_hooks::crash_if(|at| !at.starts_with("after-") && !at.starts_with("handler:"));
             let output = output?;
             let result = script::parse_install(&output.stdout).map_err(|e| {
                 failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
@@ -1308,7 +1295,7 @@ impl HostRun<'_> {
                 return Err(failed(format!("install: {what}: {message} ({after})")));
             }
         }
-        self.crash_point("after-install");
+        test_hooks::crash_here("after-install");
         // Interrupted here with handlers to come, the run is undone
         // (install_and_reload): its files go back before any service has
         // loaded them. With none to come, the run is whole as it is.
@@ -1359,13 +1346,12 @@ impl HostRun<'_> {
             Vec::new()
         };
         self.handlers_sent = to_run.iter().map(|(n, _)| n.to_string()).collect();
-        let crash_at = self.settings.crash_at.as_deref();
+        let crash_at = test_hooks::crash_at();
         let output = self
             .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
             .await;
-        if crash_at.is_some_and(|p| p.starts_with("handler:")) {
-            crash_now();
-        }
+        // A crash point in the handlers script kills the controller too, once the round trip ends.
+        test_hooks::crash_if(|at| at.starts_with("handler:"));
         let output = output?;
         let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len()).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
@@ -1384,7 +1370,7 @@ impl HostRun<'_> {
             };
             return Err(failed(format!("{what} (left pending; it runs again next time)")));
         }
-        self.crash_point("after-handlers");
+        test_hooks::crash_here("after-handlers");
         Ok(())
     }
 
@@ -1508,12 +1494,6 @@ fn is_sensitive(file: &plan::FileChange) -> bool {
     };
     let after = matches!(file.after, plan::Desired::File { mode, .. } if mode & 0o004 == 0);
     before || after
-}
-
-/// The test hook's end: SIGKILL this process, as an operator's `kill -9` would.
-fn crash_now() -> ! {
-    let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
-    std::process::abort()
 }
 
 fn handler_order(tasks: &HostTasks) -> Vec<String> {

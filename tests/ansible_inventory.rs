@@ -7,36 +7,15 @@
 
 mod common;
 
-use common::{bin, repo};
+use common::{bin, needs};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 /// Variables only we show in `--list` (Ansible keeps its magic ones out).
 const OURS_ONLY: [&str; 2] = ["inventory_hostname", "group_names"];
-
-/// `ansible-inventory` from the venv, made once for all the tests.
-fn ansible_inventory() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join(".venv-ansible");
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/ansible-venv"))
-            .arg(&venv)
-            .output()
-            .expect("scripts/ansible-venv runs");
-        assert!(
-            out.status.success(),
-            "scripts/ansible-venv failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
 
 /// An inventory folder in a temporary directory.
 struct Folder {
@@ -71,7 +50,7 @@ impl Folder {
         // Ansible setup (or lack of one) takes part.
         let config = self.dir.path().join("ansible.cfg");
         fs::write(&config, "[defaults]\n").unwrap();
-        let out = Command::new(ansible_inventory())
+        let out = Command::new(common::ansible_inventory().expect("needs!(AnsibleCore) saw it made"))
             .current_dir(self.dir.path())
             .arg("-i")
             .arg(self.inventory())
@@ -192,6 +171,7 @@ colour=all-inline
 /// against `host_vars/`.
 #[test]
 fn an_ini_inventory_with_children_ranges_and_vars_folders_reads_as_ansible_reads_it() {
+    needs!(AnsibleCore);
     let f = folder(&[
         ("hosts.ini", INI),
         ("group_vars/all.yml", "colour: all-file\nmaxmemory: 512mb\n"),
@@ -210,6 +190,7 @@ fn an_ini_inventory_with_children_ranges_and_vars_folders_reads_as_ansible_reads
 
 #[test]
 fn ini_values_are_typed_as_ansible_types_them() {
+    needs!(AnsibleCore);
     let hosts = concat!(
         "[g]\n",
         "h1 num=042 n=42 zero=00 neg=-3 f=1.5 e=1e3 hex=0x1f oct=0o17 us=1_000 t=true T=True F=False y=yes ",
@@ -241,6 +222,7 @@ fn ini_values_are_typed_as_ansible_types_them() {
 
 #[test]
 fn a_yaml_inventory_with_nested_children_reads_as_ansible_reads_it() {
+    needs!(AnsibleCore);
     let yaml = "\
 all:
   vars:
@@ -278,6 +260,7 @@ all:
 
 #[test]
 fn a_folder_of_ini_and_yaml_files_with_group_priorities_reads_as_ansible_reads_it() {
+    needs!(AnsibleCore);
     let f = folder(&[
         ("10-web.ini", "[web]\nweb1\nshared\n[web:vars]\nwho=web\nansible_group_priority=5\n"),
         ("20-db.yml", "db:\n  hosts:\n    db1:\n    shared:\n  vars:\n    who: db\n"),
@@ -290,6 +273,7 @@ fn a_folder_of_ini_and_yaml_files_with_group_priorities_reads_as_ansible_reads_i
 
 #[test]
 fn vars_files_without_extensions_json_files_cfg_files_and_ports_read_as_ansible_reads_them() {
+    needs!(AnsibleCore);
     let f = folder(&[
         ("hosts", "[web]\nweb1.example.com\nweb2.example.com:2222\nweb[3:4]:2200 ansible_port=9\n10.0.0.5:22\n"),
         ("ansible.cfg", "[defaults]\nthis is no inventory\n"),
@@ -309,6 +293,7 @@ fn vars_files_without_extensions_json_files_cfg_files_and_ports_read_as_ansible_
 
 #[test]
 fn extra_variables_and_a_limit_read_as_ansible_reads_them() {
+    needs!(AnsibleCore);
     let f = folder(&[("hosts.ini", INI), ("group_vars/sentry.yml", "who: sentry-file\n")]);
     let ours = f.agrees(&["-e", "who=extra greeting=\"hello world\" tier='quoted'", "-e", r#"{"list": [1, 2]}"#]);
     assert_eq!(ours["_meta"]["hostvars"]["cache1"]["greeting"], "hello world");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, bin};
+use common::{Fleet, bin, needs};
 use std::path::Path;
 use std::process::Command;
 
@@ -215,6 +215,7 @@ fn write_good_project(dir: &Path, fleet: &Fleet) {
 
 #[test]
 fn every_malformed_input_exits_1_with_a_pointed_message_and_touches_no_host() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let corpus = corpus();
     assert!(corpus.len() >= 40, "{} cases", corpus.len());

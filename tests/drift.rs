@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Fleet, bin, tuning_playbook};
+use common::{Fleet, bin, needs, tuning_playbook};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,6 +36,7 @@ fn items<'a>(document: &'a Value, name: &str) -> Vec<(&'a str, &'a str, &'a str)
 
 #[test]
 fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_only_what_moved() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
     assert_eq!(applied.code, 0, "{applied:?}");
@@ -136,6 +137,7 @@ fn terminate(child: std::process::Child) -> std::process::Output {
 
 #[test]
 fn scheduled_passes_write_json_prometheus_and_history_and_stop_on_sigterm() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let dir = tempfile::tempdir().unwrap();
     let (json, prom, history) =
@@ -187,6 +189,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn memory_does_not_grow_across_many_passes() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("h.jsonl");
@@ -205,6 +208,7 @@ fn memory_does_not_grow_across_many_passes() {
 
 #[test]
 fn install_timer_writes_units_that_systemd_analyze_accepts() {
+    needs!(Program("systemd-analyze"));
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
         let out =
             Command::new("sh").args(["-c", "apt-get update -qq && apt-get install -y -qq systemd"]).output().unwrap();

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{Fleet, edit, playbook_copy, tuning_playbook};
+use common::{Fleet, edit, needs, playbook_copy, tuning_playbook};
 
 #[test]
 fn check_with_diff_shows_the_tuning_and_touches_no_host() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let before: Vec<String> = (1..=3).map(|h| fleet.fingerprint(h)).collect();
 
@@ -44,6 +45,7 @@ fn check_with_diff_shows_the_tuning_and_touches_no_host() {
 
 #[test]
 fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let out = fleet.provision(&["apply", "-p", &tuning_playbook()]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -94,6 +96,7 @@ fn apply_converges_every_host_and_a_second_apply_changes_nothing() {
 
 #[test]
 fn an_unreachable_host_sets_bit_8_and_the_others_still_converge() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     fleet.exec(2, "kill $(cat /run/sshd.pid)");
     let untouched = fleet.fingerprint(2);
@@ -111,6 +114,7 @@ fn an_unreachable_host_sets_bit_8_and_the_others_still_converge() {
 
 #[test]
 fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     let template = copy.path().join("templates/nginx-sentry.conf.j2");
@@ -127,6 +131,7 @@ fn a_template_syntax_error_exits_1_naming_file_and_line_and_touches_no_host() {
 
 #[test]
 fn an_undefined_variable_exits_1_before_any_host_is_touched() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     let template = copy.path().join("templates/supervisor-memmon.conf.j2");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, edit, playbook_copy, tuning_playbook};
+use common::{Fleet, Outcome, edit, needs, playbook_copy, tuning_playbook};
 
 /// Fewer workers keep each converge quick; the tuning is the same.
 const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
@@ -32,6 +32,7 @@ fn planted(fleet: &Fleet) -> String {
 
 #[test]
 fn variables_carrying_shell_stay_data_in_the_playbooks_commands_and_a_normal_apply_still_converges() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     // As JSON, since `-e KEY=VALUE` splits at spaces. Each of these reaches
     // a handler, a probe or a validate command of the shipped playbook.
@@ -70,6 +71,7 @@ fn sentry_conf(fleet: &Fleet, python: &str) {
 
 #[test]
 fn audit_reads_sentry_conf_without_running_it_and_says_which_options_are_dynamic() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     sentry_conf(&fleet, "SENTRY_WEB_OPTIONS = {'protocol': 'uwsgi', 'workers': 1}\n");
     let literal = fleet.provision(&["audit"]);
@@ -118,6 +120,7 @@ fn stop(fleet: &Fleet, host: usize, tag: &str) {
 /// path: the file became redis:redis 0640 and redis.conf a link to it.
 #[test]
 fn the_redis_user_swapping_staged_files_for_links_gets_nothing_of_roots() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     assert_eq!(fleet.exec(1, "stat -c '%a %U:%G' /etc/redis").trim(), "2770 redis:redis", "Debian's layout");
     fleet.exec(1, "printf 'root only\\n' >/root/secret && chmod 600 /root/secret");
@@ -145,6 +148,7 @@ fn the_redis_user_swapping_staged_files_for_links_gets_nothing_of_roots() {
 /// refused, saying why, and nothing is kept there or changed on the host.
 #[test]
 fn a_state_folder_owned_by_another_user_is_refused() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     fleet.exec(1, "mkdir -p /var/tmp/planted && chown nobody /var/tmp/planted && chmod 700 /var/tmp/planted");
     let redis = fleet.exec(1, "sha256sum </etc/redis/redis.conf");
@@ -165,6 +169,7 @@ fn a_state_folder_owned_by_another_user_is_refused() {
 /// that ran commands as `sh -c '<text>'`.
 #[test]
 fn no_secret_shows_on_any_command_line_of_the_host() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let password = "S3cret-Value-77";
     fleet.exec(1, &format!("redis-cli CONFIG SET requirepass {password} >/dev/null"));
@@ -187,6 +192,7 @@ fn no_secret_shows_on_any_command_line_of_the_host() {
 /// before the mode, since a chown clears setgid), and the next apply is idle.
 #[test]
 fn a_setgid_mode_sticks_and_the_next_apply_is_idle() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let copy = playbook_copy();
     std::fs::write(copy.path().join("templates/tool.j2"), "#!/bin/sh\necho tool\n").unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, edit, playbook_copy, tuning_playbook};
+use common::{Fleet, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,7 @@ fn run_watched(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], deadline: Dur
 
 #[test]
 fn a_host_printing_without_end_fails_at_the_cap_while_the_controller_stays_small_and_the_others_converge() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     force_command(&fleet, 2, "cat /dev/zero");
     let playbook = tuning_playbook();
@@ -95,6 +96,7 @@ fn a_host_printing_without_end_fails_at_the_cap_while_the_controller_stays_small
 
 #[test]
 fn a_hung_host_fails_after_the_command_timeout_and_the_others_converge() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let playbook = copy.path().join("playbooks/sentry-tuning.yml");
@@ -121,6 +123,7 @@ fn a_hung_host_fails_after_the_command_timeout_and_the_others_converge() {
 
 #[test]
 fn a_host_whose_work_panics_and_one_replying_random_bytes_fail_alone_and_the_report_goes_on() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(3);
     force_command(&fleet, 3, "head -c 100000 /dev/urandom");
     let playbook = tuning_playbook();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, tuning_playbook};
+use common::{Fleet, Outcome, bin, needs, tuning_playbook};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -158,6 +158,7 @@ fn json_statuses(out: &Outcome) -> Vec<String> {
 
 #[test]
 fn a_first_sigint_or_sigterm_at_each_phase_finishes_the_step_reports_and_leaves_the_site_consistent() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(2);
     // (pause point, signal, format, extra flags)
     let cases: [(&str, &str, &str, &[&str]); 6] = [
@@ -228,6 +229,7 @@ fn a_first_sigint_or_sigterm_at_each_phase_finishes_the_step_reports_and_leaves_
 
 #[test]
 fn a_second_signal_stops_at_once_names_the_hosts_that_may_owe_handlers_and_the_host_finishes_alone() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     let mut run = start(&fleet, BETWEEN_THE_SWITCHES, 8, &[]);
     wait_for_pause(&fleet, 1);
@@ -256,6 +258,7 @@ fn a_second_signal_stops_at_once_names_the_hosts_that_may_owe_handlers_and_the_h
 
 #[test]
 fn drift_during_an_apply_says_the_owed_handlers_belong_to_the_running_apply() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     let run = start(&fleet, BETWEEN_THE_SWITCHES, 6, &[]);
     wait_for_pause(&fleet, 1);
@@ -279,6 +282,7 @@ fn drift_during_an_apply_says_the_owed_handlers_belong_to_the_running_apply() {
 
 #[test]
 fn scheduled_drift_ends_after_a_whole_pass_on_a_first_signal_and_at_once_on_a_second() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     // --remediate writes, so it takes the lock, where the pass pauses.
     let args = ["--every", "1h", "--remediate=all", "--history", "/dev/null"];
@@ -304,6 +308,7 @@ fn scheduled_drift_ends_after_a_whole_pass_on_a_first_signal_and_at_once_on_a_se
 
 #[test]
 fn a_run_killed_outright_leaves_its_master_and_folder_only_until_the_next_run() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     let mut run = start(&fleet, "snapshot", 5, &[]);
     wait_for_pause(&fleet, 1);
@@ -357,6 +362,7 @@ impl Drop for Partition {
 
 #[test]
 fn after_a_partition_during_handlers_the_lock_is_free_once_the_remote_work_ends() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     // A second controller address, and an ssh config that uses it.
     let second = format!("10.213.{}.2", fleet.id);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Fleet, bin, edit, playbook_copy, tuning_playbook};
+use common::{Fleet, bin, edit, needs, playbook_copy, tuning_playbook};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ fn tmux(args: &[&str]) -> String {
 
 #[test]
 fn progress_draws_bars_on_a_terminal_and_plain_lines_when_piped() {
+    needs!(Sandbox);
     if Command::new("tmux").arg("-V").output().is_err() {
         let out =
             Command::new("sh").args(["-c", "apt-get update -qq && apt-get install -y -qq tmux"]).output().unwrap();
@@ -70,6 +71,7 @@ fn progress_draws_bars_on_a_terminal_and_plain_lines_when_piped() {
 
 #[test]
 fn apply_and_diff_print_one_json_document_when_asked() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let diff = fleet.provision(&["diff", "--format", "json", "-p", &tuning_playbook()]);
     assert_eq!(diff.code, 2, "{diff:?}");
@@ -105,6 +107,7 @@ fn apply_and_diff_print_one_json_document_when_asked() {
 
 #[test]
 fn serial_batches_run_one_after_another_and_max_fail_percentage_stops_the_rest() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let path = copy.path().join("playbooks/sentry-tuning.yml");
@@ -138,6 +141,7 @@ fn serial_batches_run_one_after_another_and_max_fail_percentage_stops_the_rest()
 
 #[test]
 fn audit_says_where_a_host_strays_from_the_guide_and_nothing_once_tuned() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let before = fleet.provision(&["audit"]);
     assert_eq!(before.code, 2, "{before:?}");

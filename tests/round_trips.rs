@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, needs};
 use serde_json::Value;
 
 /// A playbook of `steps` steps: templates and line edits over several files, all notifying one handler.
@@ -42,6 +42,7 @@ fn round_trips(fleet: &Fleet, args: &[&str]) -> (i32, u64) {
 
 #[test]
 fn five_steps_and_fifty_steps_cost_the_same_round_trips() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     for steps in [5, 50] {
         let dir = tempfile::tempdir().unwrap();

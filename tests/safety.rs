@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, edit, playbook_copy, tuning_playbook};
+use common::{Fleet, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
 use std::process::Command;
 use std::time::Instant;
 
@@ -72,6 +72,7 @@ fn apply_crashing_at(fleet: &Fleet, point: &str) -> Outcome {
 
 #[test]
 fn a_run_killed_at_any_of_23_points_leaves_files_old_or_new_and_the_next_run_converges() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     save_before(&fleet);
     let before = hashes(&fleet);
@@ -110,6 +111,7 @@ fn a_run_killed_at_any_of_23_points_leaves_files_old_or_new_and_the_next_run_con
 
 #[test]
 fn a_reload_owed_by_a_killed_run_is_reported_and_run_by_the_next() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     assert_eq!(redis_live(&fleet, 1, "maxmemory"), "0");
     let crashed = apply_crashing_at(&fleet, "after-install");
@@ -135,6 +137,7 @@ fn a_reload_owed_by_a_killed_run_is_reported_and_run_by_the_next() {
 
 #[test]
 fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_serving() {
+    needs!(Sandbox);
     // No vhost of the operator's: Sentry's own site and its link go in,
     // are checked together, and both go back.
     let fleet = Fleet::of(&["novhost"]);
@@ -157,6 +160,7 @@ fn a_candidate_that_fails_validation_is_never_left_active_and_nginx_keeps_servin
 
 #[test]
 fn backups_keep_the_previous_version_where_no_service_loads_it_and_are_listed() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let redis_before = fleet.exec(1, "cat /etc/redis/redis.conf");
     let out = apply(&fleet, &["--backup"]);
@@ -184,6 +188,7 @@ fn backups_keep_the_previous_version_where_no_service_loads_it_and_are_listed() 
 
 #[test]
 fn a_failing_handler_takes_the_run_back_and_runs_it_again_on_the_previous_files() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     assert_eq!(apply(&fleet, &[]).code, 0);
     let worker_before = fleet.exec(1, "cat /etc/supervisor/conf.d/sentry-worker.conf");
@@ -199,6 +204,7 @@ fn a_failing_handler_takes_the_run_back_and_runs_it_again_on_the_previous_files(
 
 #[test]
 fn two_runs_never_interleave_and_a_dead_run_releases_the_lock() {
+    needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     assert_eq!(apply(&fleet, &[]).code, 0);
     fleet.exec(1, "flock /var/lib/sentry-provision/lock sleep 4 </dev/null >/dev/null 2>&1 &");
@@ -218,6 +224,7 @@ fn two_runs_never_interleave_and_a_dead_run_releases_the_lock() {
 
 #[test]
 fn a_host_whose_sshd_dies_mid_run_is_unreachable_and_the_others_finish() {
+    needs!(Sandbox);
     let fleet = Fleet::up(3);
     let copy = playbook_copy();
     let playbook_path = copy.path().join("playbooks/sentry-tuning.yml");
@@ -244,6 +251,7 @@ fn a_host_whose_sshd_dies_mid_run_is_unreachable_and_the_others_finish() {
 
 #[test]
 fn unknown_host_keys_are_refused_unless_accepted_and_changed_ones_always() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let dir = tempfile::tempdir().unwrap();
     let known = dir.path().join("known_hosts");
@@ -292,6 +300,7 @@ fn unknown_host_keys_are_refused_unless_accepted_and_changed_ones_always() {
 
 #[test]
 fn a_secret_appears_in_no_output_of_check_apply_or_drift() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let secret = "S3cr3t-Value-42";
     let copy = playbook_copy();
@@ -355,6 +364,7 @@ fn a_secret_appears_in_no_output_of_check_apply_or_drift() {
 
 #[test]
 fn become_writes_root_owned_files_as_a_non_root_user_and_a_missing_sudo_right_fails_clearly() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     fleet.exec(1, "useradd -M -s /bin/sh deploy && useradd -M -s /bin/sh nosudo && echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy");
     let dir = tempfile::tempdir().unwrap();

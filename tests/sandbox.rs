@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, needs};
 
 const KINDS: [&str; 7] = ["plain", "tls", "novhost", "stockredis", "redis", "web", "workers"];
 
@@ -19,6 +19,7 @@ fn daemons(fleet: &Fleet, host: usize) -> String {
 
 #[test]
 fn every_kind_starts_as_packages_and_docs_leave_it_and_reset_puts_it_back() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&KINDS);
     assert_eq!(fleet.hosts_of("web"), vec![6]);
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Fleet, tuning_playbook};
+use common::{Fleet, needs, tuning_playbook};
 
 /// A request made inside host `host`, with the output of `curl -si` (or of
 /// the curl arguments given).
@@ -29,6 +29,7 @@ fn applies_cleanly(fleet: &Fleet) {
 
 #[test]
 fn a_stock_host_converges_keeps_the_operators_vhost_and_the_default_site_still_answers_other_names() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&["plain"]);
     let vhost = fleet.exec(1, "cat /etc/nginx/sites-enabled/sentry");
     assert!(fleet.exec(1, "ls /etc/nginx/sites-enabled").contains("default"), "Debian's default site is enabled");
@@ -56,6 +57,7 @@ fn a_stock_host_converges_keeps_the_operators_vhost_and_the_default_site_still_a
 
 #[test]
 fn a_tls_vhost_serves_sentry_over_uwsgi_with_the_same_certificate_redirect_and_headers() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&["tls"]);
     let name = "sentry.host1.test";
     let certificate = |fleet: &Fleet| {
@@ -83,6 +85,7 @@ fn a_tls_vhost_serves_sentry_over_uwsgi_with_the_same_certificate_redirect_and_h
 
 #[test]
 fn a_host_with_no_vhost_gets_sentrys_own_site_beside_the_default_one() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&["novhost"]);
     applies_cleanly(&fleet);
 
@@ -98,6 +101,7 @@ fn a_host_with_no_vhost_gets_sentrys_own_site_beside_the_default_one() {
 
 #[test]
 fn hosts_with_one_role_get_only_their_roles_tuning() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&["redis", "web", "workers"]);
     let (redis, web, workers) = (1, 2, 3);
     let untouched =
@@ -137,6 +141,7 @@ fn hosts_with_one_role_get_only_their_roles_tuning() {
 
 #[test]
 fn every_kind_of_host_converges_and_a_second_apply_is_idle() {
+    needs!(Sandbox);
     let kinds = ["plain", "tls", "novhost", "stockredis", "redis", "web", "workers"];
     let fleet = Fleet::of(&kinds);
     applies_cleanly(&fleet);

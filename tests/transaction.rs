@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, tuning_playbook};
+use common::{Fleet, Outcome, needs, tuning_playbook};
 
 /// Fewer workers keep each converge quick; the tuning is the same.
 const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
@@ -84,6 +84,7 @@ fn redis_live(fleet: &Fleet, host: usize, key: &str) -> String {
 /// count handlers as left over from it.
 #[test]
 fn a_site_that_breaks_nginx_only_once_linked_fails_the_host_with_every_file_back_and_nothing_owed() {
+    needs!(Sandbox);
     let fleet = Fleet::of(&["novhost"]);
     let (files, running) = (etc(&fleet, 1), live(&fleet, 1));
     assert!(running.contains("web protocol X-Sentry-Web-Protocol: http"), "{running}");
@@ -117,6 +118,7 @@ impl Drop for Immutable<'_> {
 /// and live Redis is as before (`CONFIG GET save`).
 #[test]
 fn a_managed_file_that_cannot_be_replaced_fails_the_host_and_no_other_file_moves() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let path = "/etc/sentry/sentry.conf.py";
     fleet.exec(1, &format!("chattr +i {path}"));
@@ -143,6 +145,7 @@ fn a_managed_file_that_cannot_be_replaced_fails_the_host_and_no_other_file_moves
 /// before), no handler ran.
 #[test]
 fn a_full_disk_fails_the_host_saying_so_with_nothing_half_written() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     fleet.exec(
         1,
@@ -173,6 +176,7 @@ fn a_full_disk_fails_the_host_saying_so_with_nothing_half_written() {
 /// allkeys-lru), `maxmemory` 0.
 #[test]
 fn a_rollback_leaves_live_redis_as_the_restored_file_says() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     let conf = fleet.exec(1, "sha256sum < /etc/redis/redis.conf");
     let saves = fleet.exec(1, "grep '^save ' /etc/redis/redis.conf | cut -d' ' -f2- | paste -sd' '");
@@ -194,6 +198,7 @@ fn a_rollback_leaves_live_redis_as_the_restored_file_says() {
 /// operator's vhost answers over uwsgi.
 #[test]
 fn a_reload_that_did_not_happen_stays_owed_and_the_next_apply_runs_it() {
+    needs!(Sandbox);
     let fleet = Fleet::up(1);
     fleet.exec(1, "nginx -s quit && for _ in $(seq 50); do pgrep -x nginx >/dev/null || break; sleep 0.1; done");
     assert_eq!(fleet.try_exec(1, "pgrep -x nginx").code, 1, "nginx is stopped");

@@ -7,6 +7,7 @@
 //! encoded, so no path or content is ever run as a command.
 
 use crate::plan::{Desired, Entry, Found, Snapshot};
+use crate::test_hooks;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
@@ -295,7 +296,8 @@ exit 0
 "#,
         shell = state.shell(),
         token = quote(&state.token),
-        pause = if pause_at().as_deref() == Some("snapshot") { pause_line() + "\n" } else { String::new() },
+        pause =
+            if test_hooks::pause_at() == Some("snapshot") { test_hooks::pause_shell() + "\n" } else { String::new() },
     )
 }
 
@@ -786,7 +788,7 @@ pub struct Install<'a> {
     /// successful install, for [`restore`] to rename back should a handler
     /// fail; [`handlers`] removes them once every handler took effect.
     pub keep_olds: bool,
-    /// Test hook: the script kills itself (SIGKILL) at this named point.
+    /// Test hook ([`crate::test_hooks`]): the script kills itself (SIGKILL) at this named point.
     pub crash_at: Option<&'a str>,
 }
 
@@ -827,11 +829,14 @@ crash {point}
     );
 }
 
-/// Shell for the crash-test hook: `crash NAME` kills the script at the chosen
-/// point, or pauses it there (see [`pause_line`]).
+/// Shell for the test hooks' named points: `crash NAME` in a script marks
+/// a point where a test may kill the script or pause it (see
+/// [`crate::test_hooks`]). Only a build with the `test-hooks` feature
+/// acts on them.
+#[cfg(feature = "test-hooks")]
 fn crash_hook(crash_at: Option<&str>) -> String {
-    let pause = match pause_at() {
-        Some(point) => format!("[ \"$1\" = {} ] && {{ {} }}; ", quote(&point), pause_line()),
+    let pause = match test_hooks::pause_at() {
+        Some(point) => format!("[ \"$1\" = {} ] && {{ {} }}; ", quote(point), test_hooks::pause_shell()),
         None => String::new(),
     };
     match crash_at {
@@ -839,6 +844,12 @@ fn crash_hook(crash_at: Option<&str>) -> String {
         None if pause.is_empty() => "crash() { :; }\n".into(),
         None => format!("crash() {{ {pause}return 0; }}\n"),
     }
+}
+
+/// Without the `test-hooks` feature a named point does nothing.
+#[cfg(not(feature = "test-hooks"))]
+fn crash_hook(_crash_at: Option<&str>) -> String {
+    "crash() { :; }\n".into()
 }
 
 /// `full DIR` prints why a write in DIR failed when its filesystem has no
@@ -849,20 +860,6 @@ fn crash_hook(crash_at: Option<&str>) -> String {
 /// and a failure there has another cause worth its own words.
 const FULL_DISK: &str = r#"full() { { [ ! -s "$errlog" ] || grep -q -e 'No space left' -e 'I/O error' "$errlog"; } && df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }
 "#;
-
-/// Test hook (`SENTRY_PROVISION_PAUSE_AT=<point>`): a script that reaches
-/// the point (one of the crash points, or `snapshot`, with the lock held)
-/// waits there `SENTRY_PROVISION_PAUSE_SECONDS` (5), with the file
-/// `/run/sentry-provision.paused` on the host meanwhile, so that a test can
-/// signal the controller while a given round trip is under way.
-fn pause_at() -> Option<String> {
-    std::env::var("SENTRY_PROVISION_PAUSE_AT").ok().filter(|p| !p.is_empty())
-}
-
-fn pause_line() -> String {
-    let seconds: u64 = std::env::var("SENTRY_PROVISION_PAUSE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    format!(": >/run/sentry-provision.paused; sleep {seconds}; rm -f /run/sentry-provision.paused;")
-}
 
 /// The program that writes staged files (see [`install`]): one `stage`
 /// call a file follows it, with the path, owner and group as base64 and the

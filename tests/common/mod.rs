@@ -9,13 +9,22 @@
 //! `/etc/nginx/sites-enabled/sentry`), `tls` (that vhost on 443 with a
 //! self-signed certificate, 80 redirecting), `novhost`, `stockredis`, and
 //! the one-role `redis`, `web` and `workers`.
+//!
+//! Tests come in tiers. Those that need nothing of the machine run
+//! anywhere. Those that need what a machine may lack start with
+//! [`needs!`]: sandbox hosts (root and network namespaces), the binary's
+//! test hooks (`--features test-hooks`), a program the test would install.
+//! Where it is missing, such a test says on stderr that it skipped and
+//! why, and passes, so that `cargo test` as a user runs what it can; with
+//! `SENTRY_PROVISION_SANDBOX_TESTS=required` (scripts/test) it fails instead.
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Once, OnceLock};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +41,107 @@ pub fn tuning_playbook() -> String {
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sentry-provision")
+}
+
+/// Goes on with the test only when the machine has what it needs; else
+/// returns from it (see the module's doc). Each argument is a [`Need`]:
+/// `needs!(Sandbox, TestHooks)`.
+#[allow(unused_macros)]
+macro_rules! needs {
+    ($($need:ident $(($arg:expr))?),+ $(,)?) => {{
+        fn here() {}
+        let test = std::any::type_name_of_val(&here).trim_end_matches("::here");
+        if !$crate::common::has(test, &[$($crate::common::Need::$need $(($arg))?),+]) {
+            return;
+        }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use needs;
+
+/// What a test may need that a machine may lack.
+pub enum Need {
+    /// Sandbox hosts: root, network namespaces, and what `scripts/sandbox
+    /// install` brings (installed on first use).
+    Sandbox,
+    /// A binary built with `--features test-hooks`, for a test that sets
+    /// `SENTRY_PROVISION_CRASH_AT`, `_PAUSE_AT` or `_PANIC_IN`.
+    TestHooks,
+    /// A program on the PATH, or root to install it with apt (the test does).
+    Program(&'static str),
+    /// ansible-core from PyPI in a venv ([`ansible_inventory`]).
+    AnsibleCore,
+}
+
+/// Set by scripts/test: every test must run, and a missing need fails it.
+const REQUIRED: &str = "SENTRY_PROVISION_SANDBOX_TESTS";
+
+/// Whether `test` can run here; when not, fails it if every test must run
+/// ([`REQUIRED`]), else says on stderr that it was skipped and why.
+pub fn has(test: &str, needs: &[Need]) -> bool {
+    let Some(missing) = needs.iter().find_map(missing) else { return true };
+    let required = std::env::var(REQUIRED).is_ok_and(|value| value == "required");
+    assert!(!required, "{test} cannot run: {missing} ({REQUIRED}=required makes that a failure)");
+    // Straight to the process's stderr: the test harness captures what
+    // eprintln! says in a test that passes, and this must be seen.
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {missing}");
+    false
+}
+
+fn missing(need: &Need) -> Option<String> {
+    match need {
+        Need::Sandbox => sandbox_missing().clone(),
+        Need::TestHooks => (!cfg!(feature = "test-hooks")).then(|| {
+            "needs the binary's test hooks (run `cargo test --features test-hooks`, as scripts/test does)".to_owned()
+        }),
+        Need::Program(program) => (Command::new(program).arg("--version").output().is_err() && !is_root())
+            .then(|| format!("needs `{program}`, or root to install it (run scripts/test)")),
+        Need::AnsibleCore => ansible_inventory().err().map(|why| format!("needs ansible-core from PyPI: {why}")),
+    }
+}
+
+/// `ansible-inventory` from a venv that `scripts/ansible-venv` makes once
+/// for all the tests (python3-venv from apt when missing, ansible-core from
+/// PyPI), or why it could not be made.
+pub fn ansible_inventory() -> Result<&'static Path, &'static str> {
+    static MADE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let made = MADE.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join(".venv-ansible");
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/ansible-venv"))
+            .arg(&venv)
+            .output()
+            .map_err(|e| format!("scripts/ansible-venv does not run: {e}"))?;
+        if !out.status.success() {
+            // On one line: it is said in a skip message, among the harness's lines.
+            let said = [out.stdout, out.stderr].map(|text| String::from_utf8_lossy(&text).into_owned()).join("\n");
+            let lines: Vec<&str> = said.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+            return Err(format!("scripts/ansible-venv failed: {}", lines.join(" | ")));
+        }
+        Ok(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+    });
+    made.as_deref().map_err(String::as_str)
+}
+
+/// Why this machine cannot bring up sandbox hosts, asked once.
+fn sandbox_missing() -> &'static Option<String> {
+    static MISSING: OnceLock<Option<String>> = OnceLock::new();
+    MISSING.get_or_init(|| {
+        if !is_root() {
+            return Some("needs root and network namespaces (run scripts/test as root)".to_owned());
+        }
+        let why = match Command::new("unshare").args(["--net", "true"]).output() {
+            Ok(out) if out.status.success() => return None,
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        Some(format!("needs network namespaces, which this machine refuses (unshare --net: {why})"))
+    })
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 static INSTALL: Once = Once::new();
@@ -83,6 +193,9 @@ impl Fleet {
     /// "redis"])` is host1 with a TLS vhost and host2 with Redis alone.
     pub fn of(kinds: &[&str]) -> Fleet {
         assert!(!kinds.is_empty(), "a fleet has at least one host");
+        if let Some(missing) = sandbox_missing() {
+            panic!("{missing}; a test that brings up a fleet starts with `needs!(Sandbox)`");
+        }
         INSTALL.call_once(|| {
             let out = Command::new(repo().join("scripts/sandbox")).arg("install").output().unwrap();
             assert!(out.status.success(), "sandbox install: {}", String::from_utf8_lossy(&out.stderr));
