@@ -2,15 +2,28 @@
 playbooks/sentry-tuning.yml, for scripts/bench. Same templates."""
 
 import os
+import shlex
 
+from jinja2.ext import Extension
 from pyinfra import host
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-# As sentry-provision and Ansible render templates: a block tag takes its newline.
-JINJA = {"trim_blocks": True}
+class Quote(Extension):
+    """The templates' `quote` filter, as Ansible's and sentry-provision's: shlex.quote."""
+
+    def __init__(self, environment):
+        super().__init__(environment)
+        environment.filters["quote"] = shlex.quote
+
+
+# As sentry-provision and Ansible render templates: a block tag takes its
+# newline, and `quote` quotes for the shell. A fresh dict for each template
+# (pyinfra pops from it).
+def jinja():
+    return {"trim_blocks": True, "extensions": [Quote]}
 TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "..", "templates")
 cpus = int(host.get_fact(Command, "nproc"))
 v = dict(
@@ -54,7 +67,7 @@ web = files.block(
     % (v["sentry_web_host"], v["sentry_web_port"], v["sentry_web_workers"]),
 )
 nginx = [
-    files.template(name="nginx site", src=os.path.join(TEMPLATES, "nginx-sentry.conf.j2"), dest="/etc/nginx/sites-available/sentry", mode="644", jinja_env_kwargs=JINJA, **v),
+    files.template(name="nginx site", src=os.path.join(TEMPLATES, "nginx-sentry.conf.j2"), dest="/etc/nginx/sites-available/sentry", mode="644", jinja_env_kwargs=jinja(), **v),
     files.link(name="enable site", path="/etc/nginx/sites-enabled/sentry", target="/etc/nginx/sites-available/sentry"),
 ]
 if host.get_fact(File, path=v["superlance_venv"] + "/bin/memmon") is None:
@@ -63,8 +76,8 @@ if host.get_fact(File, path=v["superlance_venv"] + "/bin/memmon") is None:
         commands=["python3 -m venv %s && %s/bin/pip install --quiet superlance" % (v["superlance_venv"], v["superlance_venv"])],
     )
 supervisor = [
-    files.template(name="workers", src=os.path.join(TEMPLATES, "supervisor-sentry-worker.conf.j2"), dest=v["supervisor_conf_dir"] + "/sentry-worker.conf", mode="644", **v),
-    files.template(name="memmon", src=os.path.join(TEMPLATES, "supervisor-memmon.conf.j2"), dest=v["supervisor_conf_dir"] + "/memmon.conf", mode="644", **v),
+    files.template(name="workers", src=os.path.join(TEMPLATES, "supervisor-sentry-worker.conf.j2"), dest=v["supervisor_conf_dir"] + "/sentry-worker.conf", mode="644", jinja_env_kwargs=jinja(), **v),
+    files.template(name="memmon", src=os.path.join(TEMPLATES, "supervisor-memmon.conf.j2"), dest=v["supervisor_conf_dir"] + "/memmon.conf", mode="644", jinja_env_kwargs=jinja(), **v),
 ]
 
 server.shell(
