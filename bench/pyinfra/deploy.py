@@ -16,7 +16,7 @@ class Quote(Extension):
 
     def __init__(self, environment):
         super().__init__(environment)
-        environment.filters["quote"] = shlex.quote
+        environment.filters["quote"] = lambda value: shlex.quote(str(value))
 
 
 # As sentry-provision and Ansible render templates: a block tag takes its
