@@ -241,18 +241,24 @@ pub const LOCK_LOST: i32 = 95;
 /// must be a folder (not a link) of the user the run works as, that no one
 /// else can write to, so that no one else can plant a name the run would
 /// write through or read; it is made 0700, and an existing one tightened to
-/// 0700. Otherwise the script prints `STATEBAD <why>` and exits 96. Its
-/// files are made 0600 (umask 077 for what the lock's holder creates; the
-/// scripts that change the host create theirs the same way).
+/// 0700. Otherwise the script prints `STATEBAD <why>` and exits 96. Once
+/// checked, a `.checked` file of ours there spares later runs the `stat`
+/// (no one else can make a file of ours in a folder only we can write, and
+/// only we or root can loosen its mode). Its files are made 0600 (umask
+/// 077 for what the lock's holder creates; the scripts that change the
+/// host create theirs the same way).
 const STATE_FOLDER_CHECK: &str = r#"if [ -L "$state" ]; then echo "STATEBAD $state is a symbolic link"; exit 96; fi
 [ -d "$state" ] || (umask 077; mkdir -p -- "$state") || { echo "STATEBAD cannot create $state"; exit 96; }
 [ -O "$state" ] || { echo "STATEBAD $state is not owned by the user the run works as ($(id -un)): another user could plant files there"; exit 96; }
-sp_mode=$(stat -c %a -- "$state") || exit 96
-case $sp_mode in
-    *[2367]? | *[2367]) echo "STATEBAD $state is writable by its group or by everyone (mode $sp_mode): another user could plant files there"; exit 96 ;;
-    700) ;;
-    *) chmod 700 -- "$state" || exit 96 ;;
-esac
+if ! [ -O "$state/.checked" ] || [ -L "$state/.checked" ]; then
+    sp_mode=$(stat -c %a -- "$state") || exit 96
+    case $sp_mode in
+        *[2367]? | *[2367]) echo "STATEBAD $state is writable by its group or by everyone (mode $sp_mode): another user could plant files there"; exit 96 ;;
+        700) ;;
+        *) chmod 700 -- "$state" || exit 96 ;;
+    esac
+    (umask 077; : >"$state/.checked") || exit 96
+fi
 umask 077
 "#;
 
@@ -2377,8 +2383,8 @@ mod tests {
         kept.sort();
         assert_eq!(
             kept,
-            ["key", "lock", "lock.owner", "lock.work"],
-            "the host's secret for fingerprints is made once and kept"
+            [".checked", "key", "lock", "lock.owner", "lock.work"],
+            "the folder's check and the host's secret for fingerprints are made once and kept"
         );
     }
 
