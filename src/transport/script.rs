@@ -271,7 +271,9 @@ umask 077
 /// managed paths) and in the state folder. After its last line it holds
 /// the lock until the controller closes stdin, or says nothing (no
 /// heartbeat line) for [`HOLDER_PATIENCE_SECONDS`]: a dead or cut-off
-/// controller. Then it waits for the run's scripts still changing the host
+/// controller. The heartbeats are read by one bash (`read -t`, where the
+/// host has bash, as Debian always does), not by a `timeout` and an `sh`
+/// per line: a line comes every 2 s on every host. Then it waits for the run's scripts still changing the host
 /// (each holds `<state>/lock.work` shared, see [`work_lock`]), takes the
 /// token out of `lock.owner` so that none starts after it, and only then
 /// lets the lock go, and exits (after a silence stdin is still open, and
@@ -295,7 +297,7 @@ printf '%s\n' {token} >|"$state/lock.owner" || exit 96
 for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -rf -- "$@" 2>/dev/null; break; fi; done
 [ -s "$state/key" ] || {{ od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/.key.$$" && mv -f -- "$state/.key.$$" "$state/key"; }} || exit 96
 sh() {{ ( trap - HUP PIPE; exec sh "$@" 9>&- ); }}
-{pause}{script}while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done
+{pause}{script}if command -v bash >/dev/null; then bash -c 'while read -r -t {HOLDER_PATIENCE_SECONDS} _; do :; done'; else while timeout {HOLDER_PATIENCE_SECONDS} sh -c 'read -r _' 2>/dev/null; do :; done; fi
 {{ command exec 8>>"$state/lock.work"; }} 2>/dev/null && flock -x 8
 : >|"$state/lock.owner"
 exit 0
