@@ -7,10 +7,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, edit, needs, playbook_copy, tuning_playbook};
-
-/// Fewer workers keep each converge quick; the tuning is the same.
-const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
+use common::{Fleet, LIGHT, Outcome, edit, needs, playbook_copy, tuning_playbook};
 
 fn run(fleet: &Fleet, command: &str, extra: &[&str]) -> Outcome {
     let playbook = tuning_playbook();

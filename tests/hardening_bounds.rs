@@ -6,12 +6,9 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
+use common::{Fleet, LIGHT, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Fewer workers keep each converge quick; the tuning is the same.
-const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
 
 /// The controller's peak resident memory allowed while one host prints
 /// without end: the 64 MiB stdout cap plus the controller's own, with room.

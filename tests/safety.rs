@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fleet, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
+use common::{Fleet, LIGHT, Outcome, bin, edit, needs, playbook_copy, tuning_playbook};
 use std::process::Command;
 use std::time::Instant;
 
@@ -17,15 +17,8 @@ const MANAGED: [&str; 5] = [
     "/etc/supervisor/conf.d/sentry-worker.conf",
 ];
 
-/// Fewer workers keep each converge quick; the tuning is the same.
-const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
-
 fn apply(fleet: &Fleet, extra: &[&str]) -> Outcome {
-    let playbook = tuning_playbook();
-    let mut args = vec!["apply", "-p", playbook.as_str()];
-    args.extend_from_slice(&LIGHT);
-    args.extend_from_slice(extra);
-    fleet.provision(&args)
+    fleet.apply(extra)
 }
 
 fn hashes(fleet: &Fleet) -> Vec<String> {

@@ -7,17 +7,10 @@
 
 mod common;
 
-use common::{Fleet, Outcome, needs, tuning_playbook};
-
-/// Fewer workers keep each converge quick; the tuning is the same.
-const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
+use common::{Fleet, Outcome, needs};
 
 fn apply(fleet: &Fleet, extra: &[&str]) -> Outcome {
-    let playbook = tuning_playbook();
-    let mut args = vec!["apply", "-p", playbook.as_str()];
-    args.extend_from_slice(&LIGHT);
-    args.extend_from_slice(extra);
-    fleet.provision(&args)
+    fleet.apply(extra)
 }
 
 /// Every file and link under /etc: path, mode, owner, size, link target and

@@ -133,7 +133,7 @@ pub struct Task {
     pub name: String,
     pub action: Action,
     pub notify: Vec<String>,
-    /// A command that must pass with the new file in place (`nginx -t`).
+    /// A command that must pass with every file of the run in place (`nginx -t`).
     pub validate: Option<String>,
     /// Keep the previous version of the file beside it.
     pub backup: bool,

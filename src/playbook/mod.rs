@@ -157,7 +157,7 @@ pub struct TemplateStep {
     /// Relative to the templates folder.
     pub src: String,
     pub dest: String,
-    /// A command that must pass with the new file in place, or the old one comes back.
+    /// A command that must pass with every file of the run in place, or every file goes back.
     #[serde(default)]
     pub validate: Option<String>,
     /// Keep the previous version in the state folder (`backups/<time><path>`).

@@ -772,9 +772,9 @@ pub struct FileWrite<'a> {
     pub path: &'a str,
     /// `None` removes the path (a rollback of a file that did not exist).
     pub desired: Option<&'a Desired>,
-    /// Commands that must pass with the candidate in place, or the old file comes back.
+    /// Commands that must pass with every file of the run in place, or every file goes back.
     pub validate: &'a [String],
-    /// Keep the previous version beside the file as `<path>.<stamp>.bak`.
+    /// Keep the previous version in the state folder (`backups/<stamp><path>`).
     pub backup: bool,
 }
 

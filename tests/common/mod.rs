@@ -33,6 +33,9 @@ pub fn repo() -> PathBuf {
 /// The playbook the project ships, relative to the repository.
 pub const TUNING_PLAYBOOK: &str = "playbooks/sentry-tuning.yml";
 
+/// Fewer workers keep each converge quick; the tuning is the same.
+pub const LIGHT: [&str; 2] = ["-e", "sentry_worker_numprocs=2"];
+
 /// The shipped playbook's absolute path.
 pub fn tuning_playbook() -> String {
     repo().join(TUNING_PLAYBOOK).display().to_string()
@@ -291,6 +294,15 @@ impl Fleet {
     /// Content hash and mtime of every file the shipped playbook manages
     /// (and of Debian's default site), and the PIDs of the processes a
     /// handler would replace; a daemon the host's kind lacks reads as none.
+    /// `apply` with the shipped playbook and [`LIGHT`], then `extra`.
+    pub fn apply(&self, extra: &[&str]) -> Outcome {
+        let playbook = tuning_playbook();
+        let mut args = vec!["apply", "-p", playbook.as_str()];
+        args.extend_from_slice(&LIGHT);
+        args.extend_from_slice(extra);
+        self.provision(&args)
+    }
+
     pub fn fingerprint(&self, host: usize) -> String {
         self.exec(
             host,
