@@ -243,8 +243,18 @@ async fn feed_and_read_to_end_marker(
     end_line: &str,
 ) -> std::io::Result<Marked> {
     use tokio::io::AsyncBufReadExt;
-    script.write_to(stdin).await?;
-    stdin.flush().await?;
+    // A host that exits without reading its script (a forced command in
+    // authorized_keys) closes the pipe: what it printed, and its exit
+    // status, still say what happened, as for any other round trip.
+    if let Err(e) = async {
+        script.write_to(stdin).await?;
+        stdin.flush().await
+    }
+    .await
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e);
+    }
     // One byte past the cap tells a host at the cap from one beyond it.
     let mut reader = tokio::io::BufReader::new(stdout.take(STDOUT_CAP as u64 + 1));
     let mut collected = Vec::new();
