@@ -96,6 +96,20 @@ fn wait_for_any_pause(fleet: &Fleet) -> usize {
     }
 }
 
+/// Waits until every host has been seen at its pause point (each pauses
+/// for a while; a loaded machine may bring one there later than another).
+fn wait_for_every_pause(fleet: &Fleet) {
+    let started = Instant::now();
+    let mut seen = vec![false; fleet.hosts];
+    while seen.contains(&false) {
+        for host in 1..=fleet.hosts {
+            seen[host - 1] |= fleet.try_exec(host, "test -e /run/sentry-provision.paused").code == 0;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not every host reached its pause point: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The ssh masters of the fleet's hosts: (pid, the run's control folder),
 /// read from each master's command line (`-S <folder>/.ssh-connection…/master`).
 fn masters(fleet: &Fleet) -> Vec<(u32, PathBuf)> {
@@ -176,7 +190,13 @@ fn a_first_sigint_or_sigterm_at_each_phase_finishes_the_step_reports_and_leaves_
         let mut args = vec!["--format", format];
         args.extend_from_slice(extra);
         let mut run = start(&fleet, point, 3, &args);
-        wait_for_any_pause(&fleet);
+        // Between the switches, the signal comes once every host is in its
+        // handlers round trip (the assertions below want both to finish it).
+        if point == BETWEEN_THE_SWITCHES {
+            wait_for_every_pause(&fleet);
+        } else {
+            wait_for_any_pause(&fleet);
+        }
         let folders: Vec<PathBuf> = masters(&fleet).into_iter().map(|(_, folder)| folder).collect();
         assert!(!folders.is_empty(), "{context}: a master runs while the script waits");
         run.signal(signal);
