@@ -100,11 +100,20 @@ fn sweep_stale(parent: &Path) {
 /// Sends SIGTERM to every ssh process whose control socket (`-S`) is in
 /// `folder`, found in /proc (the crate does not say the masters' pids).
 fn stop_masters(folder: &Path) {
-    for pid in masters_in(Path::new("/proc"), folder) {
+    let pids = masters_in(Path::new("/proc"), folder);
+    for &pid in &pids {
         // SAFETY: kill(2) with a pid read from /proc and a constant signal.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
+    }
+    // Gone before this process is: a run that says it left nothing behind
+    // must not leave a master still winding down (at most a second).
+    let started = std::time::Instant::now();
+    while pids.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        && started.elapsed() < std::time::Duration::from_secs(1)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
