@@ -213,7 +213,7 @@ const UNIT: &str = "sentry-provision-drift";
 fn refuse_inline_secrets(extra_vars: &[String], secrets: &Secrets) -> Result<(), String> {
     let mut names = Vec::new();
     for item in extra_vars.iter().filter(|e| !e.starts_with('@')) {
-        for (name, value) in crate::cli::parse_extra_vars(std::slice::from_ref(item))? {
+        for (name, value) in crate::extra_vars::parse_extra_vars(std::slice::from_ref(item))? {
             let assignment = match value {
                 serde_json::Value::String(text) => format!("{name}={text}"),
                 other => format!("{name}={other}"),

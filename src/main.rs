@@ -10,6 +10,7 @@ mod audit;
 mod cli;
 mod commands;
 mod drift;
+mod extra_vars;
 mod facts;
 #[cfg(test)]
 mod hostile_replies;
