@@ -9,7 +9,6 @@
 mod audit;
 mod cli;
 mod commands;
-mod drift;
 mod extra_vars;
 mod facts;
 #[cfg(test)]
@@ -65,7 +64,7 @@ fn main() -> ExitCode {
         }),
         Command::Drift(args) => runtime.block_on(async {
             interrupt::listen();
-            drift::main(args).await
+            commands::drift::main(args).await
         }),
         Command::Inventory(args) => commands::inventory(args),
         Command::Facts(args) => runtime.block_on(commands::facts(args)),

@@ -1,6 +1,8 @@
 //! The commands around the main job: show the inventory, gather facts,
 //! render offline, check a playbook, print completions and the manual.
 
+pub mod drift;
+
 use crate::cli::{AuditArgs, CheckArgs, Cli, FactsArgs, InventoryArgs, OutputFormat, RenderArgs};
 use crate::facts::Facts;
 use crate::inventory::{self, Inventory};
