@@ -40,3 +40,19 @@ fn host_bits(reports: &[HostReport]) -> u8 {
     }
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_host_status_adds_its_own_exit_bit_and_good_ones_add_none() {
+        let hosts = |statuses: &[Status]| -> Vec<HostReport> {
+            statuses.iter().map(|&status| HostReport { status, ..HostReport::default() }).collect()
+        };
+        assert_eq!(host_bits(&hosts(&[Status::Ok, Status::Changed])), 0);
+        assert_eq!(host_bits(&hosts(&[Status::Failed, Status::Ok])), HOST_FAILED);
+        assert_eq!(host_bits(&hosts(&[Status::Unreachable, Status::Failed])), HOST_FAILED | HOST_UNREACHABLE);
+        assert_eq!(host_bits(&hosts(&[Status::Interrupted])), INTERRUPTED);
+    }
+}
