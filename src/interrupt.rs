@@ -117,12 +117,12 @@ fn stop_at_once() -> ! {
     }
     eprint!("{message}");
     crate::transport::control::abandon_all();
-    std::process::exit(i32::from(crate::INTERRUPTED))
+    std::process::exit(i32::from(crate::error::INTERRUPTED))
 }
 
 /// The interrupted exit bit, when a signal stopped the run.
 pub fn exit_bits() -> u8 {
-    if requested() { crate::INTERRUPTED } else { 0 }
+    if requested() { crate::error::INTERRUPTED } else { 0 }
 }
 
 #[cfg(test)]

@@ -572,7 +572,7 @@ pub fn check_playbook(
     inventory: Option<&std::path::Path>,
     extra: &[String],
 ) -> Result<String, String> {
-    let extra_vars = crate::cli::parse_extra_vars(extra)?;
+    let extra_vars = crate::extra_vars::parse_extra_vars(extra)?;
     let playbook = playbook::load(playbook_path).map_err(|e| e.to_string())?;
     let renderer = Renderer::new(&playbook.templates_dir, &playbook.template_sources())?;
     let hosts: Vec<Host> = match inventory {

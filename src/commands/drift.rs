@@ -3,38 +3,30 @@
 //! summarised in a history file; `--remediate` puts drifted hosts back.
 //! `--install-timer` writes a systemd service and timer for the same check.
 
+use super::{host_bits, print_log};
 use crate::cli::{DriftArgs, Format};
+use crate::error::{BAD_INPUT, CHANGES_PENDING, Outcome};
 use crate::interrupt;
 use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
 use crate::run::{self, HostReport, Mode, Remediate, Settings};
 use crate::secrets::Secrets;
-use crate::{BAD_INPUT, CHANGES_PENDING, bad_input, host_bits};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub async fn main(args: &DriftArgs) -> u8 {
-    let mut settings = match args.common.settings(Mode::Drift(args.remediation())) {
-        Ok(s) => s,
-        Err(e) => return bad_input(&e),
-    };
+pub async fn exec(args: &DriftArgs) -> Outcome {
+    interrupt::listen();
+    let mut settings = args.common.settings(Mode::Drift(args.remediation()))?;
     // A scheduled check logs its passes, not every host event of every pass.
     settings.quiet |= args.every.is_some();
     if args.install_timer {
         // A timer for a check that cannot run is no use: validate it first (offline).
-        let prepared = match run::prepare(&settings) {
-            Ok(prepared) => prepared,
-            Err(e) => return bad_input(&e),
-        };
-        if let Err(e) = refuse_inline_secrets(&args.common.extra_vars, &prepared.secrets()) {
-            return bad_input(&e);
-        }
-        return match install_timer(args) {
-            Ok(()) => 0,
-            Err(e) => bad_input(&e),
-        };
+        let prepared = run::prepare(&settings)?;
+        refuse_inline_secrets(&args.common.extra_vars, &prepared.secrets())?;
+        install_timer(args)?;
+        return Ok(0);
     }
     match args.every {
         None => pass(&settings, args, Duration::ZERO).await,
@@ -44,14 +36,17 @@ pub async fn main(args: &DriftArgs) -> u8 {
 
 /// Passes every `period` (start to start; a pass that overruns delays the
 /// next, they never overlap) until a signal, which stops after the current pass.
-async fn schedule(settings: &Settings, args: &DriftArgs, period: Duration) -> u8 {
+async fn schedule(settings: &Settings, args: &DriftArgs, period: Duration) -> Outcome {
     // A first signal ends the schedule once the pass is whole; a second
     // one, during a pass that hangs, stops at once (see `interrupt`).
     interrupt::after_pass();
     let splay = (period / 10).min(Duration::from_secs(30));
     loop {
         let started = tokio::time::Instant::now();
-        pass(settings, args, splay).await;
+        // A pass that cannot start says why; the next one may.
+        if let Err(e) = pass(settings, args, splay).await {
+            e.print();
+        }
         if interrupt::signalled() {
             break;
         }
@@ -61,11 +56,11 @@ async fn schedule(settings: &Settings, args: &DriftArgs, period: Duration) -> u8
         }
     }
     eprintln!("sentry-provision: drift: stopped");
-    0
+    Ok(0)
 }
 
 /// One pass: plan and probe every host, report, remediate if asked.
-async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
+async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome {
     let wall = SystemTime::now();
     let started = Instant::now();
     let outcome = match run::prepare(settings) {
@@ -80,10 +75,10 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
         Ok(done) => done,
         Err(e) => {
             append_history(args, &serde_json::json!({"time": rfc3339(wall), "error": e, "exit_code": BAD_INPUT}));
-            return bad_input(&e);
+            return Err(e.into());
         }
     };
-    crate::print_log(&reports);
+    print_log(&reports);
     let exit_code = host_bits(&reports)
         | interrupt::exit_bits()
         | if reports.iter().any(|r| unresolved(r, args.remediation())) { CHANGES_PENDING } else { 0 };
@@ -128,7 +123,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> u8 {
             "exit_code": exit_code,
         }),
     );
-    exit_code
+    Ok(exit_code)
 }
 
 /// Whether drift is left after the pass: any at all without remediation;
@@ -213,7 +208,7 @@ const UNIT: &str = "sentry-provision-drift";
 fn refuse_inline_secrets(extra_vars: &[String], secrets: &Secrets) -> Result<(), String> {
     let mut names = Vec::new();
     for item in extra_vars.iter().filter(|e| !e.starts_with('@')) {
-        for (name, value) in crate::cli::parse_extra_vars(std::slice::from_ref(item))? {
+        for (name, value) in crate::extra_vars::parse_extra_vars(std::slice::from_ref(item))? {
             let assignment = match value {
                 serde_json::Value::String(text) => format!("{name}={text}"),
                 other => format!("{name}={other}"),
