@@ -28,6 +28,7 @@ mod suggest;
 mod test_hooks;
 mod transport;
 mod unwind;
+mod vars;
 
 use crate::output::{out, outln};
 use clap::Parser;
