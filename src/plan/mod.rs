@@ -1,6 +1,7 @@
 //! Planning: a host's snapshot (what is there) and its rendered steps (what
 //! should be) in, the changes to make out. Pure: no SSH, no terminal.
 
+pub mod compile;
 pub mod diff;
 pub mod drift;
 pub mod edit;

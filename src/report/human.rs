@@ -3,7 +3,7 @@
 //! and never when `NO_COLOR` is set. Text that came from a host is shown
 //! through [`printable`], so that a host cannot drive the operator's terminal.
 
-use crate::run::{HostReport, Status};
+use crate::report::model::{HostReport, Status};
 use std::borrow::Cow;
 use std::fmt::Write;
 use std::io::IsTerminal;
@@ -143,7 +143,7 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
 /// The drift report: per host its status and each item, then a summary.
 pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> String {
     use crate::plan::drift::ItemState;
-    use crate::run::ItemKind;
+    use crate::report::model::ItemKind;
     let mut out = String::new();
     for report in reports {
         let status = report.drift_status();
@@ -163,8 +163,10 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             let (word, code, why) = match (item.state, item.kind) {
                 (ItemState::HostDrift, ItemKind::Live) => ("live drift", "31", "live state differs"),
                 (ItemState::HostDrift, _) => ("host drift", "31", "changed on the host since the last apply"),
-                (ItemState::Pending, ItemKind::Handler) if item.actual == crate::run::OWED_BY_RUNNING_APPLY => {
-                    ("pending", "33", crate::run::OWED_BY_RUNNING_APPLY)
+                (ItemState::Pending, ItemKind::Handler)
+                    if item.actual == crate::report::model::OWED_BY_RUNNING_APPLY =>
+                {
+                    ("pending", "33", crate::report::model::OWED_BY_RUNNING_APPLY)
                 }
                 (ItemState::Pending, ItemKind::Handler) => ("pending", "33", "a handler an earlier run did not finish"),
                 (ItemState::Pending, ItemKind::Live) => ("pending", "33", "follows a pending change of the playbook"),
@@ -297,7 +299,7 @@ mod tests {
     use super::*;
     use crate::plan::drift::ItemState;
     use crate::plan::{StepOutcome, diff};
-    use crate::run::{DriftItem, FileDiff, HandlerOutcome, ItemKind};
+    use crate::report::model::{DriftItem, FileDiff, HandlerOutcome, ItemKind};
     use std::time::Duration;
 
     fn report(name: &str, status: Status) -> HostReport {

@@ -1,7 +1,7 @@
 //! The machine-readable reports: one JSON document per apply, diff or
 //! drift pass. Field names are stable and documented in the README.
 
-use crate::run::{DriftItem, HostReport};
+use crate::report::model::{DriftItem, HostReport};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -77,7 +77,7 @@ pub fn run_document(
     exit_code: u8,
     elapsed: std::time::Duration,
 ) -> serde_json::Value {
-    use crate::run::Status;
+    use crate::report::model::Status;
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     let hosts: Vec<serde_json::Value> = reports
         .iter()

@@ -2,7 +2,7 @@
 //! textfile collector: per host gauges.
 
 use crate::plan::drift::ItemState;
-use crate::run::{HostReport, Status};
+use crate::report::model::{HostReport, Status};
 use std::fmt::Write;
 
 fn label(value: &str) -> String {
