@@ -7,7 +7,7 @@ use crate::inventory::{self, Inventory};
 use crate::output::{out, outln};
 use crate::run::{self, Mode};
 use crate::suggest::nearest;
-use crate::transport::{self, Transport, script};
+use crate::transport::{self, script};
 use crate::{BAD_INPUT, CHANGES_PENDING, HOST_FAILED, HOST_UNREACHABLE, bad_input};
 use clap::CommandFactory;
 use serde_json::{Map, Value, json};
@@ -100,6 +100,7 @@ struct Reach {
     inventory: Inventory,
     selected: Vec<String>,
     ssh: transport::SshOptions,
+    forks: usize,
     command_timeout: Option<std::time::Duration>,
     /// Holds the control sockets' folder for as long as the connections live.
     _control: transport::control::ControlFolder,
@@ -118,50 +119,25 @@ impl Reach {
         let control =
             transport::control_directory().map_err(|e| format!("cannot create a control socket folder: {e}"))?;
         let ssh = run::ssh_options(&settings, control.path());
-        Ok(Reach { inventory, selected, ssh, command_timeout: settings.command_timeout, _control: control })
+        Ok(Reach {
+            inventory,
+            selected,
+            ssh,
+            forks: settings.forks,
+            command_timeout: settings.command_timeout,
+            _control: control,
+        })
     }
 
     fn hosts(&self) -> Vec<&inventory::Host> {
         self.inventory.hosts.iter().filter(|h| self.selected.contains(&h.name)).collect()
     }
 
-    /// Runs `script` once on every selected host, all at once: each host's
-    /// output, in the order of [`Reach::hosts`], or why there is none.
+    /// Runs `script` once on every selected host, through the run's
+    /// fan-out: each host's output, in the order of [`Reach::hosts`], or why
+    /// there is none.
     async fn run_everywhere(&self, script: String) -> Vec<Result<transport::Output, transport::Error>> {
-        let script = std::sync::Arc::new(transport::Script::from(script));
-        let hosts = self.hosts();
-        let mut running = tokio::task::JoinSet::new();
-        let mut hosts_of_tasks = std::collections::HashMap::new();
-        let timeout = self.command_timeout;
-        for (i, host) in hosts.iter().enumerate() {
-            let (target, _) = run::target_of(host);
-            let (ssh, script, become_root) = (self.ssh.clone(), script.clone(), host.become_root);
-            let task = running.spawn(async move {
-                let transport = match Transport::connect(&target, &ssh).await {
-                    Ok(t) => t,
-                    Err(e) => return (i, Err(e)),
-                };
-                let output = transport.run(&script, become_root, timeout).await;
-                transport.close().await;
-                (i, output)
-            });
-            hosts_of_tasks.insert(task.id(), i);
-        }
-        let mut outputs: Vec<Option<Result<transport::Output, transport::Error>>> =
-            hosts.iter().map(|_| None).collect();
-        while let Some(joined) = running.join_next_with_id().await {
-            match joined {
-                Ok((_, (i, output))) => outputs[i] = Some(output),
-                // That host alone fails.
-                Err(e) => {
-                    if let Some(&i) = hosts_of_tasks.get(&e.id()) {
-                        let why = if e.is_panic() { crate::unwind::message(&e.into_panic()) } else { e.to_string() };
-                        outputs[i] = Some(Err(transport::Error::Failed(format!("internal error: {why}"))));
-                    }
-                }
-            }
-        }
-        outputs.into_iter().map(|o| o.expect("every host's task reported")).collect()
+        run::run_everywhere(&self.hosts(), &self.ssh, self.forks, self.command_timeout, script).await
     }
 }
 
@@ -218,31 +194,8 @@ pub async fn audit(args: &AuditArgs) -> u8 {
             Ok::<_, transport::Error>(crate::audit::analyse(&seen))
         })
         .collect();
-    let mut code = 0;
-    let mut document = Vec::new();
-    let mut text = String::new();
-    for (host, result) in hosts.iter().zip(&results) {
-        match result {
-            Ok(findings) => {
-                if !findings.is_empty() {
-                    code |= CHANGES_PENDING;
-                }
-                document.push(json!({"host": host.name, "findings": findings}));
-                text.push_str(&crate::report::human::render_findings(&host.name, findings));
-            }
-            Err(e) => {
-                code |= if matches!(e, transport::Error::Unreachable(_)) { HOST_UNREACHABLE } else { HOST_FAILED };
-                document.push(json!({"host": host.name, "error": e.to_string()}));
-                // The error quotes the host's stderr.
-                text.push_str(&format!(
-                    "{}: {} {}\n",
-                    host.name,
-                    if code & HOST_UNREACHABLE != 0 { "unreachable" } else { "failed" },
-                    crate::report::human::printable(&e.to_string())
-                ));
-            }
-        }
-    }
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let (code, document, text) = audit_outcome(&names, &results);
     let with = results.iter().filter(|r| r.as_ref().is_ok_and(|f| !f.is_empty())).count();
     let clean = results.iter().filter(|r| r.as_ref().is_ok_and(|f| f.is_empty())).count();
     match args.format {
@@ -262,6 +215,40 @@ pub async fn audit(args: &AuditArgs) -> u8 {
         }
     }
     code
+}
+
+/// The exit bits, the JSON entries and the text of an audit: each host's
+/// findings, or its error labelled by its own result (unreachable or failed).
+fn audit_outcome(
+    hosts: &[&str],
+    results: &[Result<Vec<crate::audit::Finding>, transport::Error>],
+) -> (u8, Vec<Value>, String) {
+    let mut code = 0;
+    let mut document = Vec::new();
+    let mut text = String::new();
+    for (host, result) in hosts.iter().zip(results) {
+        match result {
+            Ok(findings) => {
+                if !findings.is_empty() {
+                    code |= CHANGES_PENDING;
+                }
+                document.push(json!({"host": host, "findings": findings}));
+                text.push_str(&crate::report::human::render_findings(host, findings));
+            }
+            Err(e) => {
+                let unreachable = matches!(e, transport::Error::Unreachable(_));
+                code |= if unreachable { HOST_UNREACHABLE } else { HOST_FAILED };
+                document.push(json!({"host": host, "error": e.to_string()}));
+                // The error quotes the host's stderr.
+                text.push_str(&format!(
+                    "{host}: {} {}\n",
+                    if unreachable { "unreachable" } else { "failed" },
+                    crate::report::human::printable(&e.to_string())
+                ));
+            }
+        }
+    }
+    (code, document, text)
 }
 
 /// `render`: every host's files rendered locally with stand-in facts; no SSH.
@@ -337,4 +324,22 @@ pub fn man() -> u8 {
     }
     out!("{}", String::from_utf8_lossy(&page));
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_host_after_an_unreachable_one_is_still_called_failed() {
+        let results = [
+            Err(transport::Error::Unreachable("connection refused".into())),
+            Err(transport::Error::Failed("exit status 1".into())),
+            Ok(Vec::new()),
+        ];
+        let (code, document, text) = audit_outcome(&["db01", "web01", "web02"], &results);
+        assert!(text.starts_with("db01: unreachable connection refused\nweb01: failed exit status 1\n"), "{text}");
+        assert_eq!(code, HOST_UNREACHABLE | HOST_FAILED);
+        assert_eq!(document[1], json!({"host": "web01", "error": "exit status 1"}));
+    }
 }

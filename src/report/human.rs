@@ -143,13 +143,13 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
 /// The drift report: per host its status and each item, then a summary.
 pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> String {
     use crate::plan::drift::ItemState;
-    use crate::report::model::ItemKind;
+    use crate::report::model::{DriftStatus, ItemKind};
     let mut out = String::new();
     for report in reports {
         let status = report.drift_status();
         let code = match status {
-            "in_sync" => "32",
-            "pending" => "33",
+            DriftStatus::InSync => "32",
+            DriftStatus::Pending => "33",
             _ => "31",
         };
         let _ = writeln!(
@@ -157,7 +157,7 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             "{} ({}): {}",
             style.paint("1", &report.name),
             report.address,
-            style.paint(code, &status.replace('_', " "))
+            style.paint(code, &status.as_str().replace('_', " "))
         );
         for item in &report.drift {
             let (word, code, why) = match (item.state, item.kind) {
@@ -224,9 +224,8 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
 /// The word before a host's error.
 fn status_word(status: Status) -> &'static str {
     match status {
-        Status::Unreachable => "unreachable",
-        Status::Interrupted => "interrupted",
-        _ => "failed",
+        Status::Unreachable | Status::Interrupted => status.as_str(),
+        _ => Status::Failed.as_str(),
     }
 }
 

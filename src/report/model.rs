@@ -28,7 +28,9 @@ pub struct DriftItem {
     pub diff: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a host's run ended, as the reports name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     #[default]
     Ok,
@@ -37,6 +39,47 @@ pub enum Status {
     Unreachable,
     /// Stopped by a signal before it finished (or before it started).
     Interrupted,
+}
+
+impl Status {
+    /// The status as every report writes it (JSON's serde name is the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::Unreachable => "unreachable",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A host's state as a drift pass reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftStatus {
+    InSync,
+    /// Something moved on the host since the last apply.
+    Drifted,
+    /// Only the playbook moved (or was never applied here).
+    Pending,
+    Failed,
+    Unreachable,
+    Interrupted,
+}
+
+impl DriftStatus {
+    /// The status as every report writes it (JSON's serde name is the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftStatus::InSync => "in_sync",
+            DriftStatus::Drifted => "drifted",
+            DriftStatus::Pending => "pending",
+            DriftStatus::Failed => "failed",
+            DriftStatus::Unreachable => "unreachable",
+            DriftStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// What `drift` says of handlers owed while another run holds the host's lock.
@@ -102,15 +145,14 @@ pub struct HostReport {
 }
 
 impl HostReport {
-    /// `in_sync`, `drifted`, `pending`, `failed`, `unreachable` or `interrupted`.
-    pub fn drift_status(&self) -> &'static str {
+    pub fn drift_status(&self) -> DriftStatus {
         match self.status {
-            Status::Unreachable => "unreachable",
-            Status::Failed => "failed",
-            Status::Interrupted => "interrupted",
-            _ if self.drift.iter().any(|i| i.state == ItemState::HostDrift) => "drifted",
-            _ if !self.drift.is_empty() => "pending",
-            _ => "in_sync",
+            Status::Unreachable => DriftStatus::Unreachable,
+            Status::Failed => DriftStatus::Failed,
+            Status::Interrupted => DriftStatus::Interrupted,
+            _ if self.drift.iter().any(|i| i.state == ItemState::HostDrift) => DriftStatus::Drifted,
+            _ if !self.drift.is_empty() => DriftStatus::Pending,
+            _ => DriftStatus::InSync,
         }
     }
 }
@@ -141,5 +183,28 @@ impl HostReport {
         let lists = [&mut self.warnings, &mut self.remediated, &mut self.log, &mut self.rolled_back];
         lists.into_iter().flatten().for_each(mask);
         self.error.iter_mut().for_each(mask);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_the_same_in_json_and_in_text() {
+        for status in [Status::Ok, Status::Changed, Status::Failed, Status::Unreachable, Status::Interrupted] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        let drift = [
+            DriftStatus::InSync,
+            DriftStatus::Drifted,
+            DriftStatus::Pending,
+            DriftStatus::Failed,
+            DriftStatus::Unreachable,
+            DriftStatus::Interrupted,
+        ];
+        for status in drift {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! as drift of the host or a pending change of the playbook, and put right
 //! when asked.
 
-use super::Remediate;
-use super::host::{Failure, HostRun, Inspection, failed, is_sensitive};
+use super::failure::{HostFailure, Phase};
+use super::host::{HostRun, Inspection, is_sensitive};
+use super::settings::Remediate;
 use crate::plan::{self, drift::ItemState};
 use crate::report::model::{DriftItem, ItemKind, OWED_BY_RUNNING_APPLY};
 use crate::transport::script;
@@ -12,15 +13,14 @@ use std::collections::BTreeSet;
 impl HostRun<'_> {
     /// Round trip 2: the live probes; then drift is classified item by item,
     /// and put right if asked.
-    pub(super) async fn drift(&mut self, inspection: &Inspection, remediate: Remediate) -> Result<(), Failure> {
+    pub(super) async fn drift(&mut self, inspection: &Inspection, remediate: Remediate) -> Result<(), HostFailure> {
         let commands: Vec<&str> = inspection.tasks.probes.iter().map(|(_, c, _)| c.as_str()).collect();
         let results = if commands.is_empty() {
             Vec::new()
         } else {
-            let output = self.round_trip("probes", &script::probes(&commands).into()).await?;
-            script::parse_probes(&output.stdout, commands.len()).map_err(|e| {
-                failed(format!("probes: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-            })?
+            let output = self.round_trip(Phase::Probes, &script::probes(&commands).into()).await?;
+            script::parse_probes(&output.stdout, commands.len())
+                .map_err(|e| HostFailure::unreadable_reply(Phase::Probes, e, &output))?
         };
         let diffs: std::collections::BTreeMap<&str, &str> =
             inspection.plan.files.iter().map(|f| (f.path.as_str(), f.diff.as_str())).collect();

@@ -2,10 +2,12 @@
 //! plan made from it, then the mode's phases (install and handlers in
 //! `install`, live probes in `drift`), each phase one round trip.
 
+use super::failure::{HostFailure, Phase};
 use super::load::{BeforeFacts, Job, Prepared};
-use super::{Mode, Remediate, Settings, blank_report, not_run_interrupted, target_of};
+use super::settings::{Mode, Remediate, Settings};
 use crate::facts::Facts;
 use crate::interrupt;
+use crate::inventory::{Connection, Host};
 use crate::plan::compile::HostTasks;
 use crate::plan::drift::Applied;
 use crate::plan::{self, Plan, Snapshot};
@@ -13,8 +15,35 @@ use crate::progress::HostProgress;
 use crate::report::model::{FileDiff, HandlerOutcome, HostReport, Status};
 use crate::secrets::Secrets;
 use crate::test_hooks;
-use crate::transport::{self, SshOptions, Transport, script};
+use crate::transport::{self, SshOptions, SshTarget, Target, Transport, script};
 use std::time::Instant;
+
+pub fn target_of(host: &Host) -> (Target, String) {
+    match &host.connection {
+        Connection::Local => (Target::Local, "local".into()),
+        Connection::Ssh { address, port, user, key_file } => (
+            Target::Ssh(SshTarget {
+                address: address.clone(),
+                port: *port,
+                user: user.clone(),
+                key_file: key_file.clone(),
+            }),
+            match port {
+                Some(p) => format!("{address}:{p}"),
+                None => address.clone(),
+            },
+        ),
+    }
+}
+
+pub fn blank_report(host: &Host) -> HostReport {
+    HostReport { name: host.name.clone(), address: target_of(host).1, ..HostReport::default() }
+}
+
+/// A host a signal kept from starting.
+pub fn not_run_interrupted(host: &Host) -> HostReport {
+    HostReport { status: Status::Interrupted, error: Some("not run: interrupted".into()), ..blank_report(host) }
+}
 
 pub(super) async fn run_host(
     prepared: &Prepared,
@@ -27,14 +56,15 @@ pub(super) async fn run_host(
     let (target, _) = target_of(&job.host);
     let mut report = blank_report(&job.host);
     let mut secrets = job.before_facts.secrets.clone();
-    line.phase("connect");
-    interrupt::entering(&job.host.name, "connect");
+    line.phase(Phase::Connect.name());
+    interrupt::entering(&job.host.name, Phase::Connect.name());
     match Transport::connect(&target, ssh).await {
         // The terminal's Ctrl-C reaches the ssh still connecting, too.
         Err(_) if interrupt::requested() => report = not_run_interrupted(&job.host),
+        // Whatever the transport says, a host not connected to is unreachable.
         Err(e) => {
             report.status = Status::Unreachable;
-            report.error = Some(format!("connect: {e}"));
+            report.error = Some(format!("{}: {e}", Phase::Connect));
         }
         Ok(transport) if interrupt::requested() => {
             report = not_run_interrupted(&job.host);
@@ -52,19 +82,23 @@ pub(super) async fn run_host(
                 install_token: format!("{:016x}", script::random_u64()),
                 handlers_sent: Vec::new(),
                 secrets: job.before_facts.secrets.clone(),
+                phase: Phase::Snapshot,
             };
             // A panic in a phase (a reply no parser foresaw) fails this host
             // with what it did so far, its lock released; the others go on.
             let result = crate::unwind::caught(host.run()).await.unwrap_or_else(|panic| {
-                Err(failed(format!("internal error: {panic} (this host only; the others went on)")))
+                Err(HostFailure::failed(
+                    host.phase,
+                    format!("internal error: {panic} (this host only; the others went on)"),
+                ))
             });
             if let Some(lock) = host.lock.take() {
                 lock.release(settings.command_timeout).await;
             }
             secrets = std::mem::take(&mut host.secrets);
-            if let Err((status, message)) = result {
-                report.status = status;
-                report.error = Some(message);
+            if let Err(failure) = result {
+                report.status = failure.status();
+                report.error = Some(failure.message);
             }
             transport.close().await;
         }
@@ -73,19 +107,6 @@ pub(super) async fn run_host(
     report.elapsed = started.elapsed();
     report.mask(&secrets);
     report
-}
-
-pub(super) type Failure = (Status, String);
-
-pub(super) fn failed(message: String) -> Failure {
-    (Status::Failed, message)
-}
-
-fn transport_failure(phase: &str, e: transport::Error) -> Failure {
-    match e {
-        transport::Error::Unreachable(m) => (Status::Unreachable, format!("{phase}: {m}")),
-        transport::Error::Failed(m) => (Status::Failed, format!("{phase}: {m}")),
-    }
 }
 
 /// What the snapshot round trip found, and the plan made from it.
@@ -118,10 +139,12 @@ pub(super) struct HostRun<'a> {
     pub(super) handlers_sent: Vec<String>,
     /// What its report masks: the host's secrets, rendered with its facts once known.
     pub(super) secrets: Secrets,
+    /// The phase the run is in: where a panic is said to have happened.
+    pub(super) phase: Phase,
 }
 
 impl HostRun<'_> {
-    async fn run(&mut self) -> Result<(), Failure> {
+    async fn run(&mut self) -> Result<(), HostFailure> {
         let inspection = self.inspect().await?;
         // Test hook: this host's work panics here, after the host was
         // touched (its snapshot taken, its lock held).
@@ -171,29 +194,36 @@ impl HostRun<'_> {
     }
 
     /// Stops here, `when` (said in the report), if a signal asked the run to stop.
-    pub(super) fn stop_if_interrupted(&self, when: &str) -> Result<(), Failure> {
+    pub(super) fn stop_if_interrupted(&self, when: &str) -> Result<(), HostFailure> {
         match interrupt::requested() {
-            true => Err((Status::Interrupted, format!("interrupted {when}"))),
+            true => Err(HostFailure::interrupted(self.phase, format!("interrupted {when}"))),
             false => Ok(()),
         }
     }
 
+    /// Says where the run is: on the host's progress line, to the signal
+    /// handler, and (for a panic) to the report.
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.line.phase(phase.name());
+        interrupt::entering(&self.job.host.name, phase.name());
+    }
+
     pub(super) async fn round_trip(
         &mut self,
-        phase: &str,
+        phase: Phase,
         script: &transport::Script,
-    ) -> Result<transport::Output, Failure> {
+    ) -> Result<transport::Output, HostFailure> {
         self.report.round_trips += 1;
-        self.line.phase(phase);
-        interrupt::entering(&self.job.host.name, phase);
+        self.enter(phase);
         let started = Instant::now();
         let result = self
             .transport
             .run(script, self.job.become_root, self.settings.command_timeout)
             .await
-            .map_err(|e| transport_failure(phase, e));
+            .map_err(|e| HostFailure::of_transport(phase, e));
         if self.settings.verbosity > 0 {
-            let status = result.as_ref().map_or_else(|(_, e)| e.clone(), |o| format!("exit {}", o.status));
+            let status = result.as_ref().map_or_else(|f| f.message.clone(), |o| format!("exit {}", o.status));
             let mut line = format!(
                 "{phase}: {:.3}s, {}-byte script, {status}",
                 started.elapsed().as_secs_f64(),
@@ -205,22 +235,25 @@ impl HostRun<'_> {
             self.report.log.push(line);
         }
         match result {
-            Ok(output) if output.status == script::LOCK_LOST => Err(failed(format!(
-                "{phase}: this run no longer holds the host's lock: the host heard nothing from it for {}s \
-                 and let the lock go; nothing was done in this step (run again)",
-                script::HOLDER_PATIENCE_SECONDS
-            ))),
+            Ok(output) if output.status == script::LOCK_LOST => Err(HostFailure::failed(
+                phase,
+                format!(
+                    "{phase}: this run no longer holds the host's lock: the host heard nothing from it for {}s \
+                     and let the lock go; nothing was done in this step (run again)",
+                    script::HOLDER_PATIENCE_SECONDS
+                ),
+            )),
             result => result,
         }
     }
 
-    pub(super) fn render(&self, facts: &Facts) -> Result<HostTasks, Failure> {
-        self.prepared.render(self.job, facts, self.settings).map_err(failed)
+    pub(super) fn render(&self, facts: &Facts) -> Result<HostTasks, HostFailure> {
+        self.prepared.render(self.job, facts, self.settings).map_err(|e| HostFailure::failed(Phase::Plan, e))
     }
 
     /// Round trip 1: facts, managed paths, guards, pending handlers, the
     /// applied record; then the plan, made locally.
-    async fn inspect(&mut self) -> Result<Inspection, Failure> {
+    async fn inspect(&mut self) -> Result<Inspection, HostFailure> {
         // Paths and guards are known before facts: they may use variables but not facts.
         // `prepare` rendered this host once with stand-in facts: reuse what it found.
         let BeforeFacts { paths, patterns, guards, .. } = &self.job.before_facts;
@@ -234,8 +267,7 @@ impl HostRun<'_> {
         };
         let script::SnapshotScript { text, token } =
             script::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
-        self.line.phase("snapshot");
-        interrupt::entering(&self.job.host.name, "snapshot");
+        self.enter(Phase::Snapshot);
         let mut lock_held = false;
         let output = if writes {
             // Runs that write hold the host's lock from before the snapshot to
@@ -256,40 +288,48 @@ impl HostRun<'_> {
                     self.settings.command_timeout.map(|limit| limit + self.settings.lock_timeout),
                 )
                 .await
-                .map_err(|e| transport_failure("snapshot", e))?;
+                .map_err(|e| HostFailure::of_transport(Phase::Snapshot, e))?;
             self.lock = Some(held);
             // Printed before anything else: file contents follow, raw.
             if let Some(why) = output.stdout.strip_prefix(b"STATEBAD ") {
                 let why = String::from_utf8_lossy(why);
-                return Err(failed(format!(
-                    "the state folder is refused: {} (sentry_provision_state_dir)",
-                    why.lines().next().unwrap_or_default()
-                )));
+                return Err(HostFailure::failed(
+                    Phase::Snapshot,
+                    format!(
+                        "the state folder is refused: {} (sentry_provision_state_dir)",
+                        why.lines().next().unwrap_or_default()
+                    ),
+                ));
             }
             if output.stdout.starts_with(b"LOCKBUSY\n") {
-                return Err(failed(format!(
-                    "another run holds the host's lock ({}/lock) and did not release it within {}s (--lock-timeout)",
-                    self.job.state.dir(),
-                    self.settings.lock_timeout.as_secs()
-                )));
+                return Err(HostFailure::failed(
+                    Phase::Snapshot,
+                    format!(
+                        "another run holds the host's lock ({}/lock) and did not release it within {}s (--lock-timeout)",
+                        self.job.state.dir(),
+                        self.settings.lock_timeout.as_secs()
+                    ),
+                ));
             }
             output
         } else {
             let probed = script::lock_probe(&self.job.state) + &text;
-            let output = self.round_trip("snapshot", &probed.into()).await?;
+            let output = self.round_trip(Phase::Snapshot, &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output
         };
         test_hooks::crash_here("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
-            failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-        })?;
-        let facts =
-            Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
+        let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token)
+            .map_err(|e| HostFailure::unreadable_reply(Phase::Snapshot, e, &output))?;
+        let facts = Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS)
+            .map_err(|e| HostFailure::failed(Phase::Facts, format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
         self.secrets.extend(&tasks.secrets);
         if tasks.paths() != path_refs || tasks.patterns() != pattern_refs || tasks.guards() != guard_refs {
-            return Err(failed("managed paths and `unless` guards may use variables but not facts".into()));
+            return Err(HostFailure::failed(
+                Phase::Plan,
+                "managed paths and `unless` guards may use variables but not facts",
+            ));
         }
         let applied = match &snap.applied {
             None => None,
@@ -304,7 +344,8 @@ impl HostRun<'_> {
             },
         };
         let order = tasks.handler_order();
-        let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context).map_err(failed)?;
+        let plan = plan::plan(&tasks.tasks, &snap.snapshot, &order, self.settings.diff_context)
+            .map_err(|e| HostFailure::failed(Phase::Plan, e))?;
         let applying = self.settings.mode == Mode::Apply;
         self.report.warnings.extend(plan::concurrency_warnings(&snap.snapshot, &plan.desired, applying));
         for stale in snap.snapshot.pending_handlers.iter().filter(|h| !order.contains(h)) {

@@ -1,10 +1,11 @@
 //! A host's writes: the install round trip, the handlers round trip that
 //! follows it, and the rollback that takes a failed run back.
 
-use super::host::{Failure, HostRun, Inspection, failed};
+use super::failure::{HostFailure, Kind, Phase};
+use super::host::{HostRun, Inspection};
 use crate::plan::compile::HostTasks;
 use crate::plan::{self, Action, Plan};
-use crate::report::model::{Backup, HandlerOutcome, Status};
+use crate::report::model::{Backup, HandlerOutcome};
 use crate::test_hooks;
 use crate::transport::script;
 
@@ -17,23 +18,27 @@ impl HostRun<'_> {
     /// of what was applied, and the handlers that ran (and the one that
     /// failed) run again, so the services run what the restored files say
     /// (web and nginx switch protocol together, or not at all).
-    pub(super) async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
+    pub(super) async fn install_and_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), HostFailure> {
         let result = self.install_then_reload(inspection, plan).await;
-        let Err((status, message)) = result else { return Ok(()) };
-        if status == Status::Interrupted && !self.report.written.is_empty() && self.report.handlers.is_empty() {
+        let Err(failure) = result else { return Ok(()) };
+        if failure.kind == Kind::Interrupted && !self.report.written.is_empty() && self.report.handlers.is_empty() {
             return match self.roll_back(inspection, plan, &[]).await {
-                Ok(()) => Err((
-                    status,
-                    format!(
-                        "{message}: undone, {} file(s) back as they were before any service loaded them; no handler ran",
-                        self.report.rolled_back.len()
-                    ),
-                )),
-                Err((_, why)) => Err((status, format!("{message}; undoing the install failed: {why}"))),
+                Ok(()) => {
+                    let undone = self.report.rolled_back.len();
+                    Err(failure.and_then_said(|message| {
+                        format!(
+                            "{message}: undone, {undone} file(s) back as they were before any service loaded them; \
+                             no handler ran"
+                        )
+                    }))
+                }
+                Err(why) => {
+                    Err(failure.and_then_said(|message| format!("{message}; undoing the install failed: {why}")))
+                }
             };
         }
-        if status != Status::Failed || self.report.written.is_empty() {
-            return Err((status, message));
+        if failure.kind != Kind::Failed || self.report.written.is_empty() {
+            return Err(failure);
         }
         // The handlers that may have loaded the new files: those that ran,
         // and the one that failed.
@@ -45,22 +50,19 @@ impl HostRun<'_> {
             self.report.handlers.iter().map(|h| h.name.clone()).collect()
         };
         match self.roll_back(inspection, plan, &rerun).await {
-            Ok(()) => Err((
-                status,
-                format!(
-                    "{message}; rolled back {} file(s){}",
-                    self.report.rolled_back.len(),
-                    if rerun.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " and ran {} again on them",
-                            rerun.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
-                        )
-                    }
-                ),
-            )),
-            Err((_, why)) => Err((status, format!("{message}; the rollback failed too: {why}"))),
+            Ok(()) => {
+                let rolled_back = self.report.rolled_back.len();
+                let again = if rerun.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and ran {} again on them",
+                        rerun.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                Err(failure.and_then_said(|message| format!("{message}; rolled back {rolled_back} file(s){again}")))
+            }
+            Err(why) => Err(failure.and_then_said(|message| format!("{message}; the rollback failed too: {why}"))),
         }
     }
 
@@ -71,7 +73,7 @@ impl HostRun<'_> {
     /// them. The handlers read the restored files, so live state follows
     /// the files. A path that cannot go back is named, and the handlers
     /// still run on the others.
-    async fn roll_back(&mut self, inspection: &Inspection, plan: &Plan, rerun: &[String]) -> Result<(), Failure> {
+    async fn roll_back(&mut self, inspection: &Inspection, plan: &Plan, rerun: &[String]) -> Result<(), HostFailure> {
         let token = self.install_token.clone();
         let written: Vec<(usize, &plan::FileChange)> =
             plan.files.iter().enumerate().filter(|(_, f)| self.report.written.contains(&f.path)).collect();
@@ -101,10 +103,9 @@ impl HostRun<'_> {
         folders.sort();
         folders.dedup();
         let restore = script::restore(&self.job.state, &paths, &folders, &owed, &record);
-        let output = self.round_trip("rollback", &restore.into()).await?;
-        let result = script::parse_restore(&output.stdout).map_err(|e| {
-            failed(format!("rollback: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-        })?;
+        let output = self.round_trip(Phase::Rollback, &restore.into()).await?;
+        let result = script::parse_restore(&output.stdout)
+            .map_err(|e| HostFailure::unreadable_reply(Phase::Rollback, e, &output))?;
         self.report.rolled_back =
             result.back.iter().filter_map(|&k| written.get(k)).map(|(_, f)| f.path.clone()).collect();
         self.report.written.retain(|path| !self.report.rolled_back.contains(path));
@@ -117,15 +118,18 @@ impl HostRun<'_> {
         let undone = std::mem::replace(&mut self.report.handlers, forward);
         self.report.handlers.extend(undone.into_iter().map(|h| HandlerOutcome { rollback: true, ..h }));
         if let Some(why) = result.failure {
-            return Err(failed(format!("rollback: {why}")));
+            return Err(HostFailure::failed(Phase::Rollback, format!("rollback: {why}")));
         }
         if !stuck.is_empty() {
-            return Err(failed(format!("rollback: could NOT put back {}", stuck.join("; "))));
+            return Err(HostFailure::failed(
+                Phase::Rollback,
+                format!("rollback: could NOT put back {}", stuck.join("; ")),
+            ));
         }
         result_handlers
     }
 
-    async fn install_then_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), Failure> {
+    async fn install_then_reload(&mut self, inspection: &Inspection, plan: &Plan) -> Result<(), HostFailure> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let restored = plan.files.iter().map(|f| (&f.path, &f.after));
         let in_place = plan.desired.iter().filter(|(path, _)| !inspection.snapshot_differs(path, plan));
@@ -163,13 +167,12 @@ impl HostRun<'_> {
                 keep_olds: !plan.handlers.is_empty(),
                 crash_at: test_hooks::crash_at(),
             });
-            let output = self.round_trip("install", &install).await;
+            let output = self.round_trip(Phase::Install, &install).await;
             // A crash point in the install script kills the controller too, once the round trip ends.
             test_hooks::crash_if(|at| !at.starts_with("after-") && !at.starts_with("handler:"));
             let output = output?;
-            let result = script::parse_install(&output.stdout).map_err(|e| {
-                failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-            })?;
+            let result = script::parse_install(&output.stdout)
+                .map_err(|e| HostFailure::unreadable_reply(Phase::Install, e, &output))?;
             self.report.written =
                 result.written.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.clone()).collect();
             self.report.commands_ran = result.commands_ran.clone();
@@ -187,7 +190,7 @@ impl HostRun<'_> {
                         result.stuck.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.as_str()).collect();
                     format!("no handler ran; these could NOT be put back: {}", stuck.join(", "))
                 };
-                return Err(failed(format!("install: {what}: {message} ({after})")));
+                return Err(HostFailure::failed(Phase::Install, format!("install: {what}: {message} ({after})")));
             }
         }
         test_hooks::crash_here("after-install");
@@ -203,7 +206,7 @@ impl HostRun<'_> {
     /// Runs the plan's handlers, each followed (`verify`) by the probes whose
     /// remedy it is, in one round trip: a handler counts as done only when
     /// those pass.
-    async fn run_handlers(&mut self, inspection: &Inspection, plan: &Plan, verify: bool) -> Result<(), Failure> {
+    async fn run_handlers(&mut self, inspection: &Inspection, plan: &Plan, verify: bool) -> Result<(), HostFailure> {
         if plan.handlers.is_empty() {
             return Ok(());
         }
@@ -243,14 +246,13 @@ impl HostRun<'_> {
         self.handlers_sent = to_run.iter().map(|(n, _)| n.to_string()).collect();
         let crash_at = test_hooks::crash_at();
         let output = self
-            .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
+            .round_trip(Phase::Handlers, &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
             .await;
         // A crash point in the handlers script kills the controller too, once the round trip ends.
         test_hooks::crash_if(|at| at.starts_with("handler:"));
         let output = output?;
-        let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len()).map_err(|e| {
-            failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
-        })?;
+        let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len())
+            .map_err(|e| HostFailure::unreadable_reply(Phase::Handlers, e, &output))?;
         self.report.handlers = to_run[..result.succeeded]
             .iter()
             .map(|(n, _)| HandlerOutcome { name: n.to_string(), ok: true, rollback: false })
@@ -263,7 +265,10 @@ impl HostRun<'_> {
             } else {
                 format!("handler `{name}`: `{}` exited {status}: {message}", script::first_line(cmd))
             };
-            return Err(failed(format!("{what} (left pending; it runs again next time)")));
+            return Err(HostFailure::failed(
+                Phase::Handlers,
+                format!("{what} (left pending; it runs again next time)"),
+            ));
         }
         test_hooks::crash_here("after-handlers");
         Ok(())

@@ -2,7 +2,7 @@
 //! its templates read and checked, the hosts selected, and every host's
 //! steps rendered once with stand-in facts, so bad input stops the run here.
 
-use super::Settings;
+use super::settings::Settings;
 use crate::facts::Facts;
 use crate::inventory::{self, Connection, Host};
 use crate::plan::Action;

@@ -4,23 +4,29 @@
 //! trip, or (drift) one round trip of live probes. The round trips are fixed
 //! by these phases, not by the number of steps.
 //!
-//! This module is the scheduler: batches (`serial`), `max_fail_percentage`,
-//! forks, splay and signals; a host's phases are in `host`.
+//! This module is the scheduler: batches (`serial`), `max_fail_percentage`
+//! and signals, over the one fan-out (`fan_out`: forks and splay) that
+//! audit and facts use too (`run_everywhere`); a host's phases are in `host`.
 
 mod drift;
+mod failure;
+mod fan_out;
 mod host;
 mod install;
 mod load;
 mod settings;
 
 pub use crate::report::model::{HostReport, Status, any_changes};
+pub use host::target_of;
 pub use load::{Prepared, check_playbook, load, prepare, render_offline};
 pub use settings::{Mode, Remediate, Settings, ssh_options};
 
 use crate::interrupt;
-use crate::inventory::{Connection, Host};
+use crate::inventory::Host;
 use crate::progress::Progress;
-use crate::transport::{self, SshOptions, SshTarget, Target, script};
+use crate::transport::{self, SshOptions, Transport};
+use fan_out::fan_out;
+use host::{blank_report, not_run_interrupted};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +43,6 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
     let batch = serial.map_or(total, |s| s.of(total));
     let max_fail = prepared.playbook.plays.iter().find_map(|p| p.max_fail_percentage);
     let shared = Arc::new((prepared, ssh, settings.clone(), progress.clone()));
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(settings.forks.max(1)));
     let mut reports: Vec<(usize, HostReport)> = Vec::new();
     let batches: Vec<Vec<usize>> = (0..total).collect::<Vec<_>>().chunks(batch.max(1)).map(<[usize]>::to_vec).collect();
     for (number, members) in batches.iter().enumerate() {
@@ -45,7 +50,7 @@ pub async fn execute(prepared: Prepared, settings: &Settings, splay: Duration) -
             let names: Vec<&str> = members.iter().map(|i| shared.0.jobs[*i].host.name.as_str()).collect();
             progress.note(&format!("batch {}/{}: {}", number + 1, batches.len(), names.join(", ")));
         }
-        let done = run_batch(&shared, &semaphore, members, splay).await;
+        let done = run_batch(&shared, members, splay).await;
         let failed = done.iter().filter(|(_, r)| matches!(r.status, Status::Failed | Status::Unreachable)).count();
         reports.extend(done);
         let stop = batch_stops(number + 1, failed, members.len(), max_fail);
@@ -85,104 +90,63 @@ fn batch_stops(batch: usize, failed: usize, size: usize, max_fail: Option<f64>) 
 
 type Shared = Arc<(Prepared, SshOptions, Settings, Arc<Progress>)>;
 
-/// One batch of hosts, concurrently, `forks` at a time. A host's task
-/// that dies (a panic outside its phases) fails that host alone.
-async fn run_batch(
-    shared: &Shared,
-    semaphore: &Arc<tokio::sync::Semaphore>,
-    members: &[usize],
-    splay: Duration,
-) -> Vec<(usize, HostReport)> {
-    let mut running = tokio::task::JoinSet::new();
-    let mut hosts_of_tasks = std::collections::HashMap::new();
-    for &i in members {
+/// One batch of hosts, through the fan-out. A host's task that dies (a
+/// panic outside its phases) fails that host alone.
+async fn run_batch(shared: &Shared, members: &[usize], splay: Duration) -> Vec<(usize, HostReport)> {
+    let work = |i: usize| {
         let shared = shared.clone();
-        let semaphore = semaphore.clone();
-        // The fork is taken here, host by host, so that hosts start in
-        // inventory order (tasks racing for it would start in any order).
-        // With a splay each host waits its own random delay first, and its
-        // start is random anyway.
-        let permit = if splay.is_zero() {
-            Some(semaphore.clone().acquire_owned().await.expect("semaphore is never closed"))
-        } else {
-            None
-        };
-        let task = running.spawn(async move {
-            let _permit = match permit {
-                Some(permit) => permit,
-                None => {
-                    tokio::time::sleep(splay.mul_f64(random_fraction())).await;
-                    semaphore.acquire_owned().await.expect("semaphore is never closed")
-                }
-            };
+        async move {
             let (prepared, ssh, settings, progress) = &*shared;
             if interrupt::requested() {
                 progress.host_done();
-                return (i, not_run_interrupted(&prepared.jobs[i].host));
+                return not_run_interrupted(&prepared.jobs[i].host);
             }
             let line = progress.host(&prepared.jobs[i].host.name);
             let report = host::run_host(prepared, &prepared.jobs[i], ssh, settings, &line).await;
-            line.finish(match report.status {
-                Status::Ok => "ok",
-                Status::Changed => "changed",
-                Status::Failed => "failed",
-                Status::Unreachable => "unreachable",
-                Status::Interrupted => "interrupted",
-            });
+            line.finish(report.status.as_str());
             progress.host_done();
-            (i, report)
-        });
-        hosts_of_tasks.insert(task.id(), i);
-    }
-    let mut reports: Vec<(usize, HostReport)> = Vec::new();
-    while let Some(done) = running.join_next_with_id().await {
-        match done {
-            Ok((_, done)) => reports.push(done),
-            Err(e) => {
-                let Some(&i) = hosts_of_tasks.get(&e.id()) else { continue };
-                let (prepared, _, _, progress) = &**shared;
-                let host = &prepared.jobs[i].host;
-                let why = if e.is_panic() { crate::unwind::message(&e.into_panic()) } else { e.to_string() };
-                interrupt::left(&host.name);
-                progress.host_done();
-                let error = Some(format!("internal error: {why} (this host only; the others went on)"));
-                reports.push((i, HostReport { status: Status::Failed, error, ..blank_report(host) }));
-            }
+            report
         }
+    };
+    let lost = |i: usize, why: String| {
+        let (prepared, _, _, progress) = &**shared;
+        let host = &prepared.jobs[i].host;
+        interrupt::left(&host.name);
+        progress.host_done();
+        let error = Some(format!("internal error: {why} (this host only; the others went on)"));
+        HostReport { status: Status::Failed, error, ..blank_report(host) }
+    };
+    fan_out(members, shared.2.forks, splay, work, lost).await
+}
+
+/// Runs `script` once on each of `hosts`, through the fan-out (`--forks`
+/// at a time, `--command-timeout` each): each host's output, in the order
+/// of `hosts`, or why there is none.
+pub async fn run_everywhere(
+    hosts: &[&Host],
+    ssh: &SshOptions,
+    forks: usize,
+    command_timeout: Option<Duration>,
+    script: String,
+) -> Vec<Result<transport::Output, transport::Error>> {
+    let script = Arc::new(transport::Script::from(script));
+    let members: Vec<usize> = (0..hosts.len()).collect();
+    let work = |i: usize| {
+        let (target, _) = target_of(hosts[i]);
+        let (ssh, script, become_root) = (ssh.clone(), script.clone(), hosts[i].become_root);
+        async move {
+            let transport = Transport::connect(&target, &ssh).await?;
+            let output = transport.run(&script, become_root, command_timeout).await;
+            transport.close().await;
+            output
+        }
+    };
+    let lost = |_, why| Err(transport::Error::Failed(format!("internal error: {why}")));
+    let mut outputs: Vec<_> = hosts.iter().map(|_| None).collect();
+    for (i, output) in fan_out(&members, forks, Duration::ZERO, work, lost).await {
+        outputs[i] = Some(output);
     }
-    reports
-}
-
-/// A number in [0, 1).
-fn random_fraction() -> f64 {
-    (script::random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-pub fn target_of(host: &Host) -> (Target, String) {
-    match &host.connection {
-        Connection::Local => (Target::Local, "local".into()),
-        Connection::Ssh { address, port, user, key_file } => (
-            Target::Ssh(SshTarget {
-                address: address.clone(),
-                port: *port,
-                user: user.clone(),
-                key_file: key_file.clone(),
-            }),
-            match port {
-                Some(p) => format!("{address}:{p}"),
-                None => address.clone(),
-            },
-        ),
-    }
-}
-
-pub(super) fn blank_report(host: &Host) -> HostReport {
-    HostReport { name: host.name.clone(), address: target_of(host).1, ..HostReport::default() }
-}
-
-/// A host a signal kept from starting.
-pub(super) fn not_run_interrupted(host: &Host) -> HostReport {
-    HostReport { status: Status::Interrupted, error: Some("not run: interrupted".into()), ..blank_report(host) }
+    outputs.into_iter().map(|o| o.expect("every host's task reported")).collect()
 }
 
 #[cfg(test)]
