@@ -28,6 +28,11 @@ pub struct HostTasks {
 }
 
 impl HostTasks {
+    /// The names of the host's handlers, in playbook order.
+    pub fn handler_order(&self) -> Vec<String> {
+        self.handlers.iter().map(|(n, _)| n.clone()).collect()
+    }
+
     pub fn paths(&self) -> Vec<&str> {
         let mut paths: Vec<&str> = self.tasks.iter().flat_map(|t| t.action.paths()).collect();
         paths.sort();
@@ -198,9 +203,39 @@ pub fn checked_path(origin: &str, path: &str) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
-impl HostTasks {
-    /// The names of the host's handlers, in playbook order.
-    pub fn handler_order(&self) -> Vec<String> {
-        self.handlers.iter().map(|(n, _)| n.clone()).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_part_of_a_search_pattern_may_hold_wildcards() {
+        assert_eq!(checked_pattern("search", "/etc/nginx/sites-enabled/*").unwrap(), "/etc/nginx/sites-enabled/*");
+        assert!(checked_pattern("search", "/etc/nginx/conf.d/sentry?.conf").is_ok());
+        let folder = checked_pattern("search", "/etc/nginx/sites-*/sentry").unwrap_err();
+        assert!(folder.contains("only the last part of a pattern may hold `*` or `?`"), "{folder}");
+        assert!(checked_pattern("search", "/etc/nginx/site[s]/x").is_err(), "no brackets");
+        assert!(checked_pattern("search", "etc/*").unwrap_err().contains("is not an absolute path"));
+    }
+
+    #[test]
+    fn a_path_must_be_absolute_and_stay_where_it_says() {
+        assert!(checked_path("dest", "/etc/redis/redis.conf").is_ok());
+        assert!(checked_path("dest", "/etc/../root/.ssh/authorized_keys").unwrap_err().contains("contains `..`"));
+        assert!(checked_path("dest", "/etc/a\0b").unwrap_err().contains("NUL byte"));
+    }
+
+    #[test]
+    fn tags_choose_steps_and_skip_tags_win() {
+        let step = ["redis".to_owned()];
+        let wanted = |tags: &[&str], skip: &[&str]| {
+            let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            let skip_tags: Vec<String> = skip.iter().map(|t| t.to_string()).collect();
+            selected_by_tags(&step, &Selection { tags: &tags, skip_tags: &skip_tags, backup: false })
+        };
+        assert!(wanted(&[], &[]));
+        assert!(wanted(&["redis"], &[]));
+        assert!(wanted(&["all"], &[]));
+        assert!(!wanted(&["nginx"], &[]));
+        assert!(!wanted(&["redis"], &["redis"]));
     }
 }
