@@ -24,6 +24,7 @@ mod suggest;
 mod test_hooks;
 mod transport;
 mod unwind;
+mod vars;
 
 use clap::Parser;
 use cli::{Cli, Command};

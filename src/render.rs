@@ -2,7 +2,7 @@
 //! auto-escaping, trailing newline kept. Templates are compiled once, up
 //! front, so a syntax error stops the run before any host is touched.
 
-use crate::inventory::Vars;
+use crate::vars::Vars;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
 use serde_json::Value as Json;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! Diffs get the values masked, and, for files others may not read, every
 //! line that looks secret ([`mask_secret_lines`]).
 
-use crate::inventory::Vars;
+use crate::vars::Vars;
 use std::sync::LazyLock;
 
 /// What a secret is shown as.

@@ -12,12 +12,13 @@ pub mod pyliteral;
 mod vars_dirs;
 pub mod yaml;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub type Vars = Map<String, Value>;
+pub use crate::vars::Vars;
+use crate::vars::kind_of;
 
 /// A bad inventory: names the file and, where known, the line and column.
 #[derive(Debug)]
@@ -181,23 +182,8 @@ pub fn read_vars_file(file: &Path) -> Result<Vars, Error> {
     }
 }
 
-pub fn yaml_error(file: &Path, error: &serde_yaml::Error) -> Error {
-    let hint = crate::suggest::unknown_field_hint(&error.to_string());
-    match error.location() {
-        Some(loc) => Error::at(file, loc.line(), loc.column(), format!("{error}{hint}")),
-        None => Error(format!("{}: {error}{hint}", file.display())),
-    }
-}
-
-pub fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
+fn yaml_error(file: &Path, error: &serde_yaml::Error) -> Error {
+    Error(crate::vars::yaml_error(file, error))
 }
 
 /// Orders groups parents-first and merges every host's variables.

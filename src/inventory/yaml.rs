@@ -2,7 +2,8 @@
 //! nested `children`, read with a strict schema so a misspelt key is an
 //! error that points at its line and column.
 
-use super::{Error, RawInventory, Vars, kind_of, yaml_error};
+use super::{Error, RawInventory, Vars, yaml_error};
+use crate::vars::kind_of;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! from YAML and checked before any host is touched (unknown keys, step
 //! kinds, regexes, notify targets, file modes).
 
-use crate::inventory::{Vars, kind_of};
+use crate::vars::{Vars, kind_of};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -351,7 +351,7 @@ pub fn load(path: &Path) -> Result<Playbook, Error> {
     if text.trim().is_empty() {
         return Err(Error(format!("{}: the playbook is empty (expected a list of plays)", path.display())));
     }
-    let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::inventory::yaml_error(path, &e).0))?;
+    let plays: Vec<Play> = serde_yaml::from_str(&text).map_err(|e| Error(crate::vars::yaml_error(path, &e)))?;
     if plays.is_empty() {
         return Err(Error(format!("{}: the playbook has no plays", path.display())));
     }

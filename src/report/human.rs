@@ -3,7 +3,7 @@
 //! and never when `NO_COLOR` is set. Text that came from a host is shown
 //! through [`printable`], so that a host cannot drive the operator's terminal.
 
-use crate::run::{HostReport, Status};
+use crate::report::model::{HostReport, Status};
 use std::borrow::Cow;
 use std::fmt::Write;
 use std::io::IsTerminal;
@@ -143,13 +143,13 @@ pub fn render(reports: &[HostReport], options: &Options, style: &Style) -> Strin
 /// The drift report: per host its status and each item, then a summary.
 pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> String {
     use crate::plan::drift::ItemState;
-    use crate::run::ItemKind;
+    use crate::report::model::{DriftStatus, ItemKind};
     let mut out = String::new();
     for report in reports {
         let status = report.drift_status();
         let code = match status {
-            "in_sync" => "32",
-            "pending" => "33",
+            DriftStatus::InSync => "32",
+            DriftStatus::Pending => "33",
             _ => "31",
         };
         let _ = writeln!(
@@ -157,14 +157,16 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
             "{} ({}): {}",
             style.paint("1", &report.name),
             report.address,
-            style.paint(code, &status.replace('_', " "))
+            style.paint(code, &status.as_str().replace('_', " "))
         );
         for item in &report.drift {
             let (word, code, why) = match (item.state, item.kind) {
                 (ItemState::HostDrift, ItemKind::Live) => ("live drift", "31", "live state differs"),
                 (ItemState::HostDrift, _) => ("host drift", "31", "changed on the host since the last apply"),
-                (ItemState::Pending, ItemKind::Handler) if item.actual == crate::run::OWED_BY_RUNNING_APPLY => {
-                    ("pending", "33", crate::run::OWED_BY_RUNNING_APPLY)
+                (ItemState::Pending, ItemKind::Handler)
+                    if item.actual == crate::report::model::OWED_BY_RUNNING_APPLY =>
+                {
+                    ("pending", "33", crate::report::model::OWED_BY_RUNNING_APPLY)
                 }
                 (ItemState::Pending, ItemKind::Handler) => ("pending", "33", "a handler an earlier run did not finish"),
                 (ItemState::Pending, ItemKind::Live) => ("pending", "33", "follows a pending change of the playbook"),
@@ -222,9 +224,8 @@ pub fn render_drift(reports: &[HostReport], show_diff: bool, style: &Style) -> S
 /// The word before a host's error.
 fn status_word(status: Status) -> &'static str {
     match status {
-        Status::Unreachable => "unreachable",
-        Status::Interrupted => "interrupted",
-        _ => "failed",
+        Status::Unreachable | Status::Interrupted => status.as_str(),
+        _ => Status::Failed.as_str(),
     }
 }
 
@@ -297,7 +298,7 @@ mod tests {
     use super::*;
     use crate::plan::drift::ItemState;
     use crate::plan::{StepOutcome, diff};
-    use crate::run::{DriftItem, FileDiff, HandlerOutcome, ItemKind};
+    use crate::report::model::{DriftItem, FileDiff, HandlerOutcome, ItemKind};
     use std::time::Duration;
 
     fn report(name: &str, status: Status) -> HostReport {

@@ -1,7 +1,7 @@
 //! The machine-readable reports: one JSON document per apply, diff or
 //! drift pass. Field names are stable and documented in the README.
 
-use crate::run::{DriftItem, HostReport};
+use crate::report::model::{DriftItem, DriftStatus, HostReport};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -31,7 +31,7 @@ pub struct Summary {
 pub struct Host<'a> {
     pub host: &'a str,
     pub address: &'a str,
-    pub status: &'static str,
+    pub status: DriftStatus,
     pub error: Option<&'a str>,
     pub items: &'a [DriftItem],
     pub remediated: &'a [String],
@@ -43,12 +43,12 @@ pub fn summary(reports: &[HostReport]) -> Summary {
     let mut summary = Summary { hosts: reports.len(), ..Summary::default() };
     for report in reports {
         match report.drift_status() {
-            "in_sync" => summary.in_sync += 1,
-            "drifted" => summary.drifted += 1,
-            "pending" => summary.pending += 1,
-            "failed" => summary.failed += 1,
-            "interrupted" => summary.interrupted += 1,
-            _ => summary.unreachable += 1,
+            DriftStatus::InSync => summary.in_sync += 1,
+            DriftStatus::Drifted => summary.drifted += 1,
+            DriftStatus::Pending => summary.pending += 1,
+            DriftStatus::Failed => summary.failed += 1,
+            DriftStatus::Interrupted => summary.interrupted += 1,
+            DriftStatus::Unreachable => summary.unreachable += 1,
         }
     }
     summary
@@ -77,7 +77,7 @@ pub fn run_document(
     exit_code: u8,
     elapsed: std::time::Duration,
 ) -> serde_json::Value {
-    use crate::run::Status;
+    use crate::report::model::Status;
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     let hosts: Vec<serde_json::Value> = reports
         .iter()
@@ -85,13 +85,7 @@ pub fn run_document(
             serde_json::json!({
                 "host": r.name,
                 "address": r.address,
-                "status": match r.status {
-                    Status::Ok => "ok",
-                    Status::Changed => "changed",
-                    Status::Failed => "failed",
-                    Status::Unreachable => "unreachable",
-                    Status::Interrupted => "interrupted",
-                },
+                "status": r.status,
                 "error": r.error,
                 "steps": r.steps.iter().map(|s| serde_json::json!({"name": s.name, "subject": s.subject, "changed": s.changed, "not_applied": s.not_applied})).collect::<Vec<_>>(),
                 "changes": r.files.iter().map(|f| serde_json::json!({"path": f.path, "diff": f.diff})).collect::<Vec<_>>(),

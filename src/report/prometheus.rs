@@ -2,7 +2,7 @@
 //! textfile collector: per host gauges.
 
 use crate::plan::drift::ItemState;
-use crate::run::{HostReport, Status};
+use crate::report::model::{DriftStatus, HostReport, Status};
 use std::fmt::Write;
 
 fn label(value: &str) -> String {
@@ -17,7 +17,7 @@ pub fn render(reports: &[HostReport], timestamp: f64) -> String {
     let mut out = String::new();
     let gauges: [Gauge; 6] = [
         ("sentry_provision_in_sync", "1 when the host matches the playbook and its last apply, else 0.", &|r| {
-            f64::from(u8::from(r.drift_status() == "in_sync"))
+            f64::from(u8::from(r.drift_status() == DriftStatus::InSync))
         }),
         (
             "sentry_provision_drifted_items",
