@@ -60,7 +60,7 @@ where
             Ok((_, done)) => results.push(done),
             Err(e) => {
                 let Some(&i) = members_of_tasks.get(&e.id()) else { continue };
-                let why = if e.is_panic() { crate::unwind::message(&e.into_panic()) } else { e.to_string() };
+                let why = if e.is_panic() { crate::unwind::message(&*e.into_panic()) } else { e.to_string() };
                 results.push((i, lost(i, why)));
             }
         }
@@ -105,7 +105,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn work_that_panics_fails_its_host_alone() {
+    async fn work_that_panics_fails_its_host_alone_with_the_panic_message() {
         let mut done = fan_out(
             &[0, 1],
             4,
@@ -119,6 +119,6 @@ mod tests {
         .await;
         done.sort();
         assert_eq!(done[0], (0, "ok".to_owned()));
-        assert!(done[1].1.starts_with("host 1 lost: "), "{done:?}");
+        assert!(done[1].1.starts_with("host 1 lost: a reply no parser foresaw"), "{done:?}");
     }
 }
