@@ -236,7 +236,7 @@ PY
 fi
 echo END
 "#,
-        conf = crate::transport::script::quote(sentry_conf),
+        conf = crate::remote::quote(sentry_conf),
         reader = include_str!("audit_web_options.py").trim_end()
     )
 }

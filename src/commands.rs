@@ -5,9 +5,10 @@ use crate::cli::{AuditArgs, CheckArgs, Cli, FactsArgs, InventoryArgs, OutputForm
 use crate::facts::Facts;
 use crate::inventory::{self, Inventory};
 use crate::output::{out, outln};
+use crate::remote;
 use crate::run::{self, Mode};
 use crate::suggest::nearest;
-use crate::transport::{self, Transport, script};
+use crate::transport::{self, Transport};
 use crate::{BAD_INPUT, CHANGES_PENDING, HOST_FAILED, HOST_UNREACHABLE, bad_input};
 use clap::CommandFactory;
 use serde_json::{Map, Value, json};
@@ -172,12 +173,12 @@ pub async fn facts(args: &FactsArgs) -> u8 {
         Err(e) => return bad_input(&e),
     };
     let hosts = reach.hosts();
-    let state = script::StateFiles::new(script::STATE_DIR, "facts");
-    let snapshot = script::snapshot(&state, &[], &[], &[]);
+    let state = remote::StateFiles::new(remote::STATE_DIR, "facts");
+    let snapshot = remote::snapshot(&state, &[], &[], &[]);
     let results = reach.run_everywhere(snapshot.text).await.into_iter().map(|output| {
         let parsed =
-            script::parse_snapshot(&output?.stdout, &[], &[], &snapshot.token).map_err(transport::Error::Failed)?;
-        Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
+            remote::parse_snapshot(&output?.stdout, &[], &[], &snapshot.token).map_err(transport::Error::Failed)?;
+        Facts::from_snapshot(&parsed.facts, &parsed.tools, remote::TOOLS).map_err(transport::Error::Failed)
     });
     let mut document = Map::new();
     let mut code = 0;

@@ -11,11 +11,11 @@ use crate::plan::drift::{Applied, ItemState};
 use crate::plan::{self, Action, Attributes, Plan, Snapshot, StepOutcome, Task};
 use crate::playbook::{self, Playbook, State, StepKind};
 use crate::progress::{HostProgress, Progress};
+use crate::remote::{self, StateFiles};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use crate::test_hooks;
-use crate::transport::script::StateFiles;
-use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport, script};
+use crate::transport::{self, HostKeys, SshOptions, SshTarget, Target, Transport};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -233,7 +233,7 @@ impl BeforeFacts {
 /// here, with exit code 1 and no host touched.
 pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
     let mut prepared = load(settings)?;
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     let mut errors = Vec::new();
     let mut checked = Vec::new();
     for job in &prepared.jobs {
@@ -492,7 +492,7 @@ fn render_tasks(
 /// two playbooks on one host do not settle each other's debts.
 fn state_files(host: &Host, playbook: &Playbook) -> Result<StateFiles, String> {
     let dir = match host.vars.get("sentry_provision_state_dir") {
-        None => script::STATE_DIR.to_owned(),
+        None => remote::STATE_DIR.to_owned(),
         Some(serde_json::Value::String(dir)) => {
             checked_path(&format!("host {}: sentry_provision_state_dir", host.name), dir.trim_end_matches('/'))?
         }
@@ -508,7 +508,7 @@ fn state_files(host: &Host, playbook: &Playbook) -> Result<StateFiles, String> {
 /// (so that the folder it searches is known, for the run's cleanup there).
 fn checked_pattern(origin: &str, pattern: &str) -> Result<String, String> {
     let pattern = checked_path(origin, pattern)?;
-    if script::folder_of(&pattern).contains(['*', '?']) || pattern.contains(['[', ']']) {
+    if remote::folder_of(&pattern).contains(['*', '?']) || pattern.contains(['[', ']']) {
         return Err(format!("{origin}: `{pattern}`: only the last part of a pattern may hold `*` or `?`"));
     }
     Ok(pattern)
@@ -541,7 +541,7 @@ pub type RenderedHost = (String, Vec<(String, bytes::Bytes)>);
 
 /// Every host's template outputs, rendered with stand-in facts, no SSH.
 pub fn render_offline(prepared: &Prepared, settings: &Settings) -> Result<Vec<RenderedHost>, String> {
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     prepared
         .jobs
         .iter()
@@ -585,14 +585,14 @@ pub fn check_playbook(
         }
     };
     let settings = Settings::offline(playbook_path);
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     let mut steps = 0;
     for host in &hosts {
         let job = Job {
             host: host.clone(),
             plays: (0..playbook.plays.len()).collect(),
             become_root: false,
-            state: StateFiles::new(script::STATE_DIR, "check"),
+            state: StateFiles::new(remote::STATE_DIR, "check"),
             before_facts: BeforeFacts::default(),
         };
         steps = render_tasks(&playbook, &renderer, &job, &placeholder, &settings)
@@ -766,7 +766,7 @@ async fn run_batch(
 
 /// A number in [0, 1).
 fn random_fraction() -> f64 {
-    (script::random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    (remote::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub fn target_of(host: &Host) -> (Target, String) {
@@ -829,7 +829,7 @@ async fn run_host(
                 report: &mut report,
                 lock: None,
                 line,
-                install_token: format!("{:016x}", script::random_u64()),
+                install_token: format!("{:016x}", remote::random_u64()),
                 handlers_sent: Vec::new(),
                 secrets: job.before_facts.secrets.clone(),
             };
@@ -913,7 +913,7 @@ struct HostRun<'a> {
     lock: Option<transport::Held<'a>>,
     line: &'a HostProgress,
     /// The token of this run's install, which names the entries it kept
-    /// for a rollback ([`script::kept_path`]).
+    /// for a rollback ([`remote::kept_path`]).
     install_token: String,
     /// The handlers sent in the last handlers round trip: when its reply
     /// is lost, any of them may have run.
@@ -1003,10 +1003,10 @@ impl HostRun<'_> {
             self.report.log.push(line);
         }
         match result {
-            Ok(output) if output.status == script::LOCK_LOST => Err(failed(format!(
+            Ok(output) if output.status == remote::LOCK_LOST => Err(failed(format!(
                 "{phase}: this run no longer holds the host's lock: the host heard nothing from it for {}s \
                  and let the lock go; nothing was done in this step (run again)",
-                script::HOLDER_PATIENCE_SECONDS
+                remote::HOLDER_PATIENCE_SECONDS
             ))),
             result => result,
         }
@@ -1030,8 +1030,8 @@ impl HostRun<'_> {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
-        let script::SnapshotScript { text, token } =
-            script::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
+        let remote::SnapshotScript { text, token } =
+            remote::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
         self.line.phase("snapshot");
         interrupt::entering(&self.job.host.name, "snapshot");
         let mut lock_held = false;
@@ -1040,15 +1040,15 @@ impl HostRun<'_> {
             // their end, so two runs never interleave; one round trip still.
             self.report.round_trips += 1;
             // The folders install writes its temp files in (the same folder_of).
-            let mut dirs: Vec<&str> = path_refs.iter().chain(&pattern_refs).map(|p| script::folder_of(p)).collect();
+            let mut dirs: Vec<&str> = path_refs.iter().chain(&pattern_refs).map(|p| remote::folder_of(p)).collect();
             dirs.sort_unstable();
             dirs.dedup();
-            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
+            let locked = remote::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
             let (output, held) = self
                 .transport
                 .run_and_hold(
                     &locked.into(),
-                    &script::end_line(&token),
+                    &remote::end_line(&token),
                     self.job.become_root,
                     // The wait for the lock is the round trip's, on top.
                     self.settings.command_timeout.map(|limit| limit + self.settings.lock_timeout),
@@ -1073,17 +1073,17 @@ impl HostRun<'_> {
             }
             output
         } else {
-            let probed = script::lock_probe(&self.job.state) + &text;
+            let probed = remote::lock_probe(&self.job.state) + &text;
             let output = self.round_trip("snapshot", &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output
         };
         test_hooks::crash_here("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
+        let snap = remote::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token).map_err(|e| {
             failed(format!("snapshot: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         let facts =
-            Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
+            Facts::from_snapshot(&snap.facts, &snap.tools, remote::TOOLS).map_err(|e| failed(format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
         self.secrets.extend(&tasks.secrets);
         if tasks.paths() != path_refs || tasks.patterns() != pattern_refs || tasks.guards() != guard_refs {
@@ -1186,13 +1186,13 @@ impl HostRun<'_> {
             .iter()
             .map(|(i, f)| match f.before {
                 plan::Entry::Missing => None,
-                _ => Some(script::kept_path(&f.path, &token, *i)),
+                _ => Some(remote::kept_path(&f.path, &token, *i)),
             })
             .collect();
-        let paths: Vec<script::Restore> = written
+        let paths: Vec<remote::Restore> = written
             .iter()
             .zip(&kept)
-            .map(|((_, f), kept)| script::Restore { path: &f.path, kept: kept.as_deref() })
+            .map(|((_, f), kept)| remote::Restore { path: &f.path, kept: kept.as_deref() })
             .collect();
         let record =
             serde_json::to_string(&inspection.applied.clone().unwrap_or_default()).expect("the record serializes");
@@ -1202,12 +1202,12 @@ impl HostRun<'_> {
             .into_iter()
             .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
             .collect();
-        let mut folders: Vec<String> = written.iter().map(|(_, f)| script::private_dir(&f.path, &token)).collect();
+        let mut folders: Vec<String> = written.iter().map(|(_, f)| remote::private_dir(&f.path, &token)).collect();
         folders.sort();
         folders.dedup();
-        let restore = script::restore(&self.job.state, &paths, &folders, &owed, &record);
+        let restore = remote::restore(&self.job.state, &paths, &folders, &owed, &record);
         let output = self.round_trip("rollback", &restore.into()).await?;
-        let result = script::parse_restore(&output.stdout).map_err(|e| {
+        let result = remote::parse_restore(&output.stdout).map_err(|e| {
             failed(format!("rollback: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         self.report.rolled_back =
@@ -1244,10 +1244,10 @@ impl HostRun<'_> {
         let record_changed = inspection.applied.as_ref() != Some(&record);
 
         if !plan.files.is_empty() || !plan.commands.is_empty() || record_changed {
-            let writes: Vec<script::FileWrite> = plan
+            let writes: Vec<remote::FileWrite> = plan
                 .files
                 .iter()
-                .map(|f| script::FileWrite {
+                .map(|f| remote::FileWrite {
                     path: &f.path,
                     desired: Some(&f.after),
                     validate: &f.validate,
@@ -1257,7 +1257,7 @@ impl HostRun<'_> {
             let commands: Vec<(usize, &str)> = plan.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
             let record_json = serde_json::to_string(&record).expect("the record serializes");
             let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
-            let install = script::install(&script::Install {
+            let install = remote::install(&remote::Install {
                 state: &self.job.state,
                 pending: &plan.handlers,
                 writes: &writes,
@@ -1272,7 +1272,7 @@ impl HostRun<'_> {
             // A crash point in the install script kills the controller too, once the round trip ends.
             test_hooks::crash_if(|at| !at.starts_with("after-") && !at.starts_with("handler:"));
             let output = output?;
-            let result = script::parse_install(&output.stdout).map_err(|e| {
+            let result = remote::parse_install(&output.stdout).map_err(|e| {
                 failed(format!("install: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
             })?;
             self.report.written =
@@ -1319,14 +1319,14 @@ impl HostRun<'_> {
                 inspection.tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
             })
             .collect();
-        let probes: Vec<script::Verify> = if verify {
+        let probes: Vec<remote::Verify> = if verify {
             inspection
                 .tasks
                 .probes
                 .iter()
                 .filter_map(|(name, command, remedy)| {
                     let after = to_run.iter().position(|(n, _)| Some(*n) == remedy.as_deref())?;
-                    Some(script::Verify { after, name, command })
+                    Some(remote::Verify { after, name, command })
                 })
                 .collect()
         } else {
@@ -1337,7 +1337,7 @@ impl HostRun<'_> {
         let kept: Vec<String> = if verify {
             let mut folders: Vec<String> = (plan.files.iter())
                 .filter(|f| self.report.written.contains(&f.path))
-                .map(|f| script::private_dir(&f.path, &self.install_token))
+                .map(|f| remote::private_dir(&f.path, &self.install_token))
                 .collect();
             folders.sort();
             folders.dedup();
@@ -1348,12 +1348,12 @@ impl HostRun<'_> {
         self.handlers_sent = to_run.iter().map(|(n, _)| n.to_string()).collect();
         let crash_at = test_hooks::crash_at();
         let output = self
-            .round_trip("handlers", &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
+            .round_trip("handlers", &remote::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
             .await;
         // A crash point in the handlers script kills the controller too, once the round trip ends.
         test_hooks::crash_if(|at| at.starts_with("handler:"));
         let output = output?;
-        let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len()).map_err(|e| {
+        let result = remote::parse_handlers(&output.stdout, to_run.len(), probes.len()).map_err(|e| {
             failed(format!("handlers: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
         })?;
         self.report.handlers = to_run[..result.succeeded]
@@ -1366,7 +1366,7 @@ impl HostRun<'_> {
             let what = if result.no_effect {
                 format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
             } else {
-                format!("handler `{name}`: `{}` exited {status}: {message}", script::first_line(cmd))
+                format!("handler `{name}`: `{}` exited {status}: {message}", remote::first_line(cmd))
             };
             return Err(failed(format!("{what} (left pending; it runs again next time)")));
         }
@@ -1381,8 +1381,8 @@ impl HostRun<'_> {
         let results = if commands.is_empty() {
             Vec::new()
         } else {
-            let output = self.round_trip("probes", &script::probes(&commands).into()).await?;
-            script::parse_probes(&output.stdout, commands.len()).map_err(|e| {
+            let output = self.round_trip("probes", &remote::probes(&commands).into()).await?;
+            remote::parse_probes(&output.stdout, commands.len()).map_err(|e| {
                 failed(format!("probes: {e} (exit status {}; stderr: {})", output.status, output.stderr_text()))
             })?
         };
@@ -1500,30 +1500,28 @@ fn handler_order(tasks: &HostTasks) -> Vec<String> {
     tasks.handlers.iter().map(|(n, _)| n.clone()).collect()
 }
 
-fn describe_failed_write(what: &str, planned: &Plan, tasks: &HostTasks) -> String {
-    if let Some(i) = what.strip_prefix("file:").and_then(|i| i.parse::<usize>().ok()) {
-        return planned.files.get(i).map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
-    }
-    if let Some(i) = what.strip_prefix("check:").and_then(|i| i.parse::<usize>().ok()) {
-        // Every file that names the check: the fault may be in any of them.
-        let Some(first) = planned.files.get(i) else { return what.to_owned() };
-        let paths: Vec<&str> =
-            planned.files.iter().filter(|f| f.validate == first.validate).map(|f| f.path.as_str()).collect();
-        return format!("checking {}", paths.join(", "));
-    }
-    if let Some(i) = what.strip_prefix("command:").and_then(|i| i.parse::<usize>().ok()) {
-        return tasks.tasks.iter().find(|t| t.index == i).map_or_else(
-            || what.to_owned(),
+fn describe_failed_write(what: &remote::FailedAt, planned: &Plan, tasks: &HostTasks) -> String {
+    match *what {
+        remote::FailedAt::File(i) => {
+            planned.files.get(i).map_or_else(|| what.to_string(), |f| format!("writing {}", f.path))
+        }
+        remote::FailedAt::Check(i) => {
+            // Every file that names the check: the fault may be in any of them.
+            let Some(first) = planned.files.get(i) else { return what.to_string() };
+            let paths: Vec<&str> =
+                planned.files.iter().filter(|f| f.validate == first.validate).map(|f| f.path.as_str()).collect();
+            format!("checking {}", paths.join(", "))
+        }
+        remote::FailedAt::Command(i) => tasks.tasks.iter().find(|t| t.index == i).map_or_else(
+            || what.to_string(),
             |t| match &t.action {
                 Action::Command { cmd, .. } => format!("step `{}`: command `{cmd}`", t.name),
                 _ => t.name.clone(),
             },
-        );
+        ),
+        remote::FailedAt::Record => "recording the run's state".into(),
+        remote::FailedAt::Other(_) => what.to_string(),
     }
-    if what == "record" {
-        return "recording the run's state".into();
-    }
-    what.to_owned()
 }
 
 /// Changes were found (check) or made (apply) on any host.
