@@ -15,7 +15,7 @@ mod install;
 mod lock;
 mod probes;
 mod restore;
-pub mod shell;
+mod shell;
 mod snapshot;
 mod state;
 pub mod wire;
