@@ -6,12 +6,11 @@ use super::state::{RECORDS_SH, Record, StateFiles, folder_of};
 use super::wire::{Line, decode_text, index, read_lines};
 use super::{ERRLOG_SH, FULL_DISK_SH, work_lock};
 use crate::plan::Desired;
+use crate::transport::Script;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::HashSet;
 use std::fmt::Write;
-
-use crate::transport::Script;
 
 const INSTALL_SH: &str = include_str!("install.sh");
 
@@ -47,8 +46,8 @@ pub struct Install<'a> {
     /// create their names first.
     pub token: &'a str,
     /// Keep each replaced entry (hard-linked as [`kept_path`]) after a
-    /// successful install, for [`restore`] to rename back should a handler
-    /// fail; [`handlers`] removes them once every handler took effect.
+    /// successful install, for [`super::restore()`] to rename back should a handler
+    /// fail; [`super::handlers()`] removes them once every handler took effect.
     pub keep_olds: bool,
     /// Test hook ([`crate::test_hooks`]): the script kills itself (SIGKILL) at this named point.
     pub crash_at: Option<&'a str>,

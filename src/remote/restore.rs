@@ -13,7 +13,7 @@ const RESTORE_SH: &str = include_str!("restore.sh");
 /// One path to put back as it was before a run's install.
 pub struct Restore<'a> {
     pub path: &'a str,
-    /// The entry the install kept ([`kept_path`]), or `None` where the path
+    /// The entry the install kept ([`super::kept_path`]), or `None` where the path
     /// did not exist (it is removed).
     pub kept: Option<&'a str>,
 }

@@ -148,7 +148,7 @@ pub fn fits_pending_record(name: &str) -> bool {
 
 /// The handlers a pending record still owes, in the order recorded: one
 /// name a line, written by the install; a handler that has run since is
-/// cleared by a later line with its name between tabs (see [`super::handlers`]).
+/// cleared by a later line with its name between tabs (see [`super::handlers()`]).
 pub fn owed_handlers(record: &str) -> Vec<String> {
     // Only whole, clean lines count: an append cut short by a crash ("\tre"
     // of "\trestart web\t", or zeros on some filesystems) must neither clear
