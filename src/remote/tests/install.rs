@@ -355,3 +355,16 @@ fn the_applied_record_is_written_last_and_read_back_by_the_snapshot() {
     let snap = read_snapshot(&state, &[], &[]).unwrap();
     assert_eq!(snap.applied.as_deref(), Some("{\"paths\":{}}"));
 }
+
+#[test]
+fn where_an_install_failed_is_read_into_its_kind_and_said_as_the_script_printed_it() {
+    let failed_at = |line: &str| parse_install(line.as_bytes()).unwrap().failure.unwrap().0;
+    assert_eq!(failed_at("FAIL file:3 eA==\n"), FailedAt::File(3));
+    assert_eq!(failed_at("FAIL check:0 eA==\n"), FailedAt::Check(0));
+    assert_eq!(failed_at("FAIL command:12 eA==\n"), FailedAt::Command(12));
+    assert_eq!(failed_at("FAIL record eA==\n"), FailedAt::Record);
+    assert_eq!(failed_at("FAIL file:x eA==\n"), FailedAt::Other("file:x".into()));
+    for said in ["file:3", "check:0", "command:12", "record", "file:x"] {
+        assert_eq!(failed_at(&format!("FAIL {said} eA==\n")).to_string(), said);
+    }
+}
