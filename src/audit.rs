@@ -4,6 +4,7 @@
 //! `sentry.conf.py` is read, never run (audit_web_options.py): it is the
 //! host's code, and the audit runs as root.
 
+use crate::remote::wire::{self, Line};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -236,22 +237,15 @@ PY
 fi
 echo END
 "#,
-        conf = crate::transport::script::quote(sentry_conf),
+        conf = crate::remote::quote(sentry_conf),
         reader = include_str!("audit_web_options.py").trim_end()
     )
 }
 
 pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
-    use base64::Engine;
-    let decode = |t: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(t.trim())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .map_err(|e| format!("bad base64 from host: {e}"))
-    };
+    let decode = |t: &str| wire::decode(t).map(|b| String::from_utf8_lossy(&b).into_owned());
     let mut seen = Observed::default();
-    let mut complete = false;
-    for line in String::from_utf8_lossy(stdout).lines() {
+    wire::read_lines(stdout, "audit script", |line| {
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
             ["CPUS", n] => seen.cpus = n.parse().unwrap_or(1),
@@ -267,13 +261,11 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
             ["NGINX", text] => seen.nginx = Some(decode(text)?),
             ["WEB", answer] => read_web_options(&mut seen, &decode(answer)?),
             ["WEBRUNS"] => seen.web_runs = true,
-            ["END"] => complete = true,
+            ["END"] => return Ok(Line::End),
             _ => {}
         }
-    }
-    if !complete {
-        return Err("the audit script ended early".into());
-    }
+        Ok(Line::Next)
+    })?;
     Ok(seen)
 }
 

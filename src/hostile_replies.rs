@@ -5,7 +5,7 @@
 //! with a value or an error, never a panic; indexes it returns stay within
 //! what was sent.
 
-use crate::transport::script;
+use crate::remote;
 use proptest::prelude::*;
 
 const TOKEN: &str = "0123456789abcdef";
@@ -90,20 +90,20 @@ proptest! {
     fn no_snapshot_reply_panics_the_parser(stdout in bytes()) {
         let paths = ["/etc/redis/redis.conf", "/etc/nginx/sites-enabled/sentry"];
         let patterns = ["/etc/nginx/sites-enabled/*"];
-        if let Ok(out) = script::parse_snapshot(&stdout, &paths, &patterns, TOKEN) {
-            let _ = crate::facts::Facts::from_snapshot(&out.facts, &out.tools, script::TOOLS);
+        if let Ok(out) = remote::parse_snapshot(&stdout, &paths, &patterns, TOKEN) {
+            let _ = crate::facts::Facts::from_snapshot(&out.facts, &out.tools, remote::TOOLS);
         }
-        let _ = script::parse_snapshot(&stdout, &[], &[], TOKEN);
+        let _ = remote::parse_snapshot(&stdout, &[], &[], TOKEN);
     }
 
     #[test]
     fn no_install_reply_panics_the_parser(stdout in bytes()) {
-        let _ = script::parse_install(&stdout);
+        let _ = remote::parse_install(&stdout);
     }
 
     #[test]
     fn no_probes_reply_panics_the_parser(stdout in bytes(), count in 0usize..4) {
-        if let Ok(results) = script::parse_probes(&stdout, count) {
+        if let Ok(results) = remote::parse_probes(&stdout, count) {
             prop_assert_eq!(results.len(), count);
         }
     }
@@ -114,7 +114,7 @@ proptest! {
         handlers in 0usize..4,
         probes in 0usize..3,
     ) {
-        if let Ok(out) = script::parse_handlers(&stdout, handlers, probes) {
+        if let Ok(out) = remote::parse_handlers(&stdout, handlers, probes) {
             prop_assert!(out.succeeded <= handlers, "{out:?}");
             if let Some((i, _, _)) = out.failure {
                 prop_assert!(i < handlers, "{out:?}");
@@ -133,10 +133,10 @@ proptest! {
 #[test]
 fn extra_handler_lines_and_indexes_past_those_sent_are_refused() {
     // What crashed run.rs's `to_run[..succeeded]` and `to_run[i]`.
-    assert!(script::parse_handlers(b"HOK 0\nHOK 1\nEND\n", 1, 0).is_err());
-    assert!(script::parse_handlers(b"HFAIL 7 1 eA==\n", 2, 0).is_err());
-    assert!(script::parse_handlers(b"HNOEFFECT 18446744073709551615 1 eA==\n", 2, 0).is_err());
-    let out = script::parse_handlers(b"HOK 0\nHFAIL 1 3\n", 2, 0).unwrap();
+    assert!(remote::parse_handlers(b"HOK 0\nHOK 1\nEND\n", 1, 0).is_err());
+    assert!(remote::parse_handlers(b"HFAIL 7 1 eA==\n", 2, 0).is_err());
+    assert!(remote::parse_handlers(b"HNOEFFECT 18446744073709551615 1 eA==\n", 2, 0).is_err());
+    let out = remote::parse_handlers(b"HOK 0\nHFAIL 1 3\n", 2, 0).unwrap();
     assert_eq!((out.succeeded, out.failure.map(|f| (f.0, f.1))), (1, Some((1, 3))));
 }
 
@@ -145,7 +145,7 @@ fn file_sizes_that_overflow_when_summed_are_refused() {
     let max = usize::MAX;
     let stdout = format!("FILES 0 1\nMETA 644 root root {max}\nMETA 644 root root {max}\nCONTENT {TOKEN}\n");
     let paths = ["/a", "/b"];
-    let error = script::parse_snapshot(stdout.as_bytes(), &paths, &[], TOKEN).unwrap_err();
+    let error = remote::parse_snapshot(stdout.as_bytes(), &paths, &[], TOKEN).unwrap_err();
     assert!(error.contains("overflow"), "{error}");
 }
 

@@ -306,7 +306,7 @@ fn cron_schedule(seconds: u64) -> String {
 /// Quotes for the shell only when needed; `%` is special to cron.
 fn cron_quote(arg: &str) -> String {
     let plain = arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c));
-    let quoted = if plain { arg.to_owned() } else { crate::transport::script::quote(arg) };
+    let quoted = if plain { arg.to_owned() } else { crate::remote::quote(arg) };
     quoted.replace('%', "\\%")
 }
 

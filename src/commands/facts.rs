@@ -6,19 +6,20 @@ use crate::cli::FactsArgs;
 use crate::error::{HOST_UNREACHABLE, Outcome};
 use crate::facts::Facts;
 use crate::output::outln;
-use crate::transport::{self, script};
+use crate::remote;
+use crate::transport;
 use serde_json::{Map, Value, json};
 
 /// `facts`: one snapshot round trip per host, facts printed as JSON.
 pub async fn exec(args: &FactsArgs) -> Outcome {
     let reach = Reach::new(&args.common)?;
     let hosts = reach.hosts();
-    let state = script::StateFiles::new(script::STATE_DIR, "facts");
-    let snapshot = script::snapshot(&state, &[], &[], &[]);
+    let state = remote::StateFiles::new(remote::STATE_DIR, "facts");
+    let snapshot = remote::snapshot(&state, &[], &[], &[]);
     let results = reach.run_everywhere(snapshot.text).await.into_iter().map(|output| {
         let parsed =
-            script::parse_snapshot(&output?.stdout, &[], &[], &snapshot.token).map_err(transport::Error::Failed)?;
-        Facts::from_snapshot(&parsed.facts, &parsed.tools, script::TOOLS).map_err(transport::Error::Failed)
+            remote::parse_snapshot(&output?.stdout, &[], &[], &snapshot.token).map_err(transport::Error::Failed)?;
+        Facts::from_snapshot(&parsed.facts, &parsed.tools, remote::TOOLS).map_err(transport::Error::Failed)
     });
     let mut document = Map::new();
     let mut code = 0;

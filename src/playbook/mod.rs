@@ -379,7 +379,7 @@ impl Playbook {
                     return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
                 // Owed handlers are recorded on the host by name.
-                if handler.name.trim().is_empty() || !crate::transport::script::fits_pending_record(&handler.name) {
+                if handler.name.trim().is_empty() || !crate::remote::fits_pending_record(&handler.name) {
                     return Err(Error(format!(
                         "{file}: {play_name}: handler name {:?} must be a non-empty line of text without tabs or control characters",
                         handler.name

@@ -6,8 +6,8 @@ use super::failure::{HostFailure, Phase};
 use super::host::{HostRun, Inspection, is_sensitive};
 use super::settings::Remediate;
 use crate::plan::{self, drift::ItemState};
+use crate::remote;
 use crate::report::model::{DriftItem, ItemKind, OWED_BY_RUNNING_APPLY};
-use crate::transport::script;
 use std::collections::BTreeSet;
 
 impl HostRun<'_> {
@@ -18,8 +18,8 @@ impl HostRun<'_> {
         let results = if commands.is_empty() {
             Vec::new()
         } else {
-            let output = self.round_trip(Phase::Probes, &script::probes(&commands).into()).await?;
-            script::parse_probes(&output.stdout, commands.len())
+            let output = self.round_trip(Phase::Probes, &remote::probes(&commands).into()).await?;
+            remote::parse_probes(&output.stdout, commands.len())
                 .map_err(|e| HostFailure::unreadable_reply(Phase::Probes, e, &output))?
         };
         let diffs: std::collections::BTreeMap<&str, &str> =

@@ -12,10 +12,11 @@ use crate::plan::compile::HostTasks;
 use crate::plan::drift::Applied;
 use crate::plan::{self, Plan, Snapshot};
 use crate::progress::HostProgress;
+use crate::remote;
 use crate::report::model::{FileDiff, HandlerOutcome, HostReport, Status};
 use crate::secrets::Secrets;
 use crate::test_hooks;
-use crate::transport::{self, SshOptions, SshTarget, Target, Transport, script};
+use crate::transport::{self, SshOptions, SshTarget, Target, Transport};
 use std::time::Instant;
 
 pub fn target_of(host: &Host) -> (Target, String) {
@@ -79,7 +80,7 @@ pub(super) async fn run_host(
                 report: &mut report,
                 lock: None,
                 line,
-                install_token: format!("{:016x}", script::random_u64()),
+                install_token: format!("{:016x}", remote::random_u64()),
                 handlers_sent: Vec::new(),
                 secrets: job.before_facts.secrets.clone(),
                 phase: Phase::Snapshot,
@@ -132,7 +133,7 @@ pub(super) struct HostRun<'a> {
     pub(super) lock: Option<transport::Held<'a>>,
     pub(super) line: &'a HostProgress,
     /// The token of this run's install, which names the entries it kept
-    /// for a rollback ([`script::kept_path`]).
+    /// for a rollback ([`remote::kept_path`]).
     pub(super) install_token: String,
     /// The handlers sent in the last handlers round trip: when its reply
     /// is lost, any of them may have run.
@@ -235,12 +236,12 @@ impl HostRun<'_> {
             self.report.log.push(line);
         }
         match result {
-            Ok(output) if output.status == script::LOCK_LOST => Err(HostFailure::failed(
+            Ok(output) if output.status == remote::LOCK_LOST => Err(HostFailure::failed(
                 phase,
                 format!(
                     "{phase}: this run no longer holds the host's lock: the host heard nothing from it for {}s \
                      and let the lock go; nothing was done in this step (run again)",
-                    script::HOLDER_PATIENCE_SECONDS
+                    remote::HOLDER_PATIENCE_SECONDS
                 ),
             )),
             result => result,
@@ -265,8 +266,8 @@ impl HostRun<'_> {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
-        let script::SnapshotScript { text, token } =
-            script::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
+        let remote::SnapshotScript { text, token } =
+            remote::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
         self.enter(Phase::Snapshot);
         let mut lock_held = false;
         let output = if writes {
@@ -274,15 +275,15 @@ impl HostRun<'_> {
             // their end, so two runs never interleave; one round trip still.
             self.report.round_trips += 1;
             // The folders install writes its temp files in (the same folder_of).
-            let mut dirs: Vec<&str> = path_refs.iter().chain(&pattern_refs).map(|p| script::folder_of(p)).collect();
+            let mut dirs: Vec<&str> = path_refs.iter().chain(&pattern_refs).map(|p| remote::folder_of(p)).collect();
             dirs.sort_unstable();
             dirs.dedup();
-            let locked = script::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
+            let locked = remote::locked(&self.job.state, self.settings.lock_timeout.as_secs(), &dirs, &text);
             let (output, held) = self
                 .transport
                 .run_and_hold(
                     &locked.into(),
-                    &script::end_line(&token),
+                    &remote::end_line(&token),
                     self.job.become_root,
                     // The wait for the lock is the round trip's, on top.
                     self.settings.command_timeout.map(|limit| limit + self.settings.lock_timeout),
@@ -313,15 +314,15 @@ impl HostRun<'_> {
             }
             output
         } else {
-            let probed = script::lock_probe(&self.job.state) + &text;
+            let probed = remote::lock_probe(&self.job.state) + &text;
             let output = self.round_trip(Phase::Snapshot, &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output
         };
         test_hooks::crash_here("after-snapshot");
-        let snap = script::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token)
+        let snap = remote::parse_snapshot(&output.stdout, &path_refs, &pattern_refs, &token)
             .map_err(|e| HostFailure::unreadable_reply(Phase::Snapshot, e, &output))?;
-        let facts = Facts::from_snapshot(&snap.facts, &snap.tools, script::TOOLS)
+        let facts = Facts::from_snapshot(&snap.facts, &snap.tools, remote::TOOLS)
             .map_err(|e| HostFailure::failed(Phase::Facts, format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
         self.secrets.extend(&tasks.secrets);

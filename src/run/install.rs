@@ -5,9 +5,9 @@ use super::failure::{HostFailure, Kind, Phase};
 use super::host::{HostRun, Inspection};
 use crate::plan::compile::HostTasks;
 use crate::plan::{self, Action, Plan};
+use crate::remote;
 use crate::report::model::{Backup, HandlerOutcome};
 use crate::test_hooks;
-use crate::transport::script;
 
 impl HostRun<'_> {
     /// Round trips 2 and 3: write what changed (recording the handlers owed
@@ -81,13 +81,13 @@ impl HostRun<'_> {
             .iter()
             .map(|(i, f)| match f.before {
                 plan::Entry::Missing => None,
-                _ => Some(script::kept_path(&f.path, &token, *i)),
+                _ => Some(remote::kept_path(&f.path, &token, *i)),
             })
             .collect();
-        let paths: Vec<script::Restore> = written
+        let paths: Vec<remote::Restore> = written
             .iter()
             .zip(&kept)
-            .map(|((_, f), kept)| script::Restore { path: &f.path, kept: kept.as_deref() })
+            .map(|((_, f), kept)| remote::Restore { path: &f.path, kept: kept.as_deref() })
             .collect();
         let record =
             serde_json::to_string(&inspection.applied.clone().unwrap_or_default()).expect("the record serializes");
@@ -99,12 +99,12 @@ impl HostRun<'_> {
             .into_iter()
             .filter(|h| inspection.plan.carried_over.contains(h) || rerun.contains(h))
             .collect();
-        let mut folders: Vec<String> = written.iter().map(|(_, f)| script::private_dir(&f.path, &token)).collect();
+        let mut folders: Vec<String> = written.iter().map(|(_, f)| remote::private_dir(&f.path, &token)).collect();
         folders.sort();
         folders.dedup();
-        let restore = script::restore(&self.job.state, &paths, &folders, &owed, &record);
+        let restore = remote::restore(&self.job.state, &paths, &folders, &owed, &record);
         let output = self.round_trip(Phase::Rollback, &restore.into()).await?;
-        let result = script::parse_restore(&output.stdout)
+        let result = remote::parse_restore(&output.stdout)
             .map_err(|e| HostFailure::unreadable_reply(Phase::Rollback, e, &output))?;
         self.report.rolled_back =
             result.back.iter().filter_map(|&k| written.get(k)).map(|(_, f)| f.path.clone()).collect();
@@ -143,10 +143,10 @@ impl HostRun<'_> {
         let record_changed = inspection.applied.as_ref() != Some(&record);
 
         if !plan.files.is_empty() || !plan.commands.is_empty() || record_changed {
-            let writes: Vec<script::FileWrite> = plan
+            let writes: Vec<remote::FileWrite> = plan
                 .files
                 .iter()
-                .map(|f| script::FileWrite {
+                .map(|f| remote::FileWrite {
                     path: &f.path,
                     desired: Some(&f.after),
                     validate: &f.validate,
@@ -156,7 +156,7 @@ impl HostRun<'_> {
             let commands: Vec<(usize, &str)> = plan.commands.iter().map(|c| (c.index, c.cmd.as_str())).collect();
             let record_json = serde_json::to_string(&record).expect("the record serializes");
             let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
-            let install = script::install(&script::Install {
+            let install = remote::install(&remote::Install {
                 state: &self.job.state,
                 pending: &plan.handlers,
                 writes: &writes,
@@ -171,7 +171,7 @@ impl HostRun<'_> {
             // A crash point in the install script kills the controller too, once the round trip ends.
             test_hooks::crash_if(|at| !at.starts_with("after-") && !at.starts_with("handler:"));
             let output = output?;
-            let result = script::parse_install(&output.stdout)
+            let result = remote::parse_install(&output.stdout)
                 .map_err(|e| HostFailure::unreadable_reply(Phase::Install, e, &output))?;
             self.report.written =
                 result.written.iter().filter_map(|&i| plan.files.get(i)).map(|f| f.path.clone()).collect();
@@ -217,14 +217,14 @@ impl HostRun<'_> {
                 inspection.tasks.handlers.iter().find(|(n, _)| n == name).map(|(n, c)| (n.as_str(), c.as_str()))
             })
             .collect();
-        let probes: Vec<script::Verify> = if verify {
+        let probes: Vec<remote::Verify> = if verify {
             inspection
                 .tasks
                 .probes
                 .iter()
                 .filter_map(|(name, command, remedy)| {
                     let after = to_run.iter().position(|(n, _)| Some(*n) == remedy.as_deref())?;
-                    Some(script::Verify { after, name, command })
+                    Some(remote::Verify { after, name, command })
                 })
                 .collect()
         } else {
@@ -235,7 +235,7 @@ impl HostRun<'_> {
         let kept: Vec<String> = if verify {
             let mut folders: Vec<String> = (plan.files.iter())
                 .filter(|f| self.report.written.contains(&f.path))
-                .map(|f| script::private_dir(&f.path, &self.install_token))
+                .map(|f| remote::private_dir(&f.path, &self.install_token))
                 .collect();
             folders.sort();
             folders.dedup();
@@ -246,12 +246,12 @@ impl HostRun<'_> {
         self.handlers_sent = to_run.iter().map(|(n, _)| n.to_string()).collect();
         let crash_at = test_hooks::crash_at();
         let output = self
-            .round_trip(Phase::Handlers, &script::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
+            .round_trip(Phase::Handlers, &remote::handlers(&self.job.state, &to_run, &probes, &kept, crash_at).into())
             .await;
         // A crash point in the handlers script kills the controller too, once the round trip ends.
         test_hooks::crash_if(|at| at.starts_with("handler:"));
         let output = output?;
-        let result = script::parse_handlers(&output.stdout, to_run.len(), probes.len())
+        let result = remote::parse_handlers(&output.stdout, to_run.len(), probes.len())
             .map_err(|e| HostFailure::unreadable_reply(Phase::Handlers, e, &output))?;
         self.report.handlers = to_run[..result.succeeded]
             .iter()
@@ -263,7 +263,7 @@ impl HostRun<'_> {
             let what = if result.no_effect {
                 format!("handler `{name}` exited 0 but did not take effect: {message} (exit {status})")
             } else {
-                format!("handler `{name}`: `{}` exited {status}: {message}", script::first_line(cmd))
+                format!("handler `{name}`: `{}` exited {status}: {message}", remote::first_line(cmd))
             };
             return Err(HostFailure::failed(
                 Phase::Handlers,
@@ -275,28 +275,26 @@ impl HostRun<'_> {
     }
 }
 
-fn describe_failed_write(what: &str, planned: &Plan, tasks: &HostTasks) -> String {
-    if let Some(i) = what.strip_prefix("file:").and_then(|i| i.parse::<usize>().ok()) {
-        return planned.files.get(i).map_or_else(|| what.to_owned(), |f| format!("writing {}", f.path));
-    }
-    if let Some(i) = what.strip_prefix("check:").and_then(|i| i.parse::<usize>().ok()) {
-        // Every file that names the check: the fault may be in any of them.
-        let Some(first) = planned.files.get(i) else { return what.to_owned() };
-        let paths: Vec<&str> =
-            planned.files.iter().filter(|f| f.validate == first.validate).map(|f| f.path.as_str()).collect();
-        return format!("checking {}", paths.join(", "));
-    }
-    if let Some(i) = what.strip_prefix("command:").and_then(|i| i.parse::<usize>().ok()) {
-        return tasks.tasks.iter().find(|t| t.index == i).map_or_else(
-            || what.to_owned(),
+fn describe_failed_write(what: &remote::FailedAt, planned: &Plan, tasks: &HostTasks) -> String {
+    match *what {
+        remote::FailedAt::File(i) => {
+            planned.files.get(i).map_or_else(|| what.to_string(), |f| format!("writing {}", f.path))
+        }
+        remote::FailedAt::Check(i) => {
+            // Every file that names the check: the fault may be in any of them.
+            let Some(first) = planned.files.get(i) else { return what.to_string() };
+            let paths: Vec<&str> =
+                planned.files.iter().filter(|f| f.validate == first.validate).map(|f| f.path.as_str()).collect();
+            format!("checking {}", paths.join(", "))
+        }
+        remote::FailedAt::Command(i) => tasks.tasks.iter().find(|t| t.index == i).map_or_else(
+            || what.to_string(),
             |t| match &t.action {
                 Action::Command { cmd, .. } => format!("step `{}`: command `{cmd}`", t.name),
                 _ => t.name.clone(),
             },
-        );
+        ),
+        remote::FailedAt::Record => "recording the run's state".into(),
+        remote::FailedAt::Other(_) => what.to_string(),
     }
-    if what == "record" {
-        return "recording the run's state".into();
-    }
-    what.to_owned()
 }

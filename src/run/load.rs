@@ -8,9 +8,9 @@ use crate::inventory::{self, Connection, Host};
 use crate::plan::Action;
 use crate::plan::compile::{self, HostTasks, Selection, checked_path};
 use crate::playbook::{self, Playbook};
+use crate::remote::{self, StateFiles};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
-use crate::transport::script::{self, StateFiles};
 use sha2::{Digest, Sha256};
 
 /// Everything loaded and checked before any host is contacted.
@@ -75,7 +75,7 @@ impl BeforeFacts {
 /// here, with exit code 1 and no host touched.
 pub fn prepare(settings: &Settings) -> Result<Prepared, String> {
     let mut prepared = load(settings)?;
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     let mut errors = Vec::new();
     let mut checked = Vec::new();
     for job in &prepared.jobs {
@@ -180,7 +180,7 @@ fn digest_of(playbook: &Playbook) -> Result<String, String> {
 /// two playbooks on one host do not settle each other's debts.
 fn state_files(host: &Host, playbook: &Playbook) -> Result<StateFiles, String> {
     let dir = match host.vars.get("sentry_provision_state_dir") {
-        None => script::STATE_DIR.to_owned(),
+        None => remote::STATE_DIR.to_owned(),
         Some(serde_json::Value::String(dir)) => {
             checked_path(&format!("host {}: sentry_provision_state_dir", host.name), dir.trim_end_matches('/'))?
         }
@@ -197,7 +197,7 @@ pub type RenderedHost = (String, Vec<(String, bytes::Bytes)>);
 
 /// Every host's template outputs, rendered with stand-in facts, no SSH.
 pub fn render_offline(prepared: &Prepared, settings: &Settings) -> Result<Vec<RenderedHost>, String> {
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     prepared
         .jobs
         .iter()
@@ -242,7 +242,7 @@ pub fn check_playbook(
     };
     let every_step = Selection { tags: &[], skip_tags: &[], backup: false };
     let every_play: Vec<usize> = (0..playbook.plays.len()).collect();
-    let placeholder = Facts::placeholder(script::TOOLS);
+    let placeholder = Facts::placeholder(remote::TOOLS);
     let mut steps = 0;
     for host in &hosts {
         steps = compile::render_tasks(&playbook, &renderer, &every_play, &host.vars, &placeholder, &every_step)

@@ -1,17 +1,17 @@
 //! Running a shell script on a host and collecting its output: over one
 //! multiplexed SSH master per host, or locally. Each call is one round trip.
-//! Knows nothing of playbooks; the scripts themselves are built in `script`.
+//! Knows nothing of playbooks; the scripts themselves are built in `remote`.
 
 pub mod control;
 pub mod local;
-pub mod script;
+pub mod payload;
 pub mod ssh;
 
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-pub use script::Script;
+pub use payload::Script;
 pub use ssh::{HostKeys, SshOptions, SshTarget};
 
 /// The most one round trip may print on stdout. A snapshot carries every
@@ -186,7 +186,7 @@ impl Held<'_> {
 }
 
 /// How often a held script hears from the controller. The host gives the
-/// lock up after [`script::HOLDER_PATIENCE_SECONDS`] without a word, so
+/// lock up after `remote::HOLDER_PATIENCE_SECONDS` without a word, so
 /// that a partition does not keep it held until sshd notices the dead
 /// connection (minutes).
 const HEARTBEAT: Duration = Duration::from_secs(2);

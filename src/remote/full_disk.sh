@@ -1,0 +1,1 @@
+full() { { [ ! -s "$errlog" ] || grep -q -e 'No space left' -e 'I/O error' "$errlog"; } && df -P -- "$1" 2>/dev/null | { read -r _; read -r _ _ _ avail _; [ "${avail:-1}" != 0 ] || printf 'No space left on device (the filesystem of %s is full)' "$1"; }; }

@@ -1,0 +1,247 @@
+//! The host's lock, the handlers and the probes.
+
+use super::*;
+
+#[test]
+fn probes_report_each_exit_status_and_output() {
+    let out = parse_probes(&sh(probes(&["echo fine", "echo 'maxmemory: 0' >&2; exit 3"])), 2).unwrap();
+    assert_eq!(out, [(0, "fine".to_owned()), (3, "maxmemory: 0".to_owned())]);
+}
+
+#[test]
+fn a_handler_that_succeeds_is_cleared_from_the_pending_record_and_the_others_stay_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    let recorded = "reload nginx\nrestart web\nupdate supervisor\n";
+    std::fs::write(&state.pending, recorded).unwrap();
+    let ran = [("reload nginx", "true"), ("update supervisor", "true")];
+    let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
+    assert_eq!(out.succeeded, 2, "{out:?}");
+    let record = std::fs::read_to_string(&state.pending).unwrap();
+    assert!(record.starts_with(recorded), "the names owed are never rewritten: {record:?}");
+    assert_eq!(owed_handlers(&record), ["restart web"]);
+    assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart web"]);
+
+    let last = parse_handlers(&sh(handlers(&state, &[("restart web", "true")], &[], &[], None)), 1, 0).unwrap();
+    assert_eq!(last.succeeded, 1, "{last:?}");
+    assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("lock."))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "no temporary file is left behind");
+}
+
+#[test]
+fn a_handler_whose_verifying_probe_fails_did_not_take_effect_and_stays_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    std::fs::write(&state.pending, "reload nginx\nupdate supervisor\n").unwrap();
+    let ran = [("reload nginx", "true"), ("update supervisor", "true")];
+    let probes = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "echo stale; exit 1" }];
+    let out = parse_handlers(&sh(handlers(&state, &ran, &probes, &[], None)), ran.len(), probes.len()).unwrap();
+    assert!(out.no_effect, "{out:?}");
+    let (i, status, message) = out.failure.unwrap();
+    assert_eq!((i, status), (0, 1));
+    assert_eq!(message, "verify `nginx runs the configuration on disk` failed: stale");
+    assert_eq!(out.succeeded, 0, "nothing after it ran");
+    let record = std::fs::read_to_string(&state.pending).unwrap();
+    assert_eq!(owed_handlers(&record), ["reload nginx", "update supervisor"]);
+
+    let passing = [Verify { after: 0, name: "nginx runs the configuration on disk", command: "true" }];
+    let out = parse_handlers(&sh(handlers(&state, &ran, &passing, &[], None)), ran.len(), 1).unwrap();
+    assert_eq!((out.succeeded, out.probes.len()), (2, 1), "{out:?}");
+    assert!(!state_path_exists(&state.pending), "everything owed is done");
+}
+
+#[test]
+fn a_remedy_that_was_not_owed_leaves_the_owed_handlers_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    std::fs::write(&state.pending, "restart web\n").unwrap();
+    let out = parse_handlers(&sh(handlers(&state, &[("reload nginx", "true")], &[], &[], None)), 1, 0).unwrap();
+    assert_eq!(out.succeeded, 1, "{out:?}");
+    assert_eq!(owed_handlers(&std::fs::read_to_string(&state.pending).unwrap()), ["restart web"]);
+}
+
+#[test]
+fn what_a_torn_append_left_in_the_pending_record_does_not_keep_it_owing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    std::fs::write(&state.pending, "restart\nrestart web\nreload nginx\n\0\0\x01\n\trestart").unwrap();
+    let ran = [("restart web", "true")];
+    let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
+    assert_eq!(out.succeeded, 1, "{out:?}");
+    let record = std::fs::read_to_string(&state.pending).unwrap();
+    assert_eq!(owed_handlers(&record), ["restart", "reload nginx"], "{record:?}");
+    assert_eq!(read_snapshot(&state, &[], &[]).unwrap().snapshot.pending_handlers, ["restart", "reload nginx"]);
+    let ran = [("reload nginx", "true"), ("restart", "true")];
+    let out = parse_handlers(&sh(handlers(&state, &ran, &[], &[], None)), ran.len(), 0).unwrap();
+    assert_eq!(out.succeeded, 2, "{out:?}");
+    assert!(!std::path::Path::new(&state.pending).exists(), "nothing owed, no record");
+}
+
+#[test]
+fn a_lock_held_elsewhere_is_reported_before_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    // std's lock is flock(2), the lock the script takes.
+    let lock = std::fs::File::create(dir.path().join("lock")).unwrap();
+    lock.lock().unwrap();
+    let stdout = sh(locked(&state, 0, &[], &snapshot(&state, &[], &[], &[]).text));
+    assert_eq!(String::from_utf8_lossy(&stdout), "LOCKBUSY\n");
+}
+
+#[test]
+fn a_state_folder_others_could_plant_files_in_is_refused_and_a_loose_one_of_ours_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |state_dir: &std::path::Path| {
+        let state = StateFiles::new(&state_dir.display().to_string(), "site");
+        // The holder waits for stdin to close: sh() gives it none.
+        String::from_utf8_lossy(&sh(locked(&state, 0, &[], "echo SNAPSHOT\n"))).into_owned()
+    };
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = run(&shared);
+    assert!(out.starts_with("STATEBAD ") && out.contains("writable by its group or by everyone"), "{out}");
+    assert!(!shared.join("lock").exists(), "nothing kept there");
+
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&shared, &link).unwrap();
+    assert!(run(&link).contains("is a symbolic link"));
+
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(run(&loose).starts_with("SNAPSHOT"));
+    assert_eq!(std::fs::metadata(&loose).unwrap().permissions().mode() & 0o7777, 0o700);
+    assert_eq!(std::fs::metadata(loose.join("lock")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let made = dir.path().join("new/state");
+    assert!(run(&made).starts_with("SNAPSHOT"));
+    assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn a_command_runs_without_its_text_on_any_command_line() {
+    // The probe prints the command lines of its own shell and of the
+    // script's: neither holds the probe's text.
+    let probe = "secret=hunter22; tr '\\0' ' ' </proc/$$/cmdline; echo; tr '\\0' ' ' </proc/$PPID/cmdline";
+    let out = parse_probes(&sh(probes(&[probe])), 1).unwrap();
+    let (status, lines) = &out[0];
+    assert_eq!(*status, 0, "{lines}");
+    assert!(lines.starts_with("sh -c . /dev/fd/3"), "{lines}");
+    assert!(!lines.contains("hunter22"), "{lines}");
+}
+
+#[test]
+fn a_script_that_changes_the_host_does_nothing_once_its_run_no_longer_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().join("state").display().to_string(), "site");
+    // A holder that gave up took this run's token out of lock.owner.
+    std::fs::write(format!("{}/lock.owner", state.dir()), "").unwrap();
+    let path = dir.path().join("f").display().to_string();
+    let desired = Desired::File { content: Bytes::from_static(b"new"), mode: 0o644, owner: None, group: None };
+    let script = install(&Install { writes: &[write(&path, &desired)], ..install_of(&state) });
+    let status = Command::new("sh").arg("-c").arg(script.to_text()).status().unwrap();
+    assert_eq!(status.code(), Some(LOCK_LOST));
+    assert!(!std::path::Path::new(&path).exists());
+    let marker = dir.path().join("ran").display().to_string();
+    let ran = [("touch", format!("touch {}", quote(&marker)))];
+    let ran: Vec<(&str, &str)> = ran.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let status = Command::new("sh").arg("-c").arg(handlers(&state, &ran, &[], &[], None)).status().unwrap();
+    assert_eq!(status.code(), Some(LOCK_LOST));
+    assert!(!std::path::Path::new(&marker).exists());
+}
+
+#[test]
+fn handlers_whose_connection_is_gone_run_to_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().display().to_string(), "site");
+    let marker = dir.path().join("second ran").display().to_string();
+    let second = format!("sleep 0.3; touch {}", quote(&marker));
+    let ran = [("first", "sleep 0.2"), ("second", second.as_str())];
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(handlers(&state, &ran, &[], &[], None))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The connection drops: whatever the script prints next meets a
+    // closed pipe (SIGPIPE, or SIGHUP from a terminal).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let status = child.wait().unwrap();
+    assert!(status.code().is_some(), "not ended by a signal: {status:?}");
+    assert!(std::path::Path::new(&marker).exists(), "the handler after the drop ran");
+}
+
+#[test]
+fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFiles::new(&dir.path().display().to_string(), "site");
+    let script = snapshot(&state, &[], &[], &[]);
+    let mut holder = Command::new("sh")
+        .arg("-s")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    use std::io::{BufRead as _, Write as _};
+    stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap() == end_line(&script.token)));
+    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), format!("{}\n", state.token));
+    // A handler of the run, still going when the controller goes away.
+    let work = format!("{}sleep 1.5; echo done", work_lock(&state));
+    let work = Command::new("sh")
+        .arg("-c")
+        .arg(format!("state={}\n{work}", quote(state.dir())))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    assert!(started.elapsed().as_secs_f64() > 0.8, "the holder waited for the work");
+    assert_eq!(work.wait_with_output().unwrap().stdout, b"done\n");
+    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
+    let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
+    assert!(lock.try_lock().is_ok(), "the lock is free");
+}
+
+#[test]
+fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().join("state").display().to_string(), "site");
+    let managed = dir.path().join("etc");
+    std::fs::create_dir_all(&managed).unwrap();
+    std::fs::create_dir_all(state.dir()).unwrap();
+    for left in ["etc/.sentry-provision.123.0", "state/.pending.9"] {
+        std::fs::write(dir.path().join(left), "half").unwrap();
+    }
+    std::fs::write(managed.join("kept.conf"), "x").unwrap();
+    let folder = managed.display().to_string();
+    let script = snapshot(&state, &[], &[], &[]);
+    sh(locked(&state, 5, &[folder.as_str()], &script.text));
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert_eq!(names(&managed), ["kept.conf"]);
+    let mut kept = names(std::path::Path::new(state.dir()));
+    kept.sort();
+    assert_eq!(
+        kept,
+        [".checked", "key", "lock", "lock.owner", "lock.work"],
+        "the folder's check and the host's secret for fingerprints are made once and kept"
+    );
+}
