@@ -16,6 +16,7 @@ mod output;
 mod plan;
 mod playbook;
 mod progress;
+mod random;
 mod remote;
 mod render;
 mod report;

@@ -379,7 +379,7 @@ impl Playbook {
                     return Err(Error(format!("{file}: {play_name}: handler `{}` is defined twice", handler.name)));
                 }
                 // Owed handlers are recorded on the host by name.
-                if handler.name.trim().is_empty() || !crate::remote::fits_pending_record(&handler.name) {
+                if handler.name.trim().is_empty() || !fits_pending_record(&handler.name) {
                     return Err(Error(format!(
                         "{file}: {play_name}: handler name {:?} must be a non-empty line of text without tabs or control characters",
                         handler.name
@@ -458,6 +458,13 @@ impl Playbook {
         sources.dedup();
         sources
     }
+}
+
+/// Whether `name` can stand in a pending record: one line, and no tab or
+/// other control character (a tab marks a cleared handler). Handlers are
+/// recorded on hosts by name, so the playbook refuses names that cannot.
+pub fn fits_pending_record(name: &str) -> bool {
+    !name.is_empty() && !name.contains(char::is_control)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub use probes::{parse_probes, probes};
 pub use restore::{Restore, parse_restore, restore};
 pub use shell::{first_line, quote};
 pub use snapshot::{SnapshotScript, TOOLS, parse_snapshot, snapshot};
-pub use state::{STATE_DIR, StateFiles, fits_pending_record, folder_of, random_u64};
+pub use state::{STATE_DIR, StateFiles, folder_of};
 pub use wire::end_line;
 
 /// The scripts that change things keep stderr in `$errlog`: a file named by

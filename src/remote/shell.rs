@@ -3,7 +3,7 @@
 //! [`Word`], single-quoted unless explicitly made raw. A value never enters
 //! a script any other way, so no path, name or content is run as a command.
 
-use super::state::random_u64;
+use crate::random::random_u64;
 use std::fmt::Write;
 
 /// One word of shell: a value quoted (the default), or text the script

@@ -10,9 +10,10 @@
 //! [`end_line`]. A file holding a line `END` ends nothing.
 
 use super::shell::{PRELUDE, Word, assign, call, call_with_command};
-use super::state::{StateFiles, folder_of, owed_handlers, random_u64};
+use super::state::{StateFiles, folder_of, owed_handlers};
 use super::wire::{Printed, end_line, ended_early};
 use crate::plan::{Entry, Found, Snapshot};
+use crate::random::random_u64;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 

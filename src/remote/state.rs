@@ -3,6 +3,8 @@
 //! the secret for fingerprints; and the shell that writes the records.
 
 use super::shell::{Word, assign, call};
+use crate::playbook::fits_pending_record;
+use crate::random::random_u64;
 use std::collections::HashSet;
 
 /// Where a host keeps what sentry-provision must remember between runs,
@@ -127,23 +129,6 @@ pub fn folder_of(path: &str) -> &str {
         None if path.starts_with('/') => "/",
         None => ".",
     }
-}
-
-/// A random number from the standard library's randomly keyed hasher (each
-/// `RandomState` has its own keys, so each call differs): enough for tokens
-/// and splay, no crate needed.
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
-}
-
-/// Whether `name` can stand in a pending record: one line, and no tab or
-/// other control character (a tab marks a cleared handler). The playbook
-/// refuses handler names that cannot.
-pub fn fits_pending_record(name: &str) -> bool {
-    !name.is_empty() && !name.contains(char::is_control)
 }
 
 /// The handlers a pending record still owes, in the order recorded: one

@@ -2,7 +2,7 @@
 //! a time, started in the order given. Apply, drift, audit and facts all
 //! go through it.
 
-use crate::remote;
+use crate::random::random_u64;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ where
 
 /// A number in [0, 1).
 fn random_fraction() -> f64 {
-    (remote::random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::plan::compile::HostTasks;
 use crate::plan::drift::Applied;
 use crate::plan::{self, Plan, Snapshot};
 use crate::progress::HostProgress;
+use crate::random::random_u64;
 use crate::remote;
 use crate::report::model::{FileDiff, HandlerOutcome, HostReport, Status};
 use crate::secrets::Secrets;
@@ -80,7 +81,7 @@ pub(super) async fn run_host(
                 report: &mut report,
                 lock: None,
                 line,
-                install_token: format!("{:016x}", remote::random_u64()),
+                install_token: format!("{:016x}", random_u64()),
                 handlers_sent: Vec::new(),
                 secrets: job.before_facts.secrets.clone(),
                 phase: Phase::Snapshot,
