@@ -75,3 +75,57 @@ fn five_steps_and_fifty_steps_cost_the_same_round_trips() {
     }
     assert_eq!(fleet.exec(1, "wc -l < /var/tmp/sp-many-reloads").trim(), "4", "one reload per changing apply");
 }
+
+/// A playbook of one file and `probes` (name, command) as its verify list.
+fn probed_playbook(dir: &std::path::Path, probes: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("templates/item.j2"), "probed\n").unwrap();
+    let mut text = String::from(
+        "- name: probed\n  hosts: all\n  steps:\n    - name: a file\n      template: {src: item.j2, dest: /etc/sp-probed/file.conf}\n  verify:\n",
+    );
+    for (name, command) in probes {
+        text.push_str(&format!("    - name: {name}\n      command: {command}\n"));
+    }
+    let path = dir.join("play.yml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn drift(fleet: &Fleet, play: &str) -> (i32, Value) {
+    let out = fleet.provision(&["drift", "-p", play, "--format", "json", "--history", "/dev/null"]);
+    let document: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    (out.code, document["hosts"][0].clone())
+}
+
+#[test]
+fn a_drift_pass_reads_files_and_live_state_in_one_round_trip_unless_its_probes_use_facts() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = probed_playbook(dir.path(), &[("the file is there", "test -f /etc/sp-probed/file.conf")]);
+    assert_eq!(round_trips(&fleet, &["apply", "-p", &plain]).0, 0);
+
+    let (code, host) = drift(&fleet, &plain);
+    assert_eq!((code, host["round_trips"].as_u64()), (0, Some(1)), "{host}");
+    assert_eq!(host["items"].as_array().map(Vec::len), Some(0), "{host}");
+
+    // The same findings as a probe run on its own would give.
+    fleet.exec(1, "mv /etc/sp-probed/file.conf /etc/sp-probed/file.moved");
+    let (code, host) = drift(&fleet, &plain);
+    assert_eq!((code, host["round_trips"].as_u64()), (2, Some(1)), "{host}");
+    let live: Vec<(&str, &str)> = host["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["kind"] == "live")
+        .map(|item| (item["subject"].as_str().unwrap(), item["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(live, [("the file is there", "host_drift")], "{host}");
+    fleet.exec(1, "mv /etc/sp-probed/file.moved /etc/sp-probed/file.conf");
+
+    // A probe that facts change is known only after the snapshot: its own round trip.
+    let factual =
+        probed_playbook(dir.path(), &[("the host knows its name", "test \"$(hostname)\" = '{{ facts.hostname }}'")]);
+    let (code, host) = drift(&fleet, &factual);
+    assert_eq!((code, host["round_trips"].as_u64()), (0, Some(2)), "{host}");
+}

@@ -8,8 +8,13 @@ const PROBES_SH: &str = include_str!("probes.sh");
 
 /// Live-state probes: each command's exit status and the tail of its output.
 pub fn probes(probes: &[&str]) -> String {
-    let mut s = String::from(PRELUDE);
-    s.push_str(PROBES_SH);
+    String::from(PRELUDE) + &probe_calls(probes)
+}
+
+/// The probes as a script's tail, for a script that began with the prelude
+/// (a drift pass runs them right after its snapshot, in the same round trip).
+pub fn probe_calls(probes: &[&str]) -> String {
+    let mut s = String::from(PROBES_SH);
     for (i, cmd) in probes.iter().enumerate() {
         call_with_command(&mut s, "probe", &[Word::from(i)], cmd);
     }

@@ -91,6 +91,9 @@ pub struct SnapshotOutput {
     /// The host's secret for fingerprints (`<state>/key`), once a run that
     /// writes has made it.
     pub key: Option<String>,
+    /// Where what the script printed after the snapshot's end line begins
+    /// (the probes of a drift pass).
+    pub after_end: usize,
 }
 
 pub fn parse_snapshot(stdout: &[u8], paths: &[&str], patterns: &[&str], token: &str) -> Result<SnapshotOutput, String> {
@@ -107,6 +110,7 @@ pub fn parse_snapshot(stdout: &[u8], paths: &[&str], patterns: &[&str], token: &
         let line = String::from_utf8_lossy(line);
         if line == end_line {
             complete = true;
+            out.after_end = stdout.len() - printed.remaining();
             break;
         }
         let mut words = line.splitn(3, ' ');

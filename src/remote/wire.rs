@@ -73,6 +73,11 @@ impl<'a> Printed<'a> {
         Some(line)
     }
 
+    /// How many bytes are left to read.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// The next `count` bytes, if there are as many.
     pub fn bytes(&mut self, count: usize) -> Option<&'a [u8]> {
         let taken = self.rest.get(..count)?;

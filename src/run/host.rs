@@ -121,6 +121,8 @@ pub(super) struct Inspection {
     pub(super) lock_held: bool,
     /// Keyed with the host's secret, for the record of what was applied.
     pub(super) fingerprints: plan::drift::Fingerprints,
+    /// The probes' results, when they ran with the snapshot.
+    pub(super) probe_results: Option<Vec<(i32, String)>>,
 }
 
 /// One host's run over an open connection: the phases, each a round trip.
@@ -258,10 +260,12 @@ impl HostRun<'_> {
     async fn inspect(&mut self) -> Result<Inspection, HostFailure> {
         // Paths and guards are known before facts: they may use variables but not facts.
         // `prepare` rendered this host once with stand-in facts: reuse what it found.
-        let BeforeFacts { paths, patterns, guards, .. } = &self.job.before_facts;
+        let BeforeFacts { paths, patterns, guards, probes, .. } = &self.job.before_facts;
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let pattern_refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
+        let probe_refs: Vec<&str> = probes.iter().map(String::as_str).collect();
+        let early_probes = self.settings.mode == Mode::Drift(Remediate::Nothing) && !probe_refs.is_empty();
 
         let writes = match self.settings.mode {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
@@ -315,7 +319,13 @@ impl HostRun<'_> {
             }
             output
         } else {
-            let probed = remote::lock_probe(&self.job.state) + &text;
+            let mut probed = remote::lock_probe(&self.job.state) + &text;
+            // A drift pass that writes nothing runs its probes right after
+            // the snapshot, in the same round trip: they are read below only
+            // if the host's facts leave them as rendered before facts.
+            if early_probes {
+                probed.push_str(&remote::probe_calls(&probe_refs));
+            }
             let output = self.round_trip(Phase::Snapshot, &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output
@@ -327,6 +337,14 @@ impl HostRun<'_> {
             .map_err(|e| HostFailure::failed(Phase::Facts, format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
         self.secrets.extend(&tasks.secrets);
+        let probe_results =
+            match early_probes && tasks.probes.iter().map(|(_, c, _)| c.as_str()).eq(probe_refs.iter().copied()) {
+                true => Some(
+                    remote::parse_probes(&output.stdout[snap.after_end..], probe_refs.len())
+                        .map_err(|e| HostFailure::unreadable_reply(Phase::Probes, e, &output))?,
+                ),
+                false => None,
+            };
         if tasks.paths() != path_refs || tasks.patterns() != pattern_refs || tasks.guards() != guard_refs {
             return Err(HostFailure::failed(
                 Phase::Plan,
@@ -358,7 +376,7 @@ impl HostRun<'_> {
         }
         let fingerprints =
             snap.key.as_deref().map(|key| plan::drift::Fingerprints::keyed(key.as_bytes())).unwrap_or_default();
-        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held, fingerprints })
+        Ok(Inspection { tasks, snapshot: snap.snapshot, applied, plan, lock_held, fingerprints, probe_results })
     }
 }
 

@@ -55,6 +55,9 @@ pub(super) struct BeforeFacts {
     pub(super) paths: Vec<String>,
     pub(super) patterns: Vec<String>,
     pub(super) guards: Vec<(usize, String)>,
+    /// The live-state probes as rendered with stand-in facts: a drift pass
+    /// runs them with its snapshot when facts do not change them.
+    pub(super) probes: Vec<String>,
     /// What the host's reports mask from the start (facts may add to it).
     pub(super) secrets: Secrets,
 }
@@ -65,6 +68,7 @@ impl BeforeFacts {
             paths: tasks.paths().into_iter().map(str::to_owned).collect(),
             patterns: tasks.patterns().into_iter().map(str::to_owned).collect(),
             guards: tasks.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect(),
+            probes: tasks.probes.iter().map(|(_, command, _)| command.clone()).collect(),
             secrets: tasks.secrets.clone(),
         }
     }
