@@ -11,8 +11,9 @@ use crate::report::model::{DriftItem, ItemKind, OWED_BY_RUNNING_APPLY};
 use std::collections::BTreeSet;
 
 impl HostRun<'_> {
-    /// Round trip 2: the live probes; then drift is classified item by item,
-    /// and put right if asked.
+    /// The live probes (their results from the snapshot's round trip when
+    /// they ran there, else round trip 2); then drift is classified item by
+    /// item, and put right if asked.
     pub(super) async fn drift(&mut self, inspection: &Inspection, remediate: Remediate) -> Result<(), HostFailure> {
         let commands: Vec<&str> = inspection.tasks.probes.iter().map(|(_, c, _)| c.as_str()).collect();
         let results = if commands.is_empty() {

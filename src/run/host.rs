@@ -1,6 +1,7 @@
 //! One host's run over its connection: the snapshot round trip and the
 //! plan made from it, then the mode's phases (install and handlers in
-//! `install`, live probes in `drift`), each phase one round trip.
+//! `install`, live probes in `drift`), each phase one round trip (a drift
+//! pass that writes nothing runs its probes in the snapshot's).
 
 use super::failure::{HostFailure, Phase};
 use super::load::{BeforeFacts, Job, Prepared};
