@@ -197,16 +197,8 @@ pub fn record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::tests::file;
     use bytes::Bytes;
-
-    fn file(content: &str) -> Entry {
-        Entry::File {
-            content: Bytes::copy_from_slice(content.as_bytes()),
-            mode: 0o644,
-            owner: "root".into(),
-            group: "root".into(),
-        }
-    }
 
     fn want(content: &str) -> Desired {
         Desired::File { content: Bytes::copy_from_slice(content.as_bytes()), mode: 0o644, owner: None, group: None }

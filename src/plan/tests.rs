@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn file(content: &str) -> Entry {
+/// A root-owned 0644 file holding `content`, as a snapshot reads it (the drift tests use it too).
+pub(super) fn file(content: &str) -> Entry {
     Entry::File {
         content: Bytes::copy_from_slice(content.as_bytes()),
         mode: 0o644,
