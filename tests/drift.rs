@@ -104,6 +104,46 @@ fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_o
     assert_eq!((code, &running["summary"]["in_sync"]), (0, &Value::from(3)), "{running:#}");
 }
 
+#[test]
+fn a_configuration_file_newer_than_the_service_running_it_is_live_drift_unless_it_is_dated_in_the_future() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let (code, clean) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{clean:#}");
+
+    // Saved again with the same text: nothing on disk differs from the
+    // playbook, but nginx and Sentry web run what they read before.
+    fleet.exec(1, "touch /etc/nginx/mime.types /etc/sentry/sentry.conf.py");
+    let (code, stale) = drift_json(&fleet, &[]);
+    assert_eq!(code, 2, "{stale:#}");
+    assert_eq!(
+        items(&stale, "host1"),
+        [
+            ("live", "nginx runs the configuration on disk", "host_drift"),
+            ("live", "sentry web runs the configuration on disk", "host_drift")
+        ],
+        "{stale:#}"
+    );
+    let said = host(&stale, "host1")["items"].to_string();
+    assert!(said.contains("/etc/nginx/mime.types changed after nginx loaded its configuration"), "{said}");
+    assert!(said.contains("sentry.conf.py changed after sentry-web started"), "{said}");
+
+    let (code, fixed) = drift_json(&fleet, &["--remediate"]);
+    assert_eq!(code, 0, "{fixed:#}");
+    let remediated = host(&fixed, "host1")["remediated"].to_string();
+    assert!(remediated.contains("test and reload nginx") && remediated.contains("restart sentry web"), "{remediated}");
+    let (code, after) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{after:#}");
+
+    // A file dated in the future (clock skew, tar, rsync -t) cannot be
+    // judged by its time, and is not.
+    fleet.exec(1, "touch -d '+1 hour' /etc/nginx/mime.types /etc/sentry/sentry.conf.py");
+    let (code, future) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{future:#}");
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
 }
