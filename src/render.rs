@@ -11,6 +11,17 @@ pub struct Renderer {
     env: Environment<'static>,
 }
 
+/// Variables made ready for templates, once for all the templates of a
+/// host's play: converting them costs more than rendering most strings
+/// (the shipped playbook's variables hold a few kilobytes of scripts).
+pub struct Scope(Value);
+
+impl Scope {
+    pub fn of(vars: &Vars) -> Scope {
+        Scope(Value::from(minijinja::value::Serde(vars)))
+    }
+}
+
 /// A template error with the file (or playbook field) and line it happened at.
 pub fn describe(error: &minijinja::Error) -> String {
     let mut text = match (error.name(), error.line()) {
@@ -54,24 +65,24 @@ impl Renderer {
         Ok(Renderer { env })
     }
 
-    pub fn render_file(&self, dir: &Path, source: &str, vars: &Vars) -> Result<String, String> {
+    pub fn render_file(&self, dir: &Path, source: &str, scope: &Scope) -> Result<String, String> {
         let name = dir.join(source).display().to_string();
         let template = self.env.get_template(&name).map_err(|e| describe(&e))?;
-        template.render(context(vars)).map_err(|e| describe(&e))
+        template.render(&scope.0).map_err(|e| describe(&e))
     }
 
     /// Renders a string from the playbook; `origin` names it in errors.
-    pub fn render_str(&self, origin: &str, text: &str, vars: &Vars) -> Result<String, String> {
+    pub fn render_str(&self, origin: &str, text: &str, scope: &Scope) -> Result<String, String> {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        self.env.render_named_str(origin, text, context(vars)).map_err(|e| describe(&e))
+        self.env.render_named_str(origin, text, &scope.0).map_err(|e| describe(&e))
     }
 
     /// Evaluates a `when:` expression to a boolean.
-    pub fn test(&self, origin: &str, expression: &str, vars: &Vars) -> Result<bool, String> {
+    pub fn test(&self, origin: &str, expression: &str, scope: &Scope) -> Result<bool, String> {
         let compiled = self.env.compile_expression(expression).map_err(|e| format!("{origin}: {}", describe(&e)))?;
-        let value = compiled.eval(context(vars)).map_err(|e| format!("{origin}: {}", describe(&e)))?;
+        let value = compiled.eval(&scope.0).map_err(|e| format!("{origin}: {}", describe(&e)))?;
         Ok(value.is_true())
     }
 
@@ -82,12 +93,12 @@ impl Renderer {
         let mut resolved = vars.clone();
         for _ in 0..8 {
             let mut changed = false;
-            let snapshot = resolved.clone();
+            let scope = Scope::of(&resolved);
             for (key, value) in resolved.iter_mut() {
                 if let Json::String(text) = value
                     && is_template(text)
                 {
-                    let rendered = self.render_str(&format!("variable `{key}`"), text, &snapshot)?;
+                    let rendered = self.render_str(&format!("variable `{key}`"), text, &scope)?;
                     *value = match rendered.trim().parse::<i64>() {
                         Ok(n) => Json::from(n),
                         Err(_) => Json::String(rendered),
@@ -146,10 +157,6 @@ fn quote(value: Value) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-fn context(vars: &Vars) -> Value {
-    Value::from(minijinja::value::Serde(vars))
-}
-
 fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
 }
@@ -172,14 +179,14 @@ mod tests {
     #[test]
     fn the_trailing_newline_is_kept_and_nothing_is_escaped() {
         let (dir, r) = renderer_with("a <{{ x }}> & b\n");
-        let out = r.render_file(dir.path(), "t.j2", &vars(&[("x", "'\"".into())])).unwrap();
+        let out = r.render_file(dir.path(), "t.j2", &Scope::of(&vars(&[("x", "'\"".into())]))).unwrap();
         assert_eq!(out, "a <'\"> & b\n");
     }
 
     #[test]
     fn an_undefined_variable_is_an_error_naming_it() {
         let (dir, r) = renderer_with("{{ missing }}\n");
-        let err = r.render_file(dir.path(), "t.j2", &Vars::new()).unwrap_err();
+        let err = r.render_file(dir.path(), "t.j2", &Scope::of(&Vars::new())).unwrap_err();
         assert!(err.contains("t.j2:1"), "{err}");
         assert!(err.contains("undefined"), "{err}");
     }
@@ -196,10 +203,16 @@ mod tests {
     fn redis_memory_sizes_convert_to_bytes_as_redis_does() {
         let (_dir, r) = renderer_with("");
         let out = r
-            .render_str("t", "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}", &Vars::new())
+            .render_str(
+                "t",
+                "{{ '1gb' | redis_bytes }} {{ '1g' | redis_bytes }} {{ 512 | redis_bytes }}",
+                &Scope::of(&Vars::new()),
+            )
             .unwrap();
         assert_eq!(out, "1073741824 1000000000 512");
-        assert!(r.render_str("t", "{{ 'lots' | redis_bytes }}", &Vars::new()).unwrap_err().contains("lots"));
+        assert!(
+            r.render_str("t", "{{ 'lots' | redis_bytes }}", &Scope::of(&Vars::new())).unwrap_err().contains("lots")
+        );
     }
 
     /// `printf %s WORD` run by `sh`, with WORD as the filter rendered it.
@@ -232,7 +245,7 @@ mod tests {
             "",
             "caf\u{e9} \u{2603}",
         ] {
-            let word = r.render_str("t", "{{ v | quote }}", &vars(&[("v", value.into())])).unwrap();
+            let word = r.render_str("t", "{{ v | quote }}", &Scope::of(&vars(&[("v", value.into())]))).unwrap();
             assert_eq!(String::from_utf8(through_sh(&word)).unwrap(), value, "rendered as {word}");
         }
     }
@@ -244,10 +257,10 @@ mod tests {
         let out = r.render_str(
             "t",
             "{{ path | quote }} {{ n | quote }} {{ '1gb' | redis_bytes | quote }} {{ empty | quote }}",
-            &v,
+            &Scope::of(&v),
         );
         assert_eq!(out.unwrap(), "/etc/redis/redis.conf 16 1073741824 ''");
-        assert_eq!(r.render_str("t", "{{ \"it's\" | quote }}", &Vars::new()).unwrap(), "'it'\\''s'");
+        assert_eq!(r.render_str("t", "{{ \"it's\" | quote }}", &Scope::of(&Vars::new())).unwrap(), "'it'\\''s'");
     }
 
     #[test]

@@ -5,9 +5,12 @@
 use super::{Action, Attributes, Task};
 use crate::facts::Facts;
 use crate::playbook::{Playbook, State, StepKind};
-use crate::render::Renderer;
+use crate::render::{Renderer, Scope};
 use crate::secrets::Secrets;
 use crate::vars::Vars;
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 /// Which steps a run takes (`--tags`, `--skip-tags`), and whether every
 /// changed file keeps a backup (`--backup`).
@@ -89,16 +92,17 @@ pub fn render_tasks(
         vars.insert("facts".into(), serde_json::to_value(facts).expect("facts serialize"));
         let vars = renderer.resolve_vars(&vars).map_err(|e| format!("{file}: {e}"))?;
         secrets.extend(&Secrets::of(&vars));
+        let scope = Scope::of(&vars);
         for step in &play.steps {
             index += 1;
             let origin = |field: &str| format!("{file}: step `{}`: {field}", step.name);
-            let text = |field: &str, value: &str| renderer.render_str(&origin(field), value, &vars);
+            let text = |field: &str, value: &str| renderer.render_str(&origin(field), value, &scope);
             let path = |field: &str, value: &str| checked_path(&origin(field), &text(field, value)?);
             if !selected_by_tags(&step.tags, selection) {
                 continue;
             }
             if let Some(condition) = &step.when
-                && !renderer.test(&origin("when"), condition, &vars)?
+                && !renderer.test(&origin("when"), condition, &scope)?
             {
                 continue;
             }
@@ -112,7 +116,7 @@ pub fn render_tasks(
             let action = match step.kind() {
                 StepKind::Template(t) => Action::Template {
                     dest: path("dest", &t.dest)?,
-                    content: renderer.render_file(&playbook.templates_dir, &t.src, &vars)?.into_bytes().into(),
+                    content: renderer.render_file(&playbook.templates_dir, &t.src, &scope)?.into_bytes().into(),
                     attributes: attributes(t.mode, &t.owner, &t.group)?,
                 },
                 StepKind::Line(l) => Action::Line {
@@ -122,10 +126,7 @@ pub fn render_tasks(
                         None => None,
                         Some(re) => {
                             let re = text("regexp", re)?;
-                            Some(
-                                regex::Regex::new(&re)
-                                    .map_err(|e| format!("{}: `{re}` is invalid: {e}", origin("regexp")))?,
-                            )
+                            Some(compiled(&re).map_err(|e| format!("{}: `{re}` is invalid: {e}", origin("regexp")))?)
                         }
                     },
                     present: l.state == State::Present,
@@ -147,7 +148,7 @@ pub fn render_tasks(
                     upstream: text("upstream", &v.upstream)?,
                     dest: path("dest", &v.dest)?,
                     enable: path("enable", &v.enable)?,
-                    content: renderer.render_file(&playbook.templates_dir, &v.src, &vars)?.into_bytes().into(),
+                    content: renderer.render_file(&playbook.templates_dir, &v.src, &scope)?.into_bytes().into(),
                     attributes: attributes(v.mode, &v.owner, &v.group)?,
                 },
                 StepKind::Command(c) => Action::Command {
@@ -168,11 +169,11 @@ pub fn render_tasks(
         }
         for handler in &play.handlers {
             let origin = format!("{file}: handler `{}`: command", handler.name);
-            handlers.push((handler.name.clone(), renderer.render_str(&origin, &handler.command, &vars)?));
+            handlers.push((handler.name.clone(), renderer.render_str(&origin, &handler.command, &scope)?));
         }
         for probe in &play.verify {
             let origin = format!("{file}: probe `{}`: command", probe.name);
-            let command = renderer.render_str(&origin, &probe.command, &vars)?;
+            let command = renderer.render_str(&origin, &probe.command, &scope)?;
             probes.push((probe.name.clone(), command, probe.remedy.clone()));
         }
     }
@@ -201,6 +202,21 @@ pub fn checked_path(origin: &str, path: &str) -> Result<String, String> {
         return Err(format!("{origin}: `{path}` contains a NUL byte"));
     }
     Ok(path.to_owned())
+}
+
+/// `pattern` compiled once for the process (a scheduled drift's passes
+/// share it): every host renders a step's `regexp`, mostly to the same
+/// text, and compiling one costs more than the rest of planning that step
+/// (a `Regex` clone shares the compiled program).
+fn compiled(pattern: &str) -> Result<Regex, regex::Error> {
+    static COMPILED: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Mutex::default);
+    let mut compiled = COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(regex) = compiled.get(pattern) {
+        return Ok(regex.clone());
+    }
+    let regex = Regex::new(pattern)?;
+    compiled.insert(pattern.to_string(), regex.clone());
+    Ok(regex)
 }
 
 #[cfg(test)]

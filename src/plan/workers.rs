@@ -4,6 +4,7 @@
 use super::{Desired, Entry, Snapshot};
 use regex::Regex;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// The tuning guide's warning about worker concurrency: many workers at
 /// `-c 4` beat one at `-c 64`, because of lock contention in the master.
@@ -52,7 +53,9 @@ pub fn concurrency_warnings(snapshot: &Snapshot, desired: &BTreeMap<String, Desi
 
 /// The `-c N` of each `sentry run worker` command line, comments aside.
 fn worker_concurrencies(content: &[u8]) -> Vec<u32> {
-    let worker = Regex::new(r"sentry\S*\s.*\brun\s+worker\b.*\s-c\s*(\d+)").expect("valid regex");
+    static WORKER: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"sentry\S*\s.*\brun\s+worker\b.*\s-c\s*(\d+)").expect("valid regex"));
+    let worker = &*WORKER;
     String::from_utf8_lossy(content)
         .lines()
         .filter(|l| !l.trim_start().starts_with(['#', ';']))
