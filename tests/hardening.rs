@@ -3,7 +3,8 @@
 //! shipped playbook, `audit` reads `sentry.conf.py` without running it, the
 //! `redis` user racing the install in Debian's /etc/redis gets nothing of
 //! root's, a state folder another user owns is refused, no secret shows on
-//! a command line, and a setgid mode sticks.
+//! a command line, a setgid mode sticks, and a pid a local user slips into a
+//! probe never reaches its arithmetic, even where sh is bash.
 
 mod common;
 
@@ -207,4 +208,35 @@ fn a_setgid_mode_sticks_and_the_next_apply_is_idle() {
     let second = apply();
     assert_eq!(second.code, 0, "{second:?}");
     assert!(second.stdout.contains("1 ok, 0 changed"), "idle: {second:?}");
+}
+
+/// The shipped playbook's `process_age` variable: the shell functions its
+/// nginx and Sentry web probes use.
+fn process_age() -> String {
+    let text = std::fs::read_to_string(tuning_playbook()).unwrap();
+    let playbook: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    playbook[0]["vars"]["process_age"].as_str().expect("the first play's variables hold process_age").to_owned()
+}
+
+#[test]
+fn a_pid_a_local_user_slips_into_a_probe_never_reaches_its_arithmetic_even_where_sh_is_bash() {
+    // A user listening on the web port while Sentry web is down can name
+    // their process `pid=/../tmp/x,`: the web probe then reads a pid of
+    // `/../tmp/x` out of ss's answer, and /proc//../tmp/x/stat is their
+    // file. Bash evaluates `a[$(...)]` met in arithmetic; dash does not.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let fields: Vec<String> = (4..=21).map(|n| n.to_string()).collect();
+    std::fs::write(dir.path().join("stat"), format!("1 (x) S {} a[$(>{})] 23\n", fields.join(" "), marker.display()))
+        .unwrap();
+    let slipped = format!("/..{}", dir.path().display());
+    for shell in ["sh", "bash"] {
+        let script =
+            format!("{}\nage '{slipped}' && echo \"slipped $age\"\nage $$ && echo \"own $age\"\n", process_age());
+        let out = std::process::Command::new(shell).arg("-c").arg(&script).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(!marker.exists(), "{shell} ran the planted command: {said}");
+        assert!(!said.contains("slipped"), "{shell}: {said}");
+        assert!(said.starts_with("own "), "{shell}: a real pid still has an age: {said}");
+    }
 }
