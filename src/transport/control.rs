@@ -16,6 +16,61 @@ const PID_FILE: &str = "sentry-provision.pid";
 /// The folders of this process's runs still going, for a second signal.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// Per folder of this process: how many masters were begun in it, and the
+/// pids of those whose control socket said it (the mux protocol's alive
+/// check). Stopping a folder's masters reads only these pids' command
+/// lines; while any begun master did not say its pid (a connection that
+/// failed, or one cut short), every process's, as a sweep does.
+static MASTERS: Mutex<Vec<Masters>> = Mutex::new(Vec::new());
+
+struct Masters {
+    folder: PathBuf,
+    begun: usize,
+    pids: Vec<i32>,
+}
+
+/// `f` on `folder`'s entry in [`MASTERS`], made if need be.
+fn with_masters(folder: &Path, f: impl FnOnce(&mut Masters)) {
+    let Ok(mut all) = MASTERS.lock() else { return };
+    let at = match all.iter().position(|m| m.folder == folder) {
+        Some(at) => at,
+        None => {
+            all.push(Masters { folder: folder.to_path_buf(), begun: 0, pids: Vec::new() });
+            all.len() - 1
+        }
+    };
+    f(&mut all[at]);
+}
+
+/// A master is about to be started in `folder`.
+pub fn master_begun(folder: &Path) {
+    with_masters(folder, |masters| masters.begun += 1);
+}
+
+/// The master begun in `folder` listens on `socket`: asks it its pid.
+pub async fn master_started(folder: &Path, socket: &Path) {
+    let said = async { openssh_mux_client::Connection::connect(socket).await?.send_alive_check().await };
+    if let Ok(Ok(pid)) = said.await.map(|pid| i32::try_from(pid.get())) {
+        with_masters(folder, |masters| masters.pids.push(pid));
+    }
+}
+
+/// The pids of `folder`'s masters, when every master begun there said it.
+fn known_masters(folder: &Path) -> Option<Vec<i32>> {
+    let all = MASTERS.lock().ok()?;
+    match all.iter().find(|m| m.folder == folder) {
+        Some(masters) if masters.begun == masters.pids.len() => Some(masters.pids.clone()),
+        // Another run's folder (a sweep), or one whose masters did not all say.
+        _ => None,
+    }
+}
+
+fn forget_masters(folder: &Path) {
+    if let Ok(mut all) = MASTERS.lock() {
+        all.retain(|m| m.folder != folder);
+    }
+}
+
 /// A run's control folder: removed, with any master still listening in
 /// it, when dropped.
 pub struct ControlFolder {
@@ -43,6 +98,7 @@ impl ControlFolder {
         if let Ok(mut live) = LIVE.lock() {
             live.push(dir.path().to_path_buf());
         }
+        with_masters(dir.path(), |_| {});
         Ok(ControlFolder { dir: Some(dir), _pid: pid })
     }
 
@@ -60,6 +116,7 @@ impl Drop for ControlFolder {
         // Sessions close their masters as they end; one that did not (a
         // host task that failed) must not outlive the run.
         stop_masters(dir.path());
+        forget_masters(dir.path());
         let _ = dir.close();
     }
 }
@@ -98,9 +155,16 @@ fn sweep_stale(parent: &Path) {
 }
 
 /// Sends SIGTERM to every ssh process whose control socket (`-S`) is in
-/// `folder`, found in /proc (the crate does not say the masters' pids).
+/// `folder`: the pids its masters said, still such a process (a pid may
+/// have been reused), or, when one did not say it, those found in /proc
+/// (the crate does not say the masters' pids, and reading every process's
+/// command line costs a machine that runs thousands ~30 ms).
 fn stop_masters(folder: &Path) {
-    let pids = masters_in(Path::new("/proc"), folder);
+    let proc = Path::new("/proc");
+    let pids = match known_masters(folder) {
+        Some(pids) => pids.into_iter().filter(|&pid| is_master_in(proc, pid, folder)).collect(),
+        None => masters_in(proc, folder),
+    };
     for &pid in &pids {
         // SAFETY: kill(2) with a pid read from /proc and a constant signal.
         unsafe {
@@ -133,6 +197,13 @@ fn masters_in(proc: &Path, folder: &Path) -> Vec<i32> {
     ssh_processes(proc, |socket| socket.starts_with(prefix.as_bytes()))
 }
 
+/// Whether process `pid` in `proc` is an ssh whose control socket is in `folder`.
+fn is_master_in(proc: &Path, pid: i32, folder: &Path) -> bool {
+    let prefix = format!("{}/", folder.display());
+    std::fs::read(proc.join(pid.to_string()).join("cmdline"))
+        .is_ok_and(|cmdline| is_ssh_on(&cmdline, |socket| socket.starts_with(prefix.as_bytes())))
+}
+
 /// The ssh processes in `proc` whose control socket (`-S`) is one `wanted` takes.
 fn ssh_processes(proc: &Path, wanted: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
@@ -141,12 +212,17 @@ fn ssh_processes(proc: &Path, wanted: impl Fn(&[u8]) -> bool) -> Vec<i32> {
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
-            let socket_here = args.windows(2).any(|w| w[0] == b"-S" && wanted(w[1]));
-            (is_ssh && socket_here).then_some(pid)
+            is_ssh_on(&cmdline, &wanted).then_some(pid)
         })
         .collect()
+}
+
+/// Whether a command line (`/proc/PID/cmdline`) is an ssh's whose control
+/// socket (`-S`) is one `wanted` takes.
+fn is_ssh_on(cmdline: &[u8], wanted: impl Fn(&[u8]) -> bool) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
+    is_ssh && args.windows(2).any(|w| w[0] == b"-S" && wanted(w[1]))
 }
 
 #[cfg(test)]
@@ -190,5 +266,26 @@ mod tests {
         // One host's master alone, by its socket (a host cut off for its output).
         let one = |socket: &[u8]| socket == b"/tmp/sp-ab/.ssh-connection2/master";
         assert_eq!(ssh_processes(proc.path(), one), [11]);
+        // A pid a master said, checked again before it is signalled.
+        assert!(is_master_in(proc.path(), 10, Path::new("/tmp/sp-a")));
+        assert!(!is_master_in(proc.path(), 12, Path::new("/tmp/sp-a")), "the pid went to another program");
+        assert!(!is_master_in(proc.path(), 11, Path::new("/tmp/sp-a")));
+        assert!(!is_master_in(proc.path(), 13, Path::new("/tmp/sp-a")), "gone");
+    }
+
+    #[test]
+    fn a_folder_where_a_begun_master_did_not_say_its_pid_is_searched_in_full() {
+        let folder = Path::new("/tmp/sp-known-masters-test");
+        assert_eq!(known_masters(folder), None, "a folder this process did not make");
+        with_masters(folder, |_| {});
+        assert_eq!(known_masters(folder), Some(Vec::new()), "ours, and no master begun: none to stop");
+        master_begun(folder);
+        master_begun(folder);
+        with_masters(folder, |masters| masters.pids.push(41));
+        assert_eq!(known_masters(folder), None, "one of two said its pid");
+        with_masters(folder, |masters| masters.pids.push(42));
+        assert_eq!(known_masters(folder), Some(vec![41, 42]));
+        forget_masters(folder);
+        assert_eq!(known_masters(folder), None);
     }
 }

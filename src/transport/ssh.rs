@@ -64,10 +64,13 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Session
     if let Some(key) = &target.key_file {
         builder.keyfile(key);
     }
-    builder
+    super::control::master_begun(&options.control_directory);
+    let session = builder
         .connect_mux(&target.address)
         .await
-        .map_err(|e| Error::Unreachable(explain_host_key(&target.address, chain(&e))))
+        .map_err(|e| Error::Unreachable(explain_host_key(&target.address, chain(&e))))?;
+    super::control::master_started(&options.control_directory, session.control_socket()).await;
+    Ok(session)
 }
 
 /// ssh's host-key refusals, said plainly with what to do about them.
