@@ -24,8 +24,10 @@ for left do if [ -e "$left" ] || [ -L "$left" ]; then rm -rf -- "$@" 2>/dev/null
 [ -s "$state/key" ] || { od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/.key.$$" && mv -f -- "$state/.key.$$" "$state/key"; } || exit 96
 sh() { ( trap - HUP PIPE; exec sh "$@" 9>&- ); }
 # @script@
-# Held until the controller closes stdin or says nothing for 10 s.
-if command -v bash >/dev/null; then bash -c 'while read -r -t 10 _; do :; done'; else while timeout 10 sh -c 'read -r _' 2>/dev/null; do :; done; fi
-{ command exec 8>>"$state/lock.work"; } 2>/dev/null && flock -x 8
+# Held until the controller closes stdin or says nothing for 10 s. Its
+# last word `idle` says it sent no script that changes the host: none of
+# the run's holds lock.work, and the wait for them (a flock) is spared.
+if command -v bash >/dev/null; then bash -c 'while read -r -t 10 word; do [ "$word" != idle ] || exit 7; done'; else while timeout 10 sh -c 'read -r _' 2>/dev/null; do :; done; fi
+[ $? = 7 ] || { { command exec 8>>"$state/lock.work"; } 2>/dev/null && flock -x 8; }
 : >|"$state/lock.owner"
 exit 0

@@ -81,6 +81,7 @@ pub(super) async fn run_host(
                 settings,
                 report: &mut report,
                 lock: None,
+                sent_while_held: false,
                 line,
                 install_token: format!("{:016x}", random_u64()),
                 handlers_sent: Vec::new(),
@@ -96,7 +97,9 @@ pub(super) async fn run_host(
                 ))
             });
             if let Some(lock) = host.lock.take() {
-                lock.release(settings.command_timeout).await;
+                let held_for =
+                    if host.sent_while_held { transport::HeldFor::Work } else { transport::HeldFor::Nothing };
+                lock.release(settings.command_timeout, held_for).await;
             }
             secrets = std::mem::take(&mut host.secrets);
             if let Err(failure) = result {
@@ -135,6 +138,9 @@ pub(super) struct HostRun<'a> {
     pub(super) report: &'a mut HostReport,
     /// The host's lock, held from the snapshot to the end of the run when writing.
     pub(super) lock: Option<transport::Held<'a>>,
+    /// A round trip went out while the lock was held: a script that may
+    /// change the host, which its holder must wait for before letting go.
+    pub(super) sent_while_held: bool,
     pub(super) line: &'a HostProgress,
     /// The token of this run's install, which names the entries it kept
     /// for a rollback ([`remote::kept_path`]).
@@ -220,6 +226,7 @@ impl HostRun<'_> {
         script: &transport::Script,
     ) -> Result<transport::Output, HostFailure> {
         self.report.round_trips += 1;
+        self.sent_while_held |= self.lock.is_some();
         self.enter(phase);
         let started = Instant::now();
         let result = self

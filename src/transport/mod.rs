@@ -162,15 +162,15 @@ impl Held<'_> {
     /// the host are done, and one that hung (the reason a round trip timed
     /// out) would keep the run waiting for ever. Given up, the host keeps
     /// its lock until that script ends, as it should.
-    pub async fn release(self, timeout: Option<Duration>) {
+    pub async fn release(self, timeout: Option<Duration>, held_for: HeldFor) {
         let wait = async {
             match self {
                 Held::Ssh(child, heartbeat) => {
-                    heartbeat.stop().await;
+                    heartbeat.stop(held_for).await;
                     let _ = child.wait().await;
                 }
                 Held::Local(mut child, heartbeat) => {
-                    heartbeat.stop().await;
+                    heartbeat.stop(held_for).await;
                     let _ = child.wait().await;
                 }
                 Held::Done => {}
@@ -185,6 +185,16 @@ impl Held<'_> {
     }
 }
 
+/// What a run did while it held a host's script, said as it lets go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HeldFor {
+    /// It sent nothing more: no script of the run changes the host, and the
+    /// holder need not wait for one (it is told `idle`).
+    Nothing,
+    /// It sent scripts (they may still run, if their replies were lost).
+    Work,
+}
+
 /// How often a held script hears from the controller. The host gives the
 /// lock up after `remote::HOLDER_PATIENCE_SECONDS` without a word, so
 /// that a partition does not keep it held until sshd notices the dead
@@ -194,17 +204,23 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A held script's stdin, written a line every [`HEARTBEAT`] until stopped
 /// (or dropped): then closed, which tells the script to let go.
 pub struct Heartbeat {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<HeldFor>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Heartbeat {
     fn start(mut stdin: impl tokio::io::AsyncWrite + Unpin + Send + 'static) -> Heartbeat {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<HeldFor>();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = &mut stopped => break,
+                    held_for = &mut stopped => {
+                        if held_for == Ok(HeldFor::Nothing) {
+                            let _ = stdin.write_all(b"idle\n").await;
+                            let _ = stdin.flush().await;
+                        }
+                        break;
+                    }
                     _ = tokio::time::sleep(HEARTBEAT) => {
                         if stdin.write_all(b"\n").await.is_err() || stdin.flush().await.is_err() {
                             break;
@@ -216,10 +232,11 @@ impl Heartbeat {
         Heartbeat { stop: Some(stop), task }
     }
 
-    /// Stops the heartbeat and closes stdin.
-    async fn stop(mut self) {
+    /// Stops the heartbeat and closes stdin, first saying `idle` when the
+    /// run sent nothing while it held the script.
+    async fn stop(mut self, held_for: HeldFor) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(held_for);
         }
         let _ = (&mut self.task).await;
     }

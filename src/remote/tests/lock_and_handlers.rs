@@ -220,6 +220,40 @@ fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
 }
 
 #[test]
+fn a_holder_told_its_run_sent_nothing_lets_go_without_the_wait_for_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFiles::new(&dir.path().display().to_string(), "site");
+    let script = snapshot(&state, &[], &[], &[]);
+    let mut holder = Command::new("sh")
+        .arg("-s")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    use std::io::{BufRead as _, Write as _};
+    stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap() == end_line(&script.token)));
+    // What the wait for work would wait on: lock.work held by someone else,
+    // which the holder is spared once told `idle` (its run sent no work).
+    let work = std::fs::File::create(format!("{}/lock.work", state.dir())).unwrap();
+    work.lock_shared().unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(work);
+    });
+    let started = std::time::Instant::now();
+    stdin.write_all(b"\nidle\n").unwrap();
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    assert!(started.elapsed().as_secs_f64() < 2.0, "the holder did not wait on lock.work");
+    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
+    let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
+    assert!(lock.try_lock().is_ok(), "the lock is free");
+}
+
+#[test]
 fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let state = held(&dir.path().join("state").display().to_string(), "site");
