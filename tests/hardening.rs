@@ -231,12 +231,42 @@ fn a_pid_a_local_user_slips_into_a_probe_never_reaches_its_arithmetic_even_where
         .unwrap();
     let slipped = format!("/..{}", dir.path().display());
     for shell in ["sh", "bash"] {
-        let script =
-            format!("{}\nage '{slipped}' && echo \"slipped $age\"\nage $$ && echo \"own $age\"\n", process_age());
+        let script = format!(
+            "{}\nstarted '{slipped}' && echo \"slipped $started\"\nstarted $$ && echo \"own $started\"\n",
+            process_age()
+        );
         let out = std::process::Command::new(shell).arg("-c").arg(&script).output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(!marker.exists(), "{shell} ran the planted command: {said}");
         assert!(!said.contains("slipped"), "{shell}: {said}");
         assert!(said.starts_with("own "), "{shell}: a real pid still has an age: {said}");
     }
+}
+
+#[test]
+fn a_users_listener_on_the_web_port_with_a_name_that_ends_its_stat_line_early_changes_no_finding() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = run(&fleet, "apply", &[]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    // An unprivileged user listens on the web port at another address, from
+    // a process whose name holds a newline: the first line of its
+    // /proc/PID/stat ends inside the name.
+    let listener = r#"import ctypes, socket, time
+s = socket.socket()
+s.bind(("127.0.0.2", 9000))
+s.listen()
+ctypes.CDLL(None).prctl(15, b"a\nb", 0, 0, 0)
+time.sleep(120)"#;
+    fleet.exec(
+        1,
+        &format!(
+            "useradd -M eve; setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} </dev/null >/dev/null 2>&1 & sleep 1",
+            common::shell_quote(listener)
+        ),
+    );
+    assert!(fleet.exec(1, "ss -Hltnp 'sport = :9000'").contains("127.0.0.2"), "the listener is up");
+    let drift = run(&fleet, "drift", &[]);
+    assert_eq!(drift.code, 0, "{drift:?}");
+    fleet.exec(1, "pkill -u eve; true");
 }
