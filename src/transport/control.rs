@@ -47,10 +47,12 @@ pub fn master_begun(folder: &Path) {
     with_masters(folder, |masters| masters.begun += 1);
 }
 
-/// The master begun in `folder` listens on `socket`: asks it its pid.
+/// The master begun in `folder` listens on `socket`: asks it its pid (a
+/// master that does not say within seconds leaves its folder to a search).
 pub async fn master_started(folder: &Path, socket: &Path) {
     let said = async { openssh_mux_client::Connection::connect(socket).await?.send_alive_check().await };
-    if let Ok(Ok(pid)) = said.await.map(|pid| i32::try_from(pid.get())) {
+    let said = tokio::time::timeout(std::time::Duration::from_secs(5), said).await;
+    if let Ok(Ok(Ok(pid))) = said.map(|said| said.map(|pid| i32::try_from(pid.get()))) {
         with_masters(folder, |masters| masters.pids.push(pid));
     }
 }
