@@ -40,8 +40,10 @@ const SCRIPT_MARK: &str = "# @script@\n";
 /// nothing (no heartbeat line) for [`HOLDER_PATIENCE_SECONDS`]: a dead or
 /// cut-off controller. The heartbeats are read by one bash (`read -t`,
 /// where the host has bash, as Debian always does), not by a `timeout` and
-/// an `sh` per line: a line comes every 2 s on every host. Then it waits
-/// for the run's scripts still changing the host (each holds
+/// an `sh` per line: a line comes every 2 s on every host. Then, unless
+/// the controller's last line was `idle` (its run sent no script that
+/// changes the host), it waits for the run's scripts still changing the
+/// host (each holds
 /// `<state>/lock.work` shared, see [`work_lock`]), takes the token out of
 /// `lock.owner` so that none starts after it, and only then lets the lock
 /// go, and exits (after a silence stdin is still open, and the shell would
@@ -104,7 +106,7 @@ mod tests {
         assert!(WORK_SH.contains(&format!("exit {LOCK_LOST};")));
         let patience = HOLDER_PATIENCE_SECONDS;
         assert!(
-            LOCK_SH.contains(&format!("read -r -t {patience} _"))
+            LOCK_SH.contains(&format!("read -r -t {patience} word"))
                 && LOCK_SH.contains(&format!("timeout {patience} sh"))
         );
         assert_eq!(LOCK_SH.matches(SCRIPT_MARK).count(), 1);
