@@ -244,28 +244,36 @@ fn a_pid_a_local_user_slips_into_a_probe_never_reaches_its_arithmetic_even_where
 }
 
 #[test]
-fn a_users_listener_on_the_web_port_with_a_name_that_ends_its_stat_line_early_changes_no_finding() {
+fn a_users_listeners_on_the_web_port_elsewhere_change_no_finding_whatever_their_names() {
     needs!(Sandbox);
     let fleet = Fleet::up(1);
     let applied = run(&fleet, "apply", &[]);
     assert_eq!(applied.code, 0, "{applied:?}");
     // An unprivileged user listens on the web port at another address, from
-    // a process whose name holds a newline: the first line of its
-    // /proc/PID/stat ends inside the name.
-    let listener = r#"import ctypes, socket, time
+    // a process whose name holds a newline (the first line of its
+    // /proc/PID/stat ends inside the name) and from one named so that ss's
+    // answer seems to give pid 1 (started at boot, before any file).
+    let listener = r#"import ctypes, socket, sys, time
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 s.bind(("127.0.0.2", 9000))
 s.listen()
-ctypes.CDLL(None).prctl(15, b"a\nb", 0, 0, 0)
+ctypes.CDLL(None).prctl(15, sys.argv[1].replace("\\n", "\n").encode(), 0, 0, 0)
 time.sleep(120)"#;
-    fleet.exec(
-        1,
-        &format!(
-            "useradd -M eve; setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} </dev/null >/dev/null 2>&1 & sleep 1",
-            common::shell_quote(listener)
-        ),
-    );
-    assert!(fleet.exec(1, "ss -Hltnp 'sport = :9000'").contains("127.0.0.2"), "the listener is up");
+    fleet.exec(1, "useradd -M eve");
+    for name in [r"a\nb", "pid=1,"] {
+        fleet.exec(
+            1,
+            &format!(
+                "setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {} </dev/null >/dev/null 2>&1 &",
+                common::shell_quote(listener),
+                common::shell_quote(name)
+            ),
+        );
+    }
+    fleet.exec(1, "sleep 1");
+    let listening = fleet.exec(1, "ss -Hltnp 'sport = :9000'");
+    assert_eq!(listening.matches("127.0.0.2").count(), 2, "both listeners are up: {listening}");
     let drift = run(&fleet, "drift", &[]);
     assert_eq!(drift.code, 0, "{drift:?}");
     fleet.exec(1, "pkill -u eve; true");

@@ -210,12 +210,13 @@ pub fn checked_path(origin: &str, path: &str) -> Result<String, String> {
 /// (a `Regex` clone shares the compiled program).
 fn compiled(pattern: &str) -> Result<Regex, regex::Error> {
     static COMPILED: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Mutex::default);
-    let mut compiled = COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(regex) = compiled.get(pattern) {
+    let cache = || COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(regex) = cache().get(pattern) {
         return Ok(regex.clone());
     }
+    // Compiled outside the lock: hosts planned at once do not wait on it.
     let regex = Regex::new(pattern)?;
-    compiled.insert(pattern.to_string(), regex.clone());
+    cache().insert(pattern.to_string(), regex.clone());
     Ok(regex)
 }
 

@@ -42,8 +42,9 @@ const SCRIPT_MARK: &str = "# @script@\n";
 /// where the host has bash, as Debian always does), not by a `timeout` and
 /// an `sh` per line: a line comes every 2 s on every host. Then, unless
 /// the controller's last line was `idle` (its run sent no script that
-/// changes the host), it waits for the run's scripts still changing the
-/// host (each holds
+/// changes the host; heard only where bash reads the heartbeats, the
+/// `timeout` loop always waits), it waits for the run's scripts still
+/// changing the host (each holds
 /// `<state>/lock.work` shared, see [`work_lock`]), takes the token out of
 /// `lock.owner` so that none starts after it, and only then lets the lock
 /// go, and exits (after a silence stdin is still open, and the shell would

@@ -157,10 +157,10 @@ fn sweep_stale(parent: &Path) {
 }
 
 /// Sends SIGTERM to every ssh process whose control socket (`-S`) is in
-/// `folder`: the pids its masters said, still such a process (a pid may
-/// have been reused), or, when one did not say it, those found in /proc
-/// (the crate does not say the masters' pids, and reading every process's
-/// command line costs a machine that runs thousands ~30 ms).
+/// `folder`: the pids its masters said when asked (openssh does not tell
+/// them), if each is still such a process (a pid may have been reused); or,
+/// when one did not say it, those found by reading every process's command
+/// line in /proc (~30 ms on a machine that runs thousands).
 fn stop_masters(folder: &Path) {
     let proc = Path::new("/proc");
     let pids = match known_masters(folder) {
@@ -168,7 +168,8 @@ fn stop_masters(folder: &Path) {
         None => masters_in(proc, folder),
     };
     for &pid in &pids {
-        // SAFETY: kill(2) with a pid read from /proc and a constant signal.
+        // SAFETY: kill(2) with a pid just seen in /proc as one of our
+        // masters, and a constant signal.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }

@@ -185,7 +185,7 @@ impl Held<'_> {
     }
 }
 
-/// What a run did while it held a host's script, said as it lets go.
+/// What a run did while it held a host's lock, said as it lets go.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum HeldFor {
     /// It sent nothing more: no script of the run changes the host, and the
