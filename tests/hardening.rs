@@ -3,8 +3,9 @@
 //! shipped playbook, `audit` reads `sentry.conf.py` without running it, the
 //! `redis` user racing the install in Debian's /etc/redis gets nothing of
 //! root's, a state folder another user owns is refused, no secret shows on
-//! a command line, a setgid mode sticks, and a pid a local user slips into a
-//! probe never reaches its arithmetic, even where sh is bash.
+//! a command line, a setgid mode sticks, a pid a local user slips into a
+//! probe never reaches its arithmetic, even where sh is bash, and a user's
+//! listeners elsewhere on the web port change no finding.
 
 mod common;
 
