@@ -183,10 +183,10 @@ fn handlers_whose_connection_is_gone_run_to_their_end() {
     assert!(std::path::Path::new(&marker).exists(), "the handler after the drop ran");
 }
 
-#[test]
-fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = StateFiles::new(&dir.path().display().to_string(), "site");
+/// A lock holder of a snapshot in `dir`, run by `sh` and read up to the
+/// snapshot's end line: it holds the lock now, its stdin open.
+fn holding(dir: &std::path::Path) -> (StateFiles, std::process::Child, std::process::ChildStdin) {
+    let state = StateFiles::new(&dir.display().to_string(), "site");
     let script = snapshot(&state, &[], &[], &[]);
     let mut holder = Command::new("sh")
         .arg("-s")
@@ -199,6 +199,13 @@ fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
     stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();
     let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
     assert!(lines.any(|l| l.unwrap() == end_line(&script.token)));
+    (state, holder, stdin)
+}
+
+#[test]
+fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mut holder, stdin) = holding(dir.path());
     assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), format!("{}\n", state.token));
     // A handler of the run, still going when the controller goes away.
     let work = format!("{}sleep 1.5; echo done", work_lock(&state));
@@ -222,19 +229,8 @@ fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
 #[test]
 fn a_holder_told_its_run_sent_nothing_lets_go_without_the_wait_for_work() {
     let dir = tempfile::tempdir().unwrap();
-    let state = StateFiles::new(&dir.path().display().to_string(), "site");
-    let script = snapshot(&state, &[], &[], &[]);
-    let mut holder = Command::new("sh")
-        .arg("-s")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = holder.stdin.take().unwrap();
-    use std::io::{BufRead as _, Write as _};
-    stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();
-    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert!(lines.any(|l| l.unwrap() == end_line(&script.token)));
+    let (state, mut holder, mut stdin) = holding(dir.path());
+    use std::io::Write as _;
     // What the wait for work would wait on: lock.work held by someone else,
     // which the holder is spared once told `idle` (its run sent no work).
     let work = std::fs::File::create(format!("{}/lock.work", state.dir())).unwrap();
