@@ -202,6 +202,13 @@ fn holding(dir: &std::path::Path) -> (StateFiles, std::process::Child, std::proc
     (state, holder, stdin)
 }
 
+/// The holder let the lock go: no run owns it, and it is free.
+fn let_go(state: &StateFiles) {
+    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
+    let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
+    assert!(lock.try_lock().is_ok(), "the lock is free");
+}
+
 #[test]
 fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,9 +228,7 @@ fn the_holder_lets_the_lock_go_only_once_the_work_of_its_run_is_done() {
     assert!(holder.wait().unwrap().success());
     assert!(started.elapsed().as_secs_f64() > 0.8, "the holder waited for the work");
     assert_eq!(work.wait_with_output().unwrap().stdout, b"done\n");
-    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
-    let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
-    assert!(lock.try_lock().is_ok(), "the lock is free");
+    let_go(&state);
 }
 
 #[test]
@@ -244,9 +249,7 @@ fn a_holder_told_its_run_sent_nothing_lets_go_without_the_wait_for_work() {
     drop(stdin);
     assert!(holder.wait().unwrap().success());
     assert!(started.elapsed().as_secs_f64() < 2.0, "the holder did not wait on lock.work");
-    assert_eq!(std::fs::read_to_string(format!("{}/lock.owner", state.dir())).unwrap(), "", "no run owns it now");
-    let lock = std::fs::File::open(format!("{}/lock", state.dir())).unwrap();
-    assert!(lock.try_lock().is_ok(), "the lock is free");
+    let_go(&state);
 }
 
 #[test]
