@@ -188,12 +188,7 @@ fn handlers_whose_connection_is_gone_run_to_their_end() {
 fn holding(dir: &std::path::Path) -> (StateFiles, std::process::Child, std::process::ChildStdin) {
     let state = StateFiles::new(&dir.display().to_string(), "site");
     let script = snapshot(&state, &[], &[], &[]);
-    let mut holder = Command::new("sh")
-        .arg("-s")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = sh_reading_stdin();
     let mut stdin = holder.stdin.take().unwrap();
     use std::io::{BufRead as _, Write as _};
     stdin.write_all(locked(&state, 5, &[], &script.text).as_bytes()).unwrap();

@@ -62,13 +62,18 @@ pub fn held(dir: &str, playbook: &str) -> StateFiles {
     state
 }
 
-pub fn sh(script: impl AsRef<[u8]>) -> Vec<u8> {
-    let mut child = Command::new("sh")
+/// `sh -s` with its stdin and stdout piped: the script is written to it.
+pub fn sh_reading_stdin() -> std::process::Child {
+    Command::new("sh")
         .arg("-s")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+pub fn sh(script: impl AsRef<[u8]>) -> Vec<u8> {
+    let mut child = sh_reading_stdin();
     use std::io::Write as _;
     child.stdin.take().unwrap().write_all(script.as_ref()).unwrap();
     child.wait_with_output().unwrap().stdout
