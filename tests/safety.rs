@@ -200,15 +200,17 @@ fn two_runs_never_interleave_and_a_dead_run_releases_the_lock() {
     needs!(Sandbox, TestHooks);
     let fleet = Fleet::up(1);
     assert_eq!(apply(&fleet, &[]).code, 0);
+    // Timed from before the other holder takes the lock, so that a slow
+    // busy run below (a loaded machine) cannot eat the wait being measured.
+    let held_since = Instant::now();
     fleet.exec(1, "flock /var/lib/sentry-provision/lock sleep 4 </dev/null >/dev/null 2>&1 &");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let busy = apply(&fleet, &["--lock-timeout", "1"]);
     assert_eq!(busy.code, 4, "{busy:?}");
     assert!(busy.stdout.contains("another run holds the host's lock"), "{busy:?}");
-    let started = Instant::now();
     let waited = apply(&fleet, &["--lock-timeout", "20"]);
     assert_eq!(waited.code, 0, "{waited:?}");
-    assert!(started.elapsed().as_secs_f64() > 2.0, "it waited for the lock");
+    assert!(held_since.elapsed().as_secs_f64() > 4.0, "it waited for the lock (held 4 s)");
 
     assert_eq!(apply_crashing_at(&fleet, "after-snapshot").code, -1);
     let after_death = apply(&fleet, &["--lock-timeout", "3"]);
