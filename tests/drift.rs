@@ -144,6 +144,52 @@ fn a_configuration_file_newer_than_the_service_running_it_is_live_drift_unless_i
     assert_eq!(code, 0, "{future:#}");
 }
 
+/// Redis 7 is asked for the four settings in one CONFIG GET with them as
+/// arguments (fed commands on its stdin, redis-cli first fetches COMMAND
+/// DOCS, ~170 KB, for its hints); a Redis that takes one name a CONFIG GET,
+/// as before 7, is asked one command a line, and drifts alike.
+#[test]
+fn redis_is_probed_in_one_config_get_and_a_redis_taking_one_name_a_get_is_probed_a_line_at_a_time() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let calls =
+        r"redis-cli info commandstats | sed -n 's/^cmdstat_\(config|get\|command|docs\):calls=\([0-9]*\),.*/\1 \2/p'";
+    fleet.exec(1, "redis-cli config resetstat");
+    let (code, clean) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{clean:#}");
+    assert_eq!(fleet.exec(1, calls), "config|get 1\n", "one CONFIG GET, no COMMAND DOCS");
+
+    // As Redis 6 answers a CONFIG GET with more than one name.
+    fleet.exec(
+        1,
+        r#"cat >/usr/local/bin/redis6-cli <<'EOF'
+#!/bin/sh
+case $# in
+    0 | 3) exec redis-cli "$@" ;;
+    *) echo "ERR Unknown subcommand or wrong number of arguments for 'get'. Try CONFIG HELP." ;;
+esac
+EOF
+chmod 755 /usr/local/bin/redis6-cli"#,
+    );
+    let one_name_a_get = ["-e", "redis_cli=redis6-cli"];
+    let (code, clean) = drift_json(&fleet, &one_name_a_get);
+    assert_eq!(code, 0, "{clean:#}");
+    fleet.exec(1, "redis-cli config set maxmemory-policy noeviction && redis-cli config set save '900 1'");
+    for extra in [&one_name_a_get[..], &[]] {
+        let (code, found) = drift_json(&fleet, extra);
+        assert_eq!(code, 2, "{found:#}");
+        assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")]);
+        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
+        assert_eq!(
+            actual.trim(),
+            "save: expected '', actual '900 1'\nmaxmemory-policy: expected 'allkeys-lru', actual 'noeviction'",
+            "{extra:?}"
+        );
+    }
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
 }
