@@ -1,10 +1,10 @@
 //! Facts about a host, read in the snapshot round trip and offered to
 //! templates as `facts.*` (cpus, memory, os, service manager, tools).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     pub cpus: u32,
     pub memory_mb: u64,

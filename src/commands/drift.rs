@@ -6,12 +6,14 @@
 use super::{host_bits, print_log};
 use crate::cli::{DriftArgs, Format};
 use crate::error::{BAD_INPUT, CHANGES_PENDING, Outcome};
+use crate::facts::Facts;
 use crate::interrupt;
 use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
 use crate::run::{self, HostReport, Mode, Remediate, Settings};
 use crate::secrets::Secrets;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,10 +67,17 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome
     let started = Instant::now();
     let outcome = match run::prepare(settings) {
         Err(e) => Err(e),
-        Ok(prepared) => {
+        Ok(mut prepared) => {
             prepared.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             let digest = prepared.digest.clone();
-            run::execute(prepared, settings, splay).await.map(|reports| (digest, reports))
+            let facts_file = facts_path();
+            let mut known = facts_file.as_deref().map(read_facts).unwrap_or_default();
+            prepared.expect_facts(&known, settings);
+            let reports = run::execute(prepared, settings, splay).await;
+            if let (Some(path), Ok(reports)) = (&facts_file, &reports) {
+                remember_facts(path, &mut known, reports);
+            }
+            reports.map(|reports| (digest, reports))
         }
     };
     let (digest, reports) = match outcome {
@@ -108,7 +117,8 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome
     match &args.output {
         None => out!("{text}"),
         Some(path) => {
-            if let Err(e) = replace_file(path, text.as_bytes()) {
+            // Readable by a metrics collector running as another user.
+            if let Err(e) = replace_file(path, text.as_bytes(), 0o644) {
                 eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
             }
         }
@@ -155,7 +165,7 @@ fn epoch_seconds(time: SystemTime) -> f64 {
 
 /// Writes `path` whole or not at all: a temp file beside it, fsync, rename.
 /// A device or pipe (`/dev/stdout`, `/dev/null`) is written to, never replaced.
-fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+fn replace_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         return std::fs::OpenOptions::new().write(true).open(path)?.write_all(content);
     }
@@ -168,9 +178,8 @@ fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     temp.write_all(content)?;
     temp.as_file().sync_all()?;
     let file = temp.persist(path).map_err(|e| e.error)?;
-    // Readable by a metrics collector running as another user.
     let mut permissions = file.metadata()?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, mode);
     file.set_permissions(permissions)
 }
 
@@ -178,10 +187,47 @@ fn history_path(args: &DriftArgs) -> Option<PathBuf> {
     if let Some(path) = &args.history {
         return Some(path.clone());
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
+    state_dir().map(|dir| dir.join("sentry-provision/drift-history.jsonl"))
+}
+
+/// `$XDG_STATE_HOME`, else `~/.local/state`.
+fn state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("sentry-provision/drift-history.jsonl"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+}
+
+/// Where drift passes keep each host's facts from its last pass (beside the
+/// history): the next pass renders its early probes with them.
+fn facts_path() -> Option<PathBuf> {
+    state_dir().map(|dir| dir.join("sentry-provision/facts.json"))
+}
+
+/// Host name -> the address it was reached at and its facts.
+type KnownFacts = BTreeMap<String, (String, Facts)>;
+
+/// The facts file: an unreadable one is as none (it is a guess; a wrong
+/// one costs a round trip).
+fn read_facts(path: &Path) -> KnownFacts {
+    std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+}
+
+/// Writes the facts this pass read into `known` and the file, replaced
+/// whole, readable by its owner only (host names and addresses).
+fn remember_facts(path: &Path, known: &mut KnownFacts, reports: &[HostReport]) {
+    let before = known.clone();
+    for report in reports {
+        if let Some(facts) = &report.facts {
+            known.insert(report.name.clone(), (report.address.clone(), facts.clone()));
+        }
+    }
+    if *known == before {
+        return;
+    }
+    let json = serde_json::to_vec(&known).expect("facts serialize");
+    if let Err(e) = replace_file(path, &json, 0o600) {
+        eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
+    }
 }
 
 fn append_history(args: &DriftArgs, line: &serde_json::Value) {
@@ -284,7 +330,7 @@ fn install_timer(args: &DriftArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.timer_dir).map_err(|e| format!("{}: {e}", args.timer_dir.display()))?;
     for (name, text) in [(format!("{UNIT}.service"), service), (format!("{UNIT}.timer"), timer)] {
         let path = args.timer_dir.join(&name);
-        replace_file(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        replace_file(&path, text.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
         outln!("wrote {}", path.display());
     }
     outln!("enable it with: systemctl daemon-reload && systemctl enable --now {UNIT}.timer");
@@ -326,7 +372,7 @@ mod tests {
     #[test]
     fn a_device_given_as_output_is_written_to_and_never_replaced() {
         use std::os::unix::fs::FileTypeExt;
-        replace_file(Path::new("/dev/null"), b"report").unwrap();
+        replace_file(Path::new("/dev/null"), b"report", 0o644).unwrap();
         assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
 
@@ -334,8 +380,8 @@ mod tests {
     fn a_report_replaces_the_old_one_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/report.prom");
-        replace_file(&path, b"one").unwrap();
-        replace_file(&path, b"two").unwrap();
+        replace_file(&path, b"one", 0o644).unwrap();
+        replace_file(&path, b"two", 0o644).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
     }

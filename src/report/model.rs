@@ -1,6 +1,7 @@
 //! What a run found and did on each host: the report every output
 //! (human, JSON, Prometheus, the drift history) is made from.
 
+use crate::facts::Facts;
 use crate::plan::StepOutcome;
 use crate::plan::drift::ItemState;
 use crate::secrets::Secrets;
@@ -142,6 +143,8 @@ pub struct HostReport {
     pub rolled_back: Vec<String>,
     /// Round trips and their timings, for `-v`.
     pub log: Vec<String>,
+    /// The host's facts, as its snapshot read them.
+    pub facts: Option<Facts>,
 }
 
 impl HostReport {

@@ -344,6 +344,7 @@ impl HostRun<'_> {
         let facts = Facts::from_snapshot(&snap.facts, &snap.tools, remote::TOOLS)
             .map_err(|e| HostFailure::failed(Phase::Facts, format!("facts: {e}")))?;
         let tasks = self.render(&facts)?;
+        self.report.facts = Some(facts);
         self.secrets.extend(&tasks.secrets);
         let probe_results =
             match early_probes && tasks.probes.iter().map(|(_, c, _)| c.as_str()).eq(probe_refs.iter().copied()) {

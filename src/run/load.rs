@@ -2,6 +2,7 @@
 //! its templates read and checked, the hosts selected, and every host's
 //! steps rendered once with stand-in facts, so bad input stops the run here.
 
+use super::host::target_of;
 use super::settings::Settings;
 use crate::facts::Facts;
 use crate::inventory::{self, Connection, Host};
@@ -12,6 +13,7 @@ use crate::remote::{self, StateFiles};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// Everything loaded and checked before any host is contacted.
 pub struct Prepared {
@@ -30,6 +32,30 @@ impl Prepared {
         let mut secrets = Secrets::default();
         self.jobs.iter().for_each(|job| secrets.extend(&job.before_facts.secrets));
         secrets
+    }
+
+    /// Renders the live-state probes of each host `known` has facts for
+    /// (name -> address and facts, from an earlier pass) with those facts.
+    /// A drift pass runs the probes in its snapshot's round trip before it
+    /// reads the facts, and keeps their results only where this run's facts
+    /// render them alike; with the stand-in facts alone, every host unlike
+    /// them (more than 8 CPUs: more workers to count) ran its probes again in
+    /// a second round trip. A guess that misses costs that round trip, no
+    /// more: the probes are read-only, as they are with stand-in facts.
+    pub fn expect_facts(&mut self, known: &BTreeMap<String, (String, Facts)>, settings: &Settings) {
+        let guessed: Vec<(usize, Vec<String>)> = (self.jobs.iter().enumerate())
+            .filter_map(|(i, job)| {
+                let (address, facts) = known.get(&job.host.name)?;
+                (*address == target_of(&job.host).1).then_some((i, job, facts))
+            })
+            .filter_map(|(i, job, facts)| {
+                let tasks = self.render(job, facts, settings).ok()?;
+                Some((i, tasks.probes.into_iter().map(|(_, command, _)| command).collect()))
+            })
+            .collect();
+        for (i, probes) in guessed {
+            self.jobs[i].before_facts.probes = probes;
+        }
     }
 
     /// A host's steps, rendered with its variables and `facts`.
