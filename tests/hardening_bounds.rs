@@ -37,6 +37,7 @@ fn run_watched(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], deadline: Dur
         .arg("--ssh-config")
         .arg(fleet.ssh_config())
         .envs(env.iter().copied())
+        .env("XDG_STATE_HOME", fleet.state_home())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())

@@ -42,6 +42,7 @@ fn start_command(fleet: &Fleet, command: &str, pause: &str, seconds: u32, extra:
         .arg("--ssh-config")
         .arg(fleet.ssh_config())
         .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", fleet.state_home())
         .env("SENTRY_PROVISION_PAUSE_AT", pause)
         .env("SENTRY_PROVISION_PAUSE_SECONDS", seconds.to_string())
         .stdout(Stdio::piped())

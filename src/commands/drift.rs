@@ -6,14 +6,12 @@
 use super::{host_bits, print_log};
 use crate::cli::{DriftArgs, Format};
 use crate::error::{BAD_INPUT, CHANGES_PENDING, Outcome};
-use crate::facts::Facts;
 use crate::interrupt;
 use crate::output::{out, outln};
 use crate::plan::drift::ItemState;
 use crate::report;
-use crate::run::{self, HostReport, Mode, Remediate, Settings};
+use crate::run::{self, HostReport, KnownFacts, Mode, Remediate, Settings};
 use crate::secrets::Secrets;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,11 +69,14 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome
             prepared.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             let digest = prepared.digest.clone();
             let facts_file = facts_path();
-            let mut known = facts_file.as_deref().map(read_facts).unwrap_or_default();
+            let mut known = facts_file.as_deref().map(KnownFacts::load).unwrap_or_default();
             prepared.expect_facts(&known, settings);
             let reports = run::execute(prepared, settings, splay).await;
-            if let (Some(path), Ok(reports)) = (&facts_file, &reports) {
-                remember_facts(path, &mut known, reports);
+            if let (Some(path), Ok(reports)) = (&facts_file, &reports)
+                && known.learn(reports)
+                && let Err(e) = known.save(path)
+            {
+                eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
             }
             reports.map(|reports| (digest, reports))
         }
@@ -117,8 +118,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome
     match &args.output {
         None => out!("{text}"),
         Some(path) => {
-            // Readable by a metrics collector running as another user.
-            if let Err(e) = replace_file(path, text.as_bytes(), 0o644) {
+            if let Err(e) = replace_file(path, text.as_bytes()) {
                 eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
             }
         }
@@ -165,7 +165,7 @@ fn epoch_seconds(time: SystemTime) -> f64 {
 
 /// Writes `path` whole or not at all: a temp file beside it, fsync, rename.
 /// A device or pipe (`/dev/stdout`, `/dev/null`) is written to, never replaced.
-fn replace_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         return std::fs::OpenOptions::new().write(true).open(path)?.write_all(content);
     }
@@ -178,8 +178,9 @@ fn replace_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     temp.write_all(content)?;
     temp.as_file().sync_all()?;
     let file = temp.persist(path).map_err(|e| e.error)?;
+    // Readable by a metrics collector running as another user.
     let mut permissions = file.metadata()?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, mode);
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
     file.set_permissions(permissions)
 }
 
@@ -190,44 +191,17 @@ fn history_path(args: &DriftArgs) -> Option<PathBuf> {
     state_dir().map(|dir| dir.join("sentry-provision/drift-history.jsonl"))
 }
 
-/// `$XDG_STATE_HOME`, else `~/.local/state`.
+/// `$XDG_STATE_HOME`, else `~/.local/state` (a relative one is ignored, as
+/// the XDG spec says: it would move with the working folder).
 fn state_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+    let absolute = |name| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute("XDG_STATE_HOME").or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
 }
 
-/// Where drift passes keep each host's facts from its last pass (beside the
-/// history): the next pass renders its early probes with them.
+/// Where drift passes keep each host's facts from its last pass (in the
+/// state folder of the default history).
 fn facts_path() -> Option<PathBuf> {
     state_dir().map(|dir| dir.join("sentry-provision/facts.json"))
-}
-
-/// Host name -> the address it was reached at and its facts.
-type KnownFacts = BTreeMap<String, (String, Facts)>;
-
-/// The facts file: an unreadable one is as none (it is a guess; a wrong
-/// one costs a round trip).
-fn read_facts(path: &Path) -> KnownFacts {
-    std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
-}
-
-/// Writes the facts this pass read into `known` and the file, replaced
-/// whole, readable by its owner only (host names and addresses).
-fn remember_facts(path: &Path, known: &mut KnownFacts, reports: &[HostReport]) {
-    let before = known.clone();
-    for report in reports {
-        if let Some(facts) = &report.facts {
-            known.insert(report.name.clone(), (report.address.clone(), facts.clone()));
-        }
-    }
-    if *known == before {
-        return;
-    }
-    let json = serde_json::to_vec(&known).expect("facts serialize");
-    if let Err(e) = replace_file(path, &json, 0o600) {
-        eprintln!("sentry-provision: drift: cannot write {}: {e}", path.display());
-    }
 }
 
 fn append_history(args: &DriftArgs, line: &serde_json::Value) {
@@ -314,9 +288,16 @@ fn install_timer(args: &DriftArgs) -> Result<(), String> {
     }
     let exec_start: Vec<String> = command.iter().map(|a| systemd_quote(a)).collect();
     let seconds = period.as_secs().max(1);
+    // systemd gives a system service no $HOME: the scheduled passes are told
+    // the state folder this run would use, for their history and the hosts' facts.
+    let state = state_dir();
+    let environment = match &state {
+        Some(dir) => format!("Environment={}\n", systemd_quote(&format!("XDG_STATE_HOME={}", dir.display()))),
+        None => String::new(),
+    };
     let service = format!(
         "[Unit]\nDescription=sentry-provision drift check\nWants=network-online.target\nAfter=network-online.target\n\n\
-         [Service]\nType=oneshot\nWorkingDirectory={}\nExecStart={}\n# Exit 2 means drift was found: a result, not a failure.\nSuccessExitStatus=2\n",
+         [Service]\nType=oneshot\nWorkingDirectory={}\n{environment}ExecStart={}\n# Exit 2 means drift was found: a result, not a failure.\nSuccessExitStatus=2\n",
         systemd_quote(&absolute(Path::new("."))?),
         exec_start.join(" ")
     );
@@ -330,11 +311,14 @@ fn install_timer(args: &DriftArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.timer_dir).map_err(|e| format!("{}: {e}", args.timer_dir.display()))?;
     for (name, text) in [(format!("{UNIT}.service"), service), (format!("{UNIT}.timer"), timer)] {
         let path = args.timer_dir.join(&name);
-        replace_file(&path, text.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
+        replace_file(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         outln!("wrote {}", path.display());
     }
     outln!("enable it with: systemctl daemon-reload && systemctl enable --now {UNIT}.timer");
-    let shell: Vec<String> = command.iter().map(|a| cron_quote(a)).collect();
+    let mut shell: Vec<String> = command.iter().map(|a| cron_quote(a)).collect();
+    if let Some(dir) = &state {
+        shell.insert(0, format!("XDG_STATE_HOME={}", cron_quote(&dir.display().to_string())));
+    }
     outln!("or with cron (/etc/cron.d/{UNIT}):\n{} root {}", cron_schedule(seconds), shell.join(" "));
     Ok(())
 }
@@ -372,7 +356,7 @@ mod tests {
     #[test]
     fn a_device_given_as_output_is_written_to_and_never_replaced() {
         use std::os::unix::fs::FileTypeExt;
-        replace_file(Path::new("/dev/null"), b"report", 0o644).unwrap();
+        replace_file(Path::new("/dev/null"), b"report").unwrap();
         assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
 
@@ -380,8 +364,8 @@ mod tests {
     fn a_report_replaces_the_old_one_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/report.prom");
-        replace_file(&path, b"one", 0o644).unwrap();
-        replace_file(&path, b"two", 0o644).unwrap();
+        replace_file(&path, b"one").unwrap();
+        replace_file(&path, b"two").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
     }

@@ -96,6 +96,17 @@ pub struct Host {
     pub become_root: bool,
 }
 
+impl Host {
+    /// Where the host is reached, as reports show it: `address[:port]`, or `local`.
+    pub fn address(&self) -> String {
+        match &self.connection {
+            Connection::Local => "local".into(),
+            Connection::Ssh { address, port: Some(port), .. } => format!("{address}:{port}"),
+            Connection::Ssh { address, port: None, .. } => address.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Inventory {
     pub hosts: Vec<Host>,

@@ -31,10 +31,7 @@ pub fn target_of(host: &Host) -> (Target, String) {
                 user: user.clone(),
                 key_file: key_file.clone(),
             }),
-            match port {
-                Some(p) => format!("{address}:{p}"),
-                None => address.clone(),
-            },
+            host.address(),
         ),
     }
 }

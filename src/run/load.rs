@@ -2,7 +2,7 @@
 //! its templates read and checked, the hosts selected, and every host's
 //! steps rendered once with stand-in facts, so bad input stops the run here.
 
-use super::host::target_of;
+use super::known_facts::KnownFacts;
 use super::settings::Settings;
 use crate::facts::Facts;
 use crate::inventory::{self, Connection, Host};
@@ -13,7 +13,6 @@ use crate::remote::{self, StateFiles};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 /// Everything loaded and checked before any host is contacted.
 pub struct Prepared {
@@ -34,22 +33,17 @@ impl Prepared {
         secrets
     }
 
-    /// Renders the live-state probes of each host `known` has facts for
-    /// (name -> address and facts, from an earlier pass) with those facts.
-    /// A drift pass runs the probes in its snapshot's round trip before it
-    /// reads the facts, and keeps their results only where this run's facts
-    /// render them alike; with the stand-in facts alone, every host unlike
-    /// them (more than 8 CPUs: more workers to count) ran its probes again in
-    /// a second round trip. A guess that misses costs that round trip, no
-    /// more: the probes are read-only, as they are with stand-in facts.
-    pub fn expect_facts(&mut self, known: &BTreeMap<String, (String, Facts)>, settings: &Settings) {
+    /// Renders each host's live-state probes with the facts it had at its
+    /// last pass, where `known` has them: a drift pass runs the probes in
+    /// its snapshot's round trip, before it reads the facts, and keeps their
+    /// results only where this pass's facts render them alike, so a host
+    /// unlike the stand-in facts (more than 8 CPUs: more workers to count)
+    /// would run them again in a second round trip on every pass. A guess
+    /// that misses costs that round trip: probes only read.
+    pub fn expect_facts(&mut self, known: &KnownFacts, settings: &Settings) {
         let guessed: Vec<(usize, Vec<String>)> = (self.jobs.iter().enumerate())
             .filter_map(|(i, job)| {
-                let (address, facts) = known.get(&job.host.name)?;
-                (*address == target_of(&job.host).1).then_some((i, job, facts))
-            })
-            .filter_map(|(i, job, facts)| {
-                let tasks = self.render(job, facts, settings).ok()?;
+                let tasks = self.render(job, known.of(&job.host)?, settings).ok()?;
                 Some((i, tasks.probes.into_iter().map(|(_, command, _)| command).collect()))
             })
             .collect();
@@ -81,8 +75,10 @@ pub(super) struct BeforeFacts {
     pub(super) paths: Vec<String>,
     pub(super) patterns: Vec<String>,
     pub(super) guards: Vec<(usize, String)>,
-    /// The live-state probes as rendered with stand-in facts: a drift pass
-    /// runs them with its snapshot when facts do not change them.
+    /// The live-state probes as rendered with stand-in facts, or with the
+    /// host's facts at its last pass (`expect_facts`): a drift pass runs
+    /// them with its snapshot, and keeps their results when this pass's
+    /// facts render them alike.
     pub(super) probes: Vec<String>,
     /// What the host's reports mask from the start (facts may add to it).
     pub(super) secrets: Secrets,

@@ -13,11 +13,13 @@ mod failure;
 mod fan_out;
 mod host;
 mod install;
+mod known_facts;
 mod load;
 mod settings;
 
 pub use crate::report::model::{HostReport, Status, any_changes};
 pub use host::target_of;
+pub use known_facts::KnownFacts;
 pub use load::{Prepared, check_playbook, load, prepare, render_offline};
 pub use settings::{Mode, Remediate, Settings, ssh_options};
 

@@ -284,10 +284,17 @@ impl Fleet {
         assert!(out.status.success(), "sandbox reset: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The fleet's runs' `XDG_STATE_HOME`: the facts its hosts' earlier
+    /// passes left, and no other fleet's.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// `sentry-provision <args> -i <fleet inventory> --ssh-config <fleet ssh config>`.
     pub fn provision(&self, args: &[&str]) -> Outcome {
         let mut cmd = Command::new(bin());
         cmd.args(args).arg("-i").arg(self.inventory()).arg("--ssh-config").arg(self.ssh_config());
+        cmd.env("XDG_STATE_HOME", self.state_home());
         run(cmd)
     }
 
@@ -333,7 +340,17 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// Where this test process's runs keep their state (`XDG_STATE_HOME`: the
+/// drift history and the hosts' facts), so that no test reads what another
+/// process or the machine's own runs left in root's home.
+pub fn state_home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}", std::process::id()))
+}
+
 pub fn run(mut cmd: Command) -> Outcome {
+    if !cmd.get_envs().any(|(name, _)| name == "XDG_STATE_HOME") {
+        cmd.env("XDG_STATE_HOME", state_home());
+    }
     let out = cmd.env("NO_COLOR", "1").output().expect("sentry-provision runs");
     Outcome {
         code: out.status.code().unwrap_or(-1),
