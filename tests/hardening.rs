@@ -4,8 +4,9 @@
 //! `redis` user racing the install in Debian's /etc/redis gets nothing of
 //! root's, a state folder another user owns is refused, no secret shows on
 //! a command line, a setgid mode sticks, a pid a local user slips into a
-//! probe never reaches its arithmetic, even where sh is bash, and a user's
-//! listeners elsewhere on the web port change no finding.
+//! probe never reaches its arithmetic, even where sh is bash, a user's
+//! listeners elsewhere on the web port change no finding, and a user's
+//! listener on Sentry web's own address while it is down is not taken for it.
 
 mod common;
 
@@ -278,4 +279,50 @@ time.sleep(120)"#;
     let drift = run(&fleet, "drift", &[]);
     assert_eq!(drift.code, 0, "{drift:?}");
     fleet.exec(1, "pkill -u eve; true");
+}
+
+#[test]
+fn a_users_listener_on_the_web_address_while_sentry_web_is_down_is_not_taken_for_it_whatever_its_name() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = run(&fleet, "apply", &[]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    fleet.exec(1, "supervisorctl stop sentry-web >/dev/null; useradd -M eve");
+    // An unprivileged user takes Sentry web's address and port while it is
+    // down (nginx would send it Sentry's requests), from a process named as
+    // supervisord, and from one whose name forges the first line of its
+    // /proc/PID/stat so that its parent seems to be supervisord.
+    let listener = r#"import ctypes, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000))
+s.listen()
+ctypes.CDLL(None).prctl(15, sys.argv[1].replace("\\n", "\n").encode(), 0, 0, 0)
+time.sleep(120)"#;
+    let supervisord = fleet.exec(1, "cat /var/run/supervisord.pid").trim().to_owned();
+    for name in ["supervisord".to_owned(), format!(r"x) S {supervisord}\n")] {
+        fleet.exec(
+            1,
+            &format!(
+                "setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {} </dev/null >/dev/null 2>&1 & sleep 1",
+                common::shell_quote(listener),
+                common::shell_quote(&name)
+            ),
+        );
+        assert!(fleet.exec(1, "ss -Hltnp 'src 127.0.0.1 and sport = :9000'").contains("pid="), "{name} listens");
+        let drift = run(&fleet, "drift", &[]);
+        assert_eq!(drift.code, 2, "{name}: {drift:?}");
+        // The forged stat line cannot be read for a start time either: to
+        // the probe, nothing it can date listens.
+        let said = match name.as_str() {
+            "supervisord" => "sentry-web is not running: what listens on 127.0.0.1:9000 is not run by supervisord",
+            _ => "nothing listens on 127.0.0.1:9000: sentry-web is not running",
+        };
+        assert!(drift.stdout.contains(said), "{name}: {drift:?}");
+        fleet.exec(1, "pkill -u eve; sleep 0.5; true");
+    }
+    let started = run(&fleet, "drift", &["--remediate"]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let drift = run(&fleet, "drift", &[]);
+    assert_eq!(drift.code, 0, "{drift:?}");
 }
