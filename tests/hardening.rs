@@ -290,21 +290,31 @@ fn a_users_listener_on_the_web_address_while_sentry_web_is_down_is_not_taken_for
     fleet.exec(1, "supervisorctl stop sentry-web >/dev/null; useradd -M eve");
     // An unprivileged user takes Sentry web's address and port while it is
     // down (nginx would send it Sentry's requests), from a process named as
-    // supervisord, and from one whose name forges the first line of its
-    // /proc/PID/stat so that its parent seems to be supervisord.
-    let listener = r#"import ctypes, socket, sys, time
+    // supervisord, one whose name puts supervisord's pid first in ss's
+    // answer, one whose name forges the first line of its /proc/PID/stat so
+    // that its parent seems to be supervisord, and su (setuid root) exec'd
+    // through a link named supervisord, keeping the socket, waiting for a
+    // password with an effective uid of 0.
+    let listener = r#"import ctypes, os, socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 9000))
 s.listen()
+if sys.argv[1] == "su":
+    os.set_inheritable(s.fileno(), True)
+    os.makedirs("/var/tmp/eve", exist_ok=True)
+    os.symlink("/usr/bin/su", "/var/tmp/eve/supervisord")
+    os.execv("/var/tmp/eve/supervisord", ["supervisord"])
 ctypes.CDLL(None).prctl(15, sys.argv[1].replace("\\n", "\n").encode(), 0, 0, 0)
 time.sleep(120)"#;
     let supervisord = fleet.exec(1, "cat /var/run/supervisord.pid").trim().to_owned();
-    for name in ["supervisord".to_owned(), format!(r"x) S {supervisord}\n")] {
+    let names =
+        ["supervisord".to_owned(), format!("pid={supervisord},"), format!(r"x) S {supervisord}\n"), "su".into()];
+    for name in names {
         fleet.exec(
             1,
             &format!(
-                "setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {} </dev/null >/dev/null 2>&1 & sleep 1",
+                "(sleep 30 | setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {}) </dev/null >/dev/null 2>&1 & sleep 1",
                 common::shell_quote(listener),
                 common::shell_quote(&name)
             ),
@@ -314,12 +324,16 @@ time.sleep(120)"#;
         assert_eq!(drift.code, 2, "{name}: {drift:?}");
         // The forged stat line cannot be read for a start time either: to
         // the probe, nothing it can date listens.
-        let said = match name.as_str() {
-            "supervisord" => "sentry-web is not running: what listens on 127.0.0.1:9000 is not run by supervisord",
-            _ => "nothing listens on 127.0.0.1:9000: sentry-web is not running",
+        let said = match name.starts_with("x)") {
+            false => "sentry-web is not running: what listens on 127.0.0.1:9000 is not run by supervisord",
+            true => "nothing listens on 127.0.0.1:9000: sentry-web is not running",
         };
         assert!(drift.stdout.contains(said), "{name}: {drift:?}");
-        fleet.exec(1, "pkill -u eve; sleep 0.5; true");
+        if name == "su" {
+            let su = fleet.exec(1, "grep '^Uid:' /proc/$(pgrep -U eve -x supervisord)/status");
+            assert!(su.split_whitespace().nth(2) == Some("0"), "su runs with an effective uid of 0: {su}");
+        }
+        fleet.exec(1, "pkill -U eve; sleep 0.5; true");
     }
     let started = run(&fleet, "drift", &["--remediate"]);
     assert_eq!(started.code, 0, "{started:?}");
