@@ -170,19 +170,20 @@ fn redis_is_probed_in_one_config_get_and_a_redis_taking_one_name_a_get_is_probed
     assert!(actual.starts_with("redis-cli CONFIG GET save: Warning: Using a password"), "{actual}");
     assert!(actual.contains("AUTH failed"), "{actual}");
 
-    // As Redis 6 answers a CONFIG GET with more than one name.
+    // As Redis 6 answers a CONFIG GET with more than one name (in the
+    // host's own /root: its /usr is this machine's).
     fleet.exec(
         1,
-        r#"cat >/usr/local/bin/redis6-cli <<'EOF'
+        r#"cat >/root/redis6-cli <<'EOF'
 #!/bin/sh
 case $# in
     0 | 3) exec redis-cli "$@" ;;
     *) echo "ERR Unknown subcommand or wrong number of arguments for 'get'. Try CONFIG HELP." ;;
 esac
 EOF
-chmod 755 /usr/local/bin/redis6-cli"#,
+chmod 755 /root/redis6-cli"#,
     );
-    let one_name_a_get = ["-e", "redis_cli=redis6-cli"];
+    let one_name_a_get = ["-e", "redis_cli=/root/redis6-cli"];
     let (code, clean) = drift_json(&fleet, &one_name_a_get);
     assert_eq!(code, 0, "{clean:#}");
     fleet.exec(1, "redis-cli config set maxmemory-policy noeviction && redis-cli config set save '900 1'");

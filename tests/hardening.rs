@@ -339,4 +339,8 @@ time.sleep(120)"#;
     assert_eq!(started.code, 0, "{started:?}");
     let drift = run(&fleet, "drift", &[]);
     assert_eq!(drift.code, 0, "{drift:?}");
+    // Where supervisord's pidfile is not where the variable says, Sentry web
+    // running is in sync: the probe cannot tell, and takes the listener.
+    let elsewhere = run(&fleet, "drift", &["-e", "supervisor_pidfile=/var/run/elsewhere.pid"]);
+    assert_eq!(elsewhere.code, 0, "{elsewhere:?}");
 }
