@@ -245,6 +245,36 @@ fn a_pid_a_local_user_slips_into_a_probe_never_reaches_its_arithmetic_even_where
     }
 }
 
+/// Starts, as the unprivileged user eve, a process listening on
+/// `address`:9000 and named `name` (`\n` in it a newline), a second later;
+/// `name` `su` instead execs su (setuid root) through a link named
+/// supervisord, which keeps the socket and, its input never ending, waits
+/// for a password with an effective uid of 0.
+fn listen_as_eve(fleet: &Fleet, address: &str, name: &str) {
+    const LISTENER: &str = r#"import ctypes, os, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((sys.argv[1], 9000))
+s.listen()
+if sys.argv[2] == "su":
+    os.set_inheritable(s.fileno(), True)
+    os.makedirs("/var/tmp/eve", exist_ok=True)
+    os.symlink("/usr/bin/su", "/var/tmp/eve/supervisord")
+    os.execv("/var/tmp/eve/supervisord", ["supervisord"])
+ctypes.CDLL(None).prctl(15, sys.argv[2].replace("\\n", "\n").encode(), 0, 0, 0)
+time.sleep(120)"#;
+    fleet.exec(
+        1,
+        &format!(
+            "(sleep 30 | setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {} {}) </dev/null >/dev/null 2>&1 & sleep 1",
+            common::shell_quote(LISTENER),
+            common::shell_quote(address),
+            common::shell_quote(name)
+        ),
+    );
+}
+
 #[test]
 fn a_users_listeners_on_the_web_port_elsewhere_change_no_finding_whatever_their_names() {
     needs!(Sandbox);
@@ -255,25 +285,10 @@ fn a_users_listeners_on_the_web_port_elsewhere_change_no_finding_whatever_their_
     // a process whose name holds a newline (the first line of its
     // /proc/PID/stat ends inside the name) and from one named so that ss's
     // answer seems to give pid 1 (started at boot, before any file).
-    let listener = r#"import ctypes, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("127.0.0.2", 9000))
-s.listen()
-ctypes.CDLL(None).prctl(15, sys.argv[1].replace("\\n", "\n").encode(), 0, 0, 0)
-time.sleep(120)"#;
     fleet.exec(1, "useradd -M eve");
     for name in [r"a\nb", "pid=1,"] {
-        fleet.exec(
-            1,
-            &format!(
-                "setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {} </dev/null >/dev/null 2>&1 &",
-                common::shell_quote(listener),
-                common::shell_quote(name)
-            ),
-        );
+        listen_as_eve(&fleet, "127.0.0.2", name);
     }
-    fleet.exec(1, "sleep 1");
     let listening = fleet.exec(1, "ss -Hltnp 'sport = :9000'");
     assert_eq!(listening.matches("127.0.0.2").count(), 2, "both listeners are up: {listening}");
     let drift = run(&fleet, "drift", &[]);
@@ -295,30 +310,11 @@ fn a_users_listener_on_the_web_address_while_sentry_web_is_down_is_not_taken_for
     // that its parent seems to be supervisord, and su (setuid root) exec'd
     // through a link named supervisord, keeping the socket, waiting for a
     // password with an effective uid of 0.
-    let listener = r#"import ctypes, os, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 9000))
-s.listen()
-if sys.argv[1] == "su":
-    os.set_inheritable(s.fileno(), True)
-    os.makedirs("/var/tmp/eve", exist_ok=True)
-    os.symlink("/usr/bin/su", "/var/tmp/eve/supervisord")
-    os.execv("/var/tmp/eve/supervisord", ["supervisord"])
-ctypes.CDLL(None).prctl(15, sys.argv[1].replace("\\n", "\n").encode(), 0, 0, 0)
-time.sleep(120)"#;
     let supervisord = fleet.exec(1, "cat /var/run/supervisord.pid").trim().to_owned();
     let names =
         ["supervisord".to_owned(), format!("pid={supervisord},"), format!(r"x) S {supervisord}\n"), "su".into()];
     for name in names {
-        fleet.exec(
-            1,
-            &format!(
-                "(sleep 30 | setsid setpriv --reuid=eve --regid=eve --clear-groups python3 -c {} {}) </dev/null >/dev/null 2>&1 & sleep 1",
-                common::shell_quote(listener),
-                common::shell_quote(&name)
-            ),
-        );
+        listen_as_eve(&fleet, "127.0.0.1", &name);
         assert!(fleet.exec(1, "ss -Hltnp 'src 127.0.0.1 and sport = :9000'").contains("pid="), "{name} listens");
         let drift = run(&fleet, "drift", &[]);
         assert_eq!(drift.code, 2, "{name}: {drift:?}");
