@@ -26,7 +26,7 @@ mod tests;
 pub use handlers::{Verify, handlers, parse_handlers};
 pub use install::{FailedAt, FileWrite, Install, install, kept_path, parse_install, private_dir};
 pub use lock::{HOLDER_PATIENCE_SECONDS, LOCK_LOST, lock_probe, locked, work_lock};
-pub use probes::{parse_probes, probe_calls, probes};
+pub use probes::{parse_probes, probes, snapshot_then_probes};
 pub use restore::{Restore, parse_restore, restore};
 pub use shell::{first_line, quote};
 pub use snapshot::{SnapshotScript, TOOLS, parse_snapshot, snapshot};

@@ -11,9 +11,15 @@ pub fn probes(probes: &[&str]) -> String {
     String::from(PRELUDE) + &probe_calls(probes)
 }
 
-/// The probes as a script's tail, for a script that began with the prelude
-/// (a drift pass runs them right after its snapshot, in the same round trip).
-pub fn probe_calls(probes: &[&str]) -> String {
+/// A snapshot script followed by probes, in one round trip (a drift pass
+/// that writes nothing): the snapshot runs in a subshell, so that its
+/// variables and functions end with it and the probes start as
+/// [`probes`] starts them.
+pub fn snapshot_then_probes(snapshot: &str, probes_run: &[&str]) -> String {
+    format!("(\n{snapshot}) || exit\n{}", probes(probes_run))
+}
+
+fn probe_calls(probes: &[&str]) -> String {
     let mut s = String::from(PROBES_SH);
     for (i, cmd) in probes.iter().enumerate() {
         call_with_command(&mut s, "probe", &[Word::from(i)], cmd);

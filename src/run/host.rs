@@ -324,13 +324,11 @@ impl HostRun<'_> {
             }
             output
         } else {
-            let mut probed = remote::lock_probe(&self.job.state) + &text;
             // A drift pass that writes nothing runs its probes right after
             // the snapshot, in the same round trip: they are read below only
             // if the host's facts leave them as rendered before facts.
-            if early_probes {
-                probed.push_str(&remote::probe_calls(&probe_refs));
-            }
+            let probed = remote::lock_probe(&self.job.state)
+                + &if early_probes { remote::snapshot_then_probes(&text, &probe_refs) } else { text };
             let output = self.round_trip(Phase::Snapshot, &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output

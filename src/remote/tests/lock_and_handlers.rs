@@ -127,13 +127,14 @@ fn a_state_folder_others_could_plant_files_in_is_refused_and_a_loose_one_of_ours
 
 #[test]
 fn a_command_runs_without_its_text_on_any_command_line() {
-    // The probe prints the command lines of its own shell and of the
-    // script's: neither holds the probe's text.
+    // The probe prints the command lines of its shell (a subshell of the
+    // script's, whose $$ is the script's) and of the script's parent: neither
+    // holds the probe's text.
     let probe = "secret=hunter22; tr '\\0' ' ' </proc/$$/cmdline; echo; tr '\\0' ' ' </proc/$PPID/cmdline";
     let out = parse_probes(&sh(probes(&[probe])), 1).unwrap();
     let (status, lines) = &out[0];
     assert_eq!(*status, 0, "{lines}");
-    assert!(lines.starts_with("sh -c . /dev/fd/3"), "{lines}");
+    assert!(lines.starts_with("sh -s"), "{lines}");
     assert!(!lines.contains("hunter22"), "{lines}");
 }
 
@@ -272,4 +273,42 @@ fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
         [".checked", "key", "lock", "lock.owner", "lock.work"],
         "the folder's check and the host's secret for fingerprints are made once and kept"
     );
+}
+
+#[test]
+fn a_probe_after_the_snapshot_starts_as_a_shell_of_its_own_would() {
+    // The functions any of the scripts a drift pass sends defines.
+    let sources = [shell::PRELUDE, include_str!("../snapshot.sh"), include_str!("../probes.sh")];
+    let functions: Vec<&str> = sources
+        .iter()
+        .flat_map(|source| source.lines())
+        .filter_map(|line| line.trim_start().split_once("() {").map(|(name, _)| name))
+        .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    assert!(functions.contains(&"send") && functions.contains(&"probe"), "{functions:?}");
+    // What a shell sees: its arguments, its variables' names (their values
+    // differ: PPID), and which of those functions it has.
+    let dir = tempfile::tempdir().unwrap();
+    let listing = dir.path().join("listing.sh");
+    std::fs::write(
+        &listing,
+        format!(
+            "echo \"arguments: $#\"\nset | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/variable \\1/p'\nfor f in {}; do command -v \"$f\" >/dev/null && echo \"function $f\"; done; true\n",
+            functions.join(" ")
+        ),
+    )
+    .unwrap();
+    let listing = shell::quote(&listing.display().to_string());
+    let file = dir.path().join("a file").display().to_string();
+    std::fs::write(&file, "x").unwrap();
+    let script = snapshot(&test_state(), &[file.as_str()], &[], &[(0, "true")]);
+    let (in_probe, own_shell) = (format!(". {listing}"), format!("sh {listing}"));
+    let text = snapshot_then_probes(&script.text, &[&in_probe, &own_shell]);
+    let stdout = sh(&text);
+    let out = parse_snapshot(&stdout, &[file.as_str()], &[], &script.token).unwrap();
+    assert!(matches!(out.snapshot.entries[&file], Entry::File { .. }), "the snapshot still reads");
+    let probes = parse_probes(&stdout[out.after_end..], 2).unwrap();
+    assert_eq!(probes[0].0, 0, "{probes:?}");
+    assert!(probes[0].1.contains("arguments: 0") && probes[0].1.contains("variable PATH"), "{probes:?}");
+    assert_eq!(probes[0], probes[1], "a probe sees what a shell of its own would");
 }
