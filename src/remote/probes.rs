@@ -22,7 +22,9 @@ pub fn snapshot_then_probes(snapshot: &str, probes_run: &[&str]) -> String {
 fn probe_calls(probes: &[&str]) -> String {
     let mut s = String::from(PROBES_SH);
     for (i, cmd) in probes.iter().enumerate() {
-        call_with_command(&mut s, "probe", &[Word::from(i)], cmd);
+        // A subshell's $$ and PPID are the script's (see probes.sh).
+        let runner = if cmd.contains("$$") || cmd.contains("PPID") { "probe_in_own_shell" } else { "probe" };
+        call_with_command(&mut s, runner, &[Word::from(i)], cmd);
     }
     s.push_str("echo END\n");
     s

@@ -5,6 +5,17 @@
 # a loaded host ~0.7 ms of CPU, most of it the loader probing the CPU.
 probe() {
     # shellcheck source=/dev/null
-    out=$(set --; unset -f probe b64; unset out rc; . /dev/fd/3 2>&1 </dev/null); rc=$?
-    if [ -z "$out" ]; then echo "PROBE $1 $rc "; else printf 'PROBE %s %s %s\n' "$1" "$rc" "$(printf '%s' "$out" | tail -c 2000 | b64)"; fi
+    out=$(set --; unset -f probe probe_in_own_shell tell b64; unset out; . /dev/fd/3 2>&1 </dev/null)
+    tell "$1" $?
+}
+# probe_in_own_shell I: the same in a shell of its own, for a probe that
+# names its shell's pid ($$, PPID): a subshell's are this script's, and a
+# `kill $$` would end every probe after it.
+probe_in_own_shell() {
+    out=$(sh -c '. /dev/fd/3' 2>&1 </dev/null)
+    tell "$1" $?
+}
+# tell I STATUS: what probe I said ($out).
+tell() {
+    if [ -z "$out" ]; then echo "PROBE $1 $2 "; else printf 'PROBE %s %s %s\n' "$1" "$2" "$(printf '%s' "$out" | tail -c 2000 | b64)"; fi
 }

@@ -127,14 +127,13 @@ fn a_state_folder_others_could_plant_files_in_is_refused_and_a_loose_one_of_ours
 
 #[test]
 fn a_command_runs_without_its_text_on_any_command_line() {
-    // The probe prints the command lines of its shell (a subshell of the
-    // script's, whose $$ is the script's) and of the script's parent: neither
-    // holds the probe's text.
+    // The probe prints the command lines of its own shell and of the
+    // script's: neither holds the probe's text.
     let probe = "secret=hunter22; tr '\\0' ' ' </proc/$$/cmdline; echo; tr '\\0' ' ' </proc/$PPID/cmdline";
     let out = parse_probes(&sh(probes(&[probe])), 1).unwrap();
     let (status, lines) = &out[0];
     assert_eq!(*status, 0, "{lines}");
-    assert!(lines.starts_with("sh -s"), "{lines}");
+    assert!(lines.starts_with("sh -c . /dev/fd/3"), "{lines}");
     assert!(!lines.contains("hunter22"), "{lines}");
 }
 
@@ -273,6 +272,12 @@ fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
         [".checked", "key", "lock", "lock.owner", "lock.work"],
         "the folder's check and the host's secret for fingerprints are made once and kept"
     );
+}
+
+#[test]
+fn a_probe_naming_its_shells_pid_has_a_shell_of_its_own_and_the_probes_after_it_still_run() {
+    let out = parse_probes(&sh(probes(&["kill $$", "echo next"])), 2).unwrap();
+    assert_eq!(out, [(143, String::new()), (0, "next".to_owned())]);
 }
 
 #[test]
