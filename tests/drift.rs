@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Fleet, bin, needs, tuning_playbook};
+use common::{Fleet, bin, needs, tuning_playbook, tuning_variable};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -142,6 +142,87 @@ fn a_configuration_file_newer_than_the_service_running_it_is_live_drift_unless_i
     fleet.exec(1, "touch -d '+1 hour' /etc/nginx/mime.types /etc/sentry/sentry.conf.py");
     let (code, future) = drift_json(&fleet, &[]);
     assert_eq!(code, 0, "{future:#}");
+}
+
+/// What changed_since (the playbook's `process_age`) says of files saved
+/// within a second of a process's start, as a file the playbook writes
+/// just before its handler reloads is: whole-second times cannot tell, so
+/// it reads them to the nanosecond where this machine's system calls are
+/// known (with no find on the PATH), and asks find where they are not.
+#[test]
+fn a_file_saved_just_before_or_after_a_process_started_is_told_apart_with_or_without_find() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(file("before.conf"), "x").unwrap();
+    pause();
+    let mut reference = Command::new("sleep").arg("30").spawn().unwrap();
+    pause();
+    std::fs::write(file("after.conf"), "x").unwrap();
+    std::os::unix::fs::symlink(file("nowhere"), file("dangling.conf")).unwrap();
+    pause();
+    let path = std::env::var_os("PATH").unwrap();
+    let perl = std::env::split_paths(&path).map(|dir| dir.join("perl")).find(|perl| perl.is_file()).unwrap();
+    let ask = |exact: bool| {
+        let script = format!(
+            "{}\n{}my ($since) = started({});\nprint join(' ', map {{ changed_since($since, $_) eq '' ? 'loaded' : 'changed' }} @ARGV), \"\\n\";\n",
+            tuning_variable("process_age"),
+            if exact { "" } else { "*exact_clock = sub { () };\n" },
+            reference.id()
+        );
+        let no_find = tempfile::tempdir().unwrap();
+        let out = Command::new(&perl)
+            .arg("-e")
+            .arg(&script)
+            .args([file("before.conf"), file("after.conf"), file("dangling.conf")])
+            .env("PATH", if exact { no_find.path().as_os_str() } else { &path })
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (exact, by_find) = (ask(true), ask(false));
+    reference.kill().unwrap();
+    reference.wait().unwrap();
+    assert_eq!(exact, "loaded changed changed\n");
+    assert_eq!(by_find, exact);
+}
+
+/// The Sentry web probe's `listening_sockets` asks the kernel (sock_diag)
+/// and reads /proc/net/tcp and tcp6 where the kernel refuses: both name the
+/// sockets listening at the address and port, an IPv4 address also as
+/// IPv6 maps it, and not a connection accepted there.
+#[test]
+fn the_kernels_listeners_and_proc_net_tcp_name_the_same_sockets() {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let socket = |listener: &TcpListener| {
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap().ino();
+        format!("socket:[{inode}]")
+    };
+    let ipv4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = TcpStream::connect(ipv4.local_addr().unwrap()).unwrap();
+    let _accepted = ipv4.accept().unwrap();
+    let mapped = TcpListener::bind("[::ffff:127.0.0.1]:0").unwrap();
+    let ipv6 = TcpListener::bind("[::1]:0").unwrap();
+    let loopback4 = r#"[2, pack('C4', 127, 0, 0, 1) . "\0" x 12], [10, pack('n6', 0, 0, 0, 0, 0, 0xffff) . pack('C4', 127, 0, 0, 1)]"#;
+    let loopback6 = "[10, pack('n8', 0, 0, 0, 0, 0, 0, 0, 1)]";
+    let asked = [(&ipv4, loopback4), (&mapped, loopback4), (&ipv6, loopback6)];
+    let mut script = tuning_variable("listening_sockets");
+    for (listener, addresses) in asked {
+        let port = listener.local_addr().unwrap().port();
+        for way in ["listeners_asked", "listeners_read"] {
+            script.push_str(&format!(
+                "my $found = {way}({port}, {addresses}) or die \"{way} refused\\n\";\nprint join(' ', sort keys %$found), \"\\n\";\n"
+            ));
+        }
+    }
+    let out = Command::new("perl").arg("-e").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected: String =
+        asked.iter().flat_map(|(listener, _)| [socket(listener), socket(listener)]).map(|s| s + "\n").collect();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }
 
 /// Redis 7 is asked for the four settings in one CONFIG GET with them as

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Fleet, LIGHT, Outcome, edit, needs, playbook_copy, tuning_playbook};
+use common::{Fleet, LIGHT, Outcome, edit, needs, playbook_copy, tuning_playbook, tuning_variable};
 
 fn run(fleet: &Fleet, command: &str, extra: &[&str]) -> Outcome {
     let playbook = tuning_playbook();
@@ -212,14 +212,6 @@ fn a_setgid_mode_sticks_and_the_next_apply_is_idle() {
     assert!(second.stdout.contains("1 ok, 0 changed"), "idle: {second:?}");
 }
 
-/// The shipped playbook's `process_age` variable: the Perl functions its
-/// nginx and Sentry web probes use.
-fn process_age() -> String {
-    let text = std::fs::read_to_string(tuning_playbook()).unwrap();
-    let playbook: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    playbook[0]["vars"]["process_age"].as_str().expect("the first play's variables hold process_age").to_owned()
-}
-
 #[test]
 fn a_pid_a_local_user_slips_into_a_probe_is_never_read_as_a_process() {
     // A pid read out of a file a user can write (a pidfile, a list) may be
@@ -231,7 +223,7 @@ fn a_pid_a_local_user_slips_into_a_probe_is_never_read_as_a_process() {
     let slipped = format!("/..{}", dir.path().display());
     let script = format!(
         "{}\nprint \"slipped\\n\" if started('{slipped}');\nmy ($own) = started($$);\nprint \"own $own\\n\";\n",
-        process_age()
+        tuning_variable("process_age")
     );
     let out = std::process::Command::new("perl").arg("-e").arg(&script).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);

@@ -41,6 +41,14 @@ pub fn tuning_playbook() -> String {
     repo().join(TUNING_PLAYBOOK).display().to_string()
 }
 
+/// A variable of the shipped playbook's first play, as text: `process_age`
+/// and `listening_sockets` are the Perl functions its probes use.
+pub fn tuning_variable(name: &str) -> String {
+    let text = std::fs::read_to_string(tuning_playbook()).unwrap();
+    let playbook: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    playbook[0]["vars"][name].as_str().unwrap_or_else(|| panic!("the first play's variables hold {name}")).to_owned()
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sentry-provision")

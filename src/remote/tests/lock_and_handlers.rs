@@ -278,6 +278,9 @@ fn leftovers_of_a_killed_run_are_removed_under_the_lock_and_nothing_else() {
 fn a_probe_naming_its_shells_pid_has_a_shell_of_its_own_and_the_probes_after_it_still_run() {
     let out = parse_probes(&sh(probes(&["kill $$", "echo next"])), 2).unwrap();
     assert_eq!(out, [(143, String::new()), (0, "next".to_owned())]);
+    // In a here-document the shell expands: the pid is the probe's shell's.
+    let out = parse_probes(&sh(probes(&["cat <<EOF | sh\nkill $$\nEOF\nsleep 1", "echo next"])), 2).unwrap();
+    assert_eq!(out, [(143, String::new()), (0, "next".to_owned())]);
 }
 
 #[test]
