@@ -228,7 +228,9 @@ fn the_kernels_listeners_and_proc_net_tcp_name_the_same_sockets() {
 /// Redis 7 is asked for the four settings in one CONFIG GET with them as
 /// arguments (fed commands on its stdin, redis-cli first fetches COMMAND
 /// DOCS, ~170 KB, for its hints); a Redis that takes one name a CONFIG GET,
-/// as before 7, is asked one command a line, and drifts alike.
+/// as before 7, is asked one command a line, and drifts alike. With
+/// redis_cli left as `redis-cli` the probe asks Redis itself, as redis-cli
+/// would (127.0.0.1:6379, the password in REDISCLI_AUTH), both ways too.
 #[test]
 fn redis_is_probed_in_one_config_get_and_a_redis_taking_one_name_a_get_is_probed_a_line_at_a_time() {
     needs!(Sandbox);
@@ -268,17 +270,65 @@ chmod 755 /root/redis6-cli"#,
     let (code, clean) = drift_json(&fleet, &one_name_a_get);
     assert_eq!(code, 0, "{clean:#}");
     fleet.exec(1, "redis-cli config set maxmemory-policy noeviction && redis-cli config set save '900 1'");
-    for extra in [&one_name_a_get[..], &[]] {
+    let drifted = |extra: &[&str]| {
         let (code, found) = drift_json(&fleet, extra);
         assert_eq!(code, 2, "{found:#}");
         assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")]);
-        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
+        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap().to_owned();
         assert_eq!(
             actual.trim(),
             "save: expected '', actual '900 1'\nmaxmemory-policy: expected 'allkeys-lru', actual 'noeviction'",
             "{extra:?}"
         );
-    }
+    };
+    drifted(&one_name_a_get);
+    drifted(&[]);
+
+    // A password, from the environment root's shell gives (REDISCLI_AUTH,
+    // which redis-cli reads).
+    fleet.exec(1, "redis-cli config set requirepass Probe-Secret-7 >/dev/null");
+    let (code, refused) = drift_json(&fleet, &[]);
+    assert_eq!(code, 2, "{refused:#}");
+    let actual = host(&refused, "host1")["items"][0]["actual"].as_str().unwrap();
+    assert_eq!(actual.trim(), "CONFIG GET save: NOAUTH Authentication required.");
+    fleet.exec(1, "sed -i '1i export REDISCLI_AUTH=Probe-Secret-7' /root/.bashrc");
+    drifted(&[]);
+    fleet.exec(1, "REDISCLI_AUTH=Probe-Secret-7 redis-cli config set requirepass '' >/dev/null");
+
+    // As Redis 6 answers: Redis itself moves to 6380, and what answers on
+    // 6379 takes one name a CONFIG GET and asks Redis for it.
+    const REDIS6: &str = r#"import socket, subprocess
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", 6379))
+server.listen()
+while True:
+    client, _ = server.accept()
+    stream = client.makefile("rb")
+    while line := stream.readline():
+        words = [stream.read(int(stream.readline()[1:]) + 2)[:-2].decode() for _ in range(int(line[1:]))]
+        if words[0] == "AUTH":
+            client.sendall(b"+OK\r\n")
+        elif [w.upper() for w in words[:2]] == ["CONFIG", "GET"] and len(words) == 3:
+            value = subprocess.run(["redis-cli", "-p", "6380", "config", "get", words[2]], capture_output=True, text=True).stdout.split("\n")[1]
+            client.sendall(f"*2\r\n${len(words[2])}\r\n{words[2]}\r\n${len(value)}\r\n{value}\r\n".encode())
+        else:
+            client.sendall(b"-ERR Unknown subcommand or wrong number of arguments for 'get'. Try CONFIG HELP.\r\n")
+    client.close()"#;
+    fleet.exec(
+        1,
+        &format!(
+            "redis-cli config set port 6380 >/dev/null; (setsid python3 -c {} </dev/null >/dev/null 2>&1 &); sleep 1",
+            common::shell_quote(REDIS6)
+        ),
+    );
+    drifted(&[]);
+    fleet.exec(
+        1,
+        "redis-cli -p 6380 config set maxmemory-policy allkeys-lru >/dev/null && redis-cli -p 6380 config set save ''",
+    );
+    let (code, clean) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{clean:#}");
 }
 
 fn lines(path: &Path) -> usize {
