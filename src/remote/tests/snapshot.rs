@@ -156,3 +156,52 @@ fn several_files_read_in_one_pass_come_back_each_with_its_own_bytes_and_mode() {
     assert_eq!(content_and_mode(paths[1]), (Vec::new(), 0o644));
     assert_eq!(content_and_mode(paths[2]), (b"\0second\xff".to_vec(), 0o600));
 }
+
+#[test]
+fn a_host_without_perl_reads_its_files_with_stat_cat_and_readlink_into_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = held(&dir.path().join("state").display().to_string(), "site");
+    std::fs::write(&state.pending, "reload nginx\n").unwrap();
+    std::fs::write(&state.applied, "{}").unwrap();
+    let (plain, odd, setgid) = (dir.path().join("plain"), dir.path().join("-odd name"), dir.path().join("tool"));
+    std::fs::write(&plain, b"first\n").unwrap();
+    std::fs::write(&odd, b"\0second\xff").unwrap();
+    std::fs::write(&setgid, b"").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&setgid, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    let (link, enabled) = (dir.path().join("link"), dir.path().join("enabled"));
+    std::os::unix::fs::symlink("plain", &link).unwrap();
+    std::fs::create_dir(&enabled).unwrap();
+    std::os::unix::fs::symlink("../-odd name", enabled.join("site")).unwrap();
+    std::fs::write(enabled.join("default"), "server {}\n").unwrap();
+    let names: Vec<String> = [&plain, &odd, &setgid, &link].iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pattern = format!("{}/*", enabled.display());
+    let script = snapshot(&state, &paths, &[&pattern], &[]);
+    // Every program this machine's /usr/bin has, but perl.
+    let without_perl = dir.path().join("bin");
+    std::fs::create_dir(&without_perl).unwrap();
+    for program in std::fs::read_dir("/usr/bin").unwrap() {
+        let program = program.unwrap();
+        if !program.file_name().to_string_lossy().starts_with("perl") {
+            std::os::unix::fs::symlink(program.path(), without_perl.join(program.file_name())).unwrap();
+        }
+    }
+    let mut child = Command::new("/bin/sh")
+        .arg("-s")
+        .env("PATH", &without_perl)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(script.text.as_bytes()).unwrap();
+    let by_coreutils = child.wait_with_output().unwrap().stdout;
+    let by_perl = sh(&script.text);
+    assert_eq!(String::from_utf8_lossy(&by_perl), String::from_utf8_lossy(&by_coreutils));
+    let out = parse_snapshot(&by_perl, &paths, &[&pattern], &script.token).unwrap();
+    assert_eq!(out.snapshot.entries[&names[3]], Entry::Link { target: "plain".into() });
+    assert!(matches!(&out.snapshot.entries[&names[2]], Entry::File { mode: 0o2755, .. }));
+    assert_eq!(out.snapshot.found.len(), 2, "{:?}", out.snapshot.found);
+    assert_eq!(out.snapshot.pending_handlers, ["reload nginx"]);
+}
