@@ -148,7 +148,9 @@ fn a_configuration_file_newer_than_the_service_running_it_is_live_drift_unless_i
 /// within a second of a process's start, as a file the playbook writes
 /// just before its handler reloads is: whole-second times cannot tell, so
 /// it reads them to the nanosecond where this machine's system calls are
-/// known (with no find on the PATH), and asks find where they are not.
+/// known (with no find on the PATH), and asks find where they are not, or
+/// where a file cannot be read (a dangling link, judged by its own time).
+/// A probe slow to ask (here 2.5 s) still sees the change.
 #[test]
 fn a_file_saved_just_before_or_after_a_process_started_is_told_apart_with_or_without_find() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,35 +165,42 @@ fn a_file_saved_just_before_or_after_a_process_started_is_told_apart_with_or_wit
     pause();
     let path = std::env::var_os("PATH").unwrap();
     let perl = std::env::split_paths(&path).map(|dir| dir.join("perl")).find(|perl| perl.is_file()).unwrap();
-    let ask = |exact: bool| {
+    let no_find = tempfile::tempdir().unwrap();
+    let ask = |exact: bool, find: bool, delay: &str, files: &[&str]| {
         let script = format!(
-            "{}\n{}my ($since) = started({});\nprint join(' ', map {{ changed_since($since, $_) eq '' ? 'loaded' : 'changed' }} @ARGV), \"\\n\";\n",
+            "{}\n{}select undef, undef, undef, {delay};\nmy ($since) = started({});\nprint join(' ', map {{ changed_since($since, $_) eq '' ? 'loaded' : 'changed' }} @ARGV), \"\\n\";\n",
             tuning_variable("process_age"),
             if exact { "" } else { "*exact_clock = sub { () };\n" },
             reference.id()
         );
-        let no_find = tempfile::tempdir().unwrap();
         let out = Command::new(&perl)
             .arg("-e")
             .arg(&script)
-            .args([file("before.conf"), file("after.conf"), file("dangling.conf")])
-            .env("PATH", if exact { no_find.path().as_os_str() } else { &path })
+            .args(files.iter().map(|name| file(name)))
+            .env("PATH", if find { &path } else { no_find.path().as_os_str() })
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let (exact, by_find) = (ask(true), ask(false));
+    let all = ["before.conf", "after.conf", "dangling.conf"];
+    let exact = ask(true, false, "0", &all[..2]);
+    let by_find = ask(false, true, "0", &all);
+    let dangling = ask(true, true, "0", &all[2..]);
+    let slow = ask(true, false, "2.5", &all[..2]);
     reference.kill().unwrap();
     reference.wait().unwrap();
-    assert_eq!(exact, "loaded changed changed\n");
-    assert_eq!(by_find, exact);
+    assert_eq!(exact, "loaded changed\n");
+    assert_eq!(by_find, "loaded changed changed\n");
+    assert_eq!(dangling, "changed\n");
+    assert_eq!(slow, exact);
 }
 
 /// The Sentry web probe's `listening_sockets` asks the kernel (sock_diag)
 /// and reads /proc/net/tcp and tcp6 where the kernel refuses: both name the
 /// sockets listening at the address and port, an IPv4 address also as
-/// IPv6 maps it, and not a connection accepted there.
+/// IPv6 maps it, and not a connection accepted there or a listener at
+/// another address on the port.
 #[test]
 fn the_kernels_listeners_and_proc_net_tcp_name_the_same_sockets() {
     use std::net::{TcpListener, TcpStream};
@@ -204,6 +213,7 @@ fn the_kernels_listeners_and_proc_net_tcp_name_the_same_sockets() {
     let ipv4 = TcpListener::bind("127.0.0.1:0").unwrap();
     let _client = TcpStream::connect(ipv4.local_addr().unwrap()).unwrap();
     let _accepted = ipv4.accept().unwrap();
+    let _elsewhere = TcpListener::bind(("127.0.0.2", ipv4.local_addr().unwrap().port())).unwrap();
     let mapped = TcpListener::bind("[::ffff:127.0.0.1]:0").unwrap();
     let ipv6 = TcpListener::bind("[::1]:0").unwrap();
     let loopback4 = r#"[2, pack('C4', 127, 0, 0, 1) . "\0" x 12], [10, pack('n6', 0, 0, 0, 0, 0, 0xffff) . pack('C4', 127, 0, 0, 1)]"#;

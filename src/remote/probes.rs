@@ -30,31 +30,46 @@ fn probe_calls(probes: &[&str]) -> String {
     s
 }
 
-/// Whether a probe's shell text names its shell's pid (`$$`, `PPID`).
-/// The body of a here-document whose delimiter is quoted is not read: the
-/// shell passes it on as it is (a Perl program's `$$` is perl's own). A
-/// body without its end line is read as shell text, to be safe.
+/// Whether a probe's shell text names its shell's pid (`$$`, `PPID`),
+/// here-documents' bodies included (`. /dev/stdin <<'EOF'` runs one in this
+/// shell), but for one shape: `exec PROGRAM … <<'WORD'` whose quoted body
+/// ends the probe. Then this shell is gone and PROGRAM reads the body as it
+/// is (a Perl program's `$$` is perl's own; a shell's is its own, the pid
+/// exec kept). A body without its end line counts as shell text.
 fn names_its_shells_pid(cmd: &str) -> bool {
     let names_pid = |text: &str| text.contains("$$") || text.contains("PPID");
-    let mut lines = cmd.lines();
-    while let Some(line) = lines.next() {
+    let lines: Vec<&str> = cmd.lines().collect();
+    let last = lines.iter().rposition(|line| !line.trim().is_empty());
+    let mut at = 0;
+    while at < lines.len() {
+        let line = lines[at];
         if names_pid(line) {
             return true;
         }
-        for document in here_documents(line) {
-            loop {
-                let Some(body) = lines.next() else { return true };
-                let end = if document.strip_tabs { body.trim_start_matches('\t') } else { body };
-                if end == document.delimiter {
-                    break;
-                }
-                if !document.quoted && names_pid(body) {
-                    return true;
-                }
+        at += 1;
+        let documents = here_documents(line);
+        for (n, document) in documents.iter().enumerate() {
+            let Some(length) = lines[at..].iter().position(|body| document.ends_at(body)) else { return true };
+            let end = at + length;
+            let ends_the_probe = Some(end) == last && n + 1 == documents.len() && document.ends_its_line;
+            if ends_the_probe && document.quoted && execs_a_program(line) {
+                return false;
             }
+            if lines[at..end].iter().any(|body| names_pid(body)) {
+                return true;
+            }
+            at = end + 1;
         }
     }
     false
+}
+
+/// `exec PROGRAM …`: the line replaces this shell with a program (`exec`
+/// with redirections only, `exec 3<&-`, does not).
+fn execs_a_program(line: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix("exec") else { return false };
+    let program = rest.trim_start_matches([' ', '\t']);
+    program.len() < rest.len() && program.starts_with(|c: char| c.is_ascii_alphabetic() || "/._".contains(c))
 }
 
 /// A here-document a line of shell opens (`<<WORD`, `<<-WORD`).
@@ -66,6 +81,14 @@ struct HereDocument {
     quoted: bool,
     /// `<<-`: tabs before the end line are dropped.
     strip_tabs: bool,
+    /// Nothing but blanks follows WORD on its line.
+    ends_its_line: bool,
+}
+
+impl HereDocument {
+    fn ends_at(&self, line: &str) -> bool {
+        (if self.strip_tabs { line.trim_start_matches('\t') } else { line }) == self.delimiter
+    }
 }
 
 /// The here-documents `line` opens, in order (their bodies follow it in
@@ -100,7 +123,7 @@ fn here_documents(line: &str) -> Vec<HereDocument> {
         }
         rest = chars.as_str();
         if !delimiter.is_empty() {
-            documents.push(HereDocument { delimiter, quoted, strip_tabs });
+            documents.push(HereDocument { delimiter, quoted, strip_tabs, ends_its_line: rest.trim().is_empty() });
         }
     }
     documents
@@ -132,33 +155,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_program_in_a_quoted_here_document_may_name_its_own_pid() {
+    fn a_program_exec_reads_its_quoted_here_document_from_may_name_its_own_pid() {
         for quoted in ["'PL'", "\"PL\"", "\\PL", "P'L'"] {
-            let probe = format!("exec perl - a b <<{quoted}\nkill 'KILL', $$ unless fork;\nPL\necho done");
+            let probe = format!("exec 3<&-\nexec perl - a b <<{quoted}\nkill 'KILL', $$ unless fork;\nPL\n");
             assert!(!names_its_shells_pid(&probe), "{probe}");
         }
-        assert!(!names_its_shells_pid("cat <<-'PL' >/dev/null\n\t$$\n\tPL\n"));
+        assert!(!names_its_shells_pid("exec sh <<-'SH'\n\tkill $$\n\tSH"), "a shell exec'd keeps the pid as its own");
     }
 
     #[test]
-    fn a_pid_in_an_unquoted_here_document_or_after_a_quoted_one_is_the_shells() {
-        assert!(names_its_shells_pid("cat <<EOF | sh\nkill $$\nEOF"));
-        assert!(names_its_shells_pid("perl - <<'PL'\n$$\nPL\nkill $$"));
-        assert!(names_its_shells_pid("cat <<A <<'B'\nPPID\nA\nB"));
-        assert!(names_its_shells_pid("echo $PPID <<'PL'\nPL"));
+    fn a_pid_anywhere_the_shell_may_still_run_it_is_the_shells() {
+        let probes = [
+            // Shell text after the body, or a body this shell runs.
+            "exec perl - <<'PL'\n$$\nPL\nkill $$",
+            "exec perl - <<'PL'\nkill $$\nPL\necho",
+            ". /dev/stdin <<'EOF'\nkill $$\nEOF",
+            "eval \"$(cat <<'EOF'\nkill $$\nEOF\n)\"",
+            "cat <<EOF | sh\nkill $$\nEOF",
+            // Not the shape: not exec, exec with redirections only, more
+            // on the line, a second document, the pid on the exec line.
+            "perl - <<'PL'\nkill 'KILL', $$;\nPL",
+            "exec 3<&- <<'PL'\nkill $$\nPL",
+            "exec cat <<'A' \\\n  >/dev/null; kill $$\nbody\nA",
+            "exec perl -e 'kill TERM => $ARGV[0]' <<'PL' \\\n  \"$$\"\nPL",
+            "exec cat <<'A' <<'B'\n$$\nA\nB",
+            "exec perl - \"$$\" <<'PL'\nPL",
+            // `<<` the shell never opens a document with.
+            "true # <<'true'\nkill $$\ntrue",
+            "cat \\<<'true' 2>/dev/null\nkill $$\ntrue",
+            "perl -e 'print <<\"END\";\nshell pid '$$'\nEND\n'",
+            "echo $PPID <<'PL'\nPL",
+        ];
+        for probe in probes {
+            assert!(names_its_shells_pid(probe), "{probe}");
+        }
     }
 
     #[test]
     fn a_here_document_without_its_end_line_is_read_as_shell_text() {
-        assert!(names_its_shells_pid("perl - <<'PL'\nprint $$;\n"));
-        assert!(names_its_shells_pid("perl - <<-'PL'\nprint $$;\n  PL\n"), "only tabs go before <<-'s end line");
+        assert!(names_its_shells_pid("exec perl - <<'PL'\nprint $$;\n"));
+        assert!(names_its_shells_pid("exec perl - <<-'PL'\nprint $$;\n  PL\n"), "only tabs go before <<-'s end line");
     }
 
     #[test]
     fn a_line_opens_its_here_documents_in_order() {
         let opened = here_documents("cat <<A<<-'B' >x; x=$((1 << 2)) <<\"C D\"");
-        let delimiters: Vec<(&str, bool, bool)> =
-            opened.iter().map(|d| (d.delimiter.as_str(), d.quoted, d.strip_tabs)).collect();
-        assert_eq!(delimiters, [("A", false, false), ("B", true, true), ("2", false, false), ("C D", true, false)]);
+        let delimiters: Vec<(&str, bool, bool, bool)> =
+            opened.iter().map(|d| (d.delimiter.as_str(), d.quoted, d.strip_tabs, d.ends_its_line)).collect();
+        assert_eq!(
+            delimiters,
+            [
+                ("A", false, false, false),
+                ("B", true, true, false),
+                ("2", false, false, false),
+                ("C D", true, false, true)
+            ]
+        );
     }
 }
