@@ -3,11 +3,8 @@
 
 use super::shell::{PRELUDE, Word, call_with_command};
 use super::wire::{Line, decode_text, read_lines};
-use crate::random::random_u64;
-use std::fmt::Write as _;
 
 const PROBES_SH: &str = include_str!("probes.sh");
-const PERL_PROBES_PL: &str = include_str!("perl_probes.pl");
 
 /// Live-state probes: each command's exit status and the tail of its output.
 pub fn probes(probes: &[&str]) -> String {
@@ -24,98 +21,13 @@ pub fn snapshot_then_probes(snapshot: &str, probes_run: &[&str]) -> String {
 
 fn probe_calls(probes: &[&str]) -> String {
     let mut s = String::from(PROBES_SH);
-    let mut in_perl = Vec::new();
     for (i, cmd) in probes.iter().enumerate() {
-        if let Some(program) = perl_program(cmd) {
-            in_perl.push((i, program));
-            continue;
-        }
         // A subshell's $$ and PPID are the script's (see probes.sh).
         let runner = if names_its_shells_pid(cmd) { "probe_in_own_shell" } else { "probe" };
         call_with_command(&mut s, runner, &[Word::from(i)], cmd);
     }
-    if !in_perl.is_empty() {
-        // perl_probes.pl, then after __DATA__ each probe's index and the
-        // lengths of its program and words, then those bytes.
-        let mut text = format!("{PERL_PROBES_PL}__DATA__\n");
-        for (i, program) in &in_perl {
-            let _ = write!(text, "{i} {}", program.text.len());
-            for word in &program.words {
-                let _ = write!(text, " {}", word.len());
-            }
-            text.push('\n');
-            text.push_str(&program.text);
-            program.words.iter().for_each(|word| text.push_str(word));
-        }
-        let end = format!("SP_COMMAND_{:016x}", random_u64());
-        let indices: Vec<String> = in_perl.iter().map(|(i, _)| i.to_string()).collect();
-        let _ = write!(s, "perl_probes {} 3<<'{end}'\n{text}\n{end}\n", indices.join(" "));
-    }
     s.push_str("echo END\n");
     s
-}
-
-/// A probe that is a Perl program: `exec perl - WORD… <<'END'` whose
-/// quoted here-document (the program) ends the probe, with words the
-/// shell takes as they are (plain, or in single quotes, as `| quote`
-/// writes them). Those run in one perl (perl_probes.pl); any other shape
-/// runs as written.
-#[derive(Debug, PartialEq)]
-struct PerlProgram {
-    text: String,
-    words: Vec<String>,
-}
-
-fn perl_program(cmd: &str) -> Option<PerlProgram> {
-    let lines: Vec<&str> = cmd.lines().collect();
-    let first = lines.iter().position(|line| !line.trim().is_empty())?;
-    let last = lines.iter().rposition(|line| !line.trim().is_empty())?;
-    let opener = lines[first];
-    let [document] = here_documents(opener).try_into().ok()?;
-    if !document.quoted || !document.ends_its_line || last <= first || !document.ends_at(lines[last]) {
-        return None;
-    }
-    let body = &lines[first + 1..last];
-    if body.iter().any(|line| document.ends_at(line)) {
-        return None;
-    }
-    let command = &opener[..opener.find("<<")?];
-    let words = literal_words(command)?;
-    let ["exec", "perl", "-", words @ ..] = &words.iter().map(String::as_str).collect::<Vec<_>>()[..] else {
-        return None;
-    };
-    let words = words.iter().map(|word| (*word).to_owned()).collect();
-    Some(PerlProgram { text: body.iter().map(|line| format!("{line}\n")).collect(), words })
-}
-
-/// The words of a line of shell that the shell takes as they are: plain
-/// characters (those `| quote` leaves bare), text in single quotes and `\'`;
-/// nothing for anything it would expand or treat specially.
-fn literal_words(line: &str) -> Option<Vec<String>> {
-    let bare = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
-    let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
-        if chars.peek().is_none() {
-            return Some(words);
-        }
-        let mut word = String::new();
-        while let Some(c) = chars.next_if(|c| *c != ' ' && *c != '\t') {
-            match c {
-                '\'' => loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        inner => word.push(inner),
-                    }
-                },
-                '\\' => word.push(chars.next().filter(|&escaped| escaped == '\'')?),
-                c if bare(c) => word.push(c),
-                _ => return None,
-            }
-        }
-        words.push(word);
-    }
 }
 
 /// Whether a probe's shell text names its shell's pid (`$$`, `PPID`),
@@ -283,28 +195,6 @@ mod tests {
     fn a_here_document_without_its_end_line_is_read_as_shell_text() {
         assert!(names_its_shells_pid("exec perl - <<'PL'\nprint $$;\n"));
         assert!(names_its_shells_pid("exec perl - <<-'PL'\nprint $$;\n  PL\n"), "only tabs go before <<-'s end line");
-    }
-
-    #[test]
-    fn a_perl_program_with_words_the_shell_takes_as_they_are_runs_in_the_shared_perl() {
-        let program =
-            perl_program("exec perl - '127.0.0.1' 9000 'it'\\''s' /etc/'a b'/x <<'PL'\nprint 1;\n\nPL\n").unwrap();
-        assert_eq!(program.words, ["127.0.0.1", "9000", "it's", "/etc/a b/x"]);
-        assert_eq!(program.text, "print 1;\n\n");
-        for runs_as_written in [
-            "exec perl - \"$HOME\" <<'PL'\nprint 1;\nPL",
-            "exec perl - $HOME <<'PL'\nprint 1;\nPL",
-            "exec perl - ~ <<'PL'\nprint 1;\nPL",
-            "exec perl - 'open <<'PL'\nprint 1;\nPL",
-            "exec perl -w - <<'PL'\nprint 1;\nPL",
-            "perl - <<'PL'\nprint 1;\nPL",
-            "exec perl - <<PL\nprint 1;\nPL",
-            "exec perl - <<'PL'\nprint 1;\nPL\necho after",
-            "exec perl - <<'PL' >/dev/null\nprint 1;\nPL",
-            "x=1\nexec perl - <<'PL'\nprint 1;\nPL",
-        ] {
-            assert_eq!(perl_program(runs_as_written), None, "{runs_as_written}");
-        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 # a loaded host ~0.7 ms of CPU, most of it the loader probing the CPU.
 probe() {
     # shellcheck source=/dev/null
-    out=$(set --; unset -f probe probe_in_own_shell perl_probes tell b64; unset out; . /dev/fd/3 2>&1 </dev/null)
+    out=$(set --; unset -f probe probe_in_own_shell tell b64; unset out; . /dev/fd/3 2>&1 </dev/null)
     tell "$1" $?
 }
 # probe_in_own_shell I: the same in a shell of its own, for a probe that
@@ -14,16 +14,6 @@ probe() {
 probe_in_own_shell() {
     out=$(sh -c '. /dev/fd/3' 2>&1 </dev/null)
     tell "$1" $?
-}
-# perl_probes I...: the Perl probes I..., in one perl (perl_probes.pl, its
-# probes after it, on descriptor 3).
-perl_probes() {
-    if command -v perl >/dev/null 2>&1; then
-        perl /dev/fd/3 </dev/null
-    else
-        out="perl: not found"
-        for index do tell "$index" 127; done
-    fi
 }
 # tell I STATUS: what probe I said ($out).
 tell() {

@@ -320,39 +320,3 @@ fn a_probe_after_the_snapshot_starts_as_a_shell_of_its_own_would() {
     assert!(probes[0].1.contains("arguments: 0") && probes[0].1.contains("variable PATH"), "{probes:?}");
     assert_eq!(probes[0], probes[1], "a probe sees what a shell of its own would");
 }
-
-#[test]
-fn perl_probes_run_in_one_perl_say_what_each_says_run_as_written() {
-    let probes = [
-        "exec perl - 'an argument' plain 'it'\\''s' <<'PL'\nprint \"@ARGV|$0\\n\";\nprint STDERR \"to stderr\\n\";\nexit 3;\nPL",
-        "exec perl - <<'PL'\nprint 'x' x 3000, \"\\nend\\n\\n\\n\";\nPL",
-        "exec perl - <<'PL'\nkill 'TERM', $$;\nsleep 2;\nPL",
-        "exec perl - <<'PL'\nsub started { 'first' } my $seen = 'lexical'; print started(), \" $seen\\n\";\nPL",
-        "exec perl - <<'PL'\nprint defined &started ? 'leaked' : 'alone', ' ', defined $seen ? 'leaked' : 'alone', ' ', -t STDIN ? 'tty' : 'no tty', \"\\n\";\nPL",
-        "echo a shell probe; exit 4",
-    ];
-    let text = super::probes(&probes);
-    assert!(text.contains("\nperl_probes 0 1 2 3 4 3<<'"), "the Perl probes go to one perl");
-    let pooled = parse_probes(&sh(&text), probes.len()).unwrap();
-    let as_written: Vec<(i32, String)> = probes
-        .iter()
-        .map(|probe| {
-            let out = Command::new("sh").arg("-c").arg(format!("exec 2>&1 </dev/null\n{probe}")).output().unwrap();
-            let said = String::from_utf8(out.stdout).unwrap();
-            let said = said.trim_end_matches('\n');
-            let status = out
-                .status
-                .code()
-                .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap());
-            (status, said[said.len().saturating_sub(2000)..].to_owned())
-        })
-        .collect();
-    assert_eq!(pooled, as_written);
-    assert_eq!(pooled[0], (3, "to stderr\nan argument plain it's|-".to_owned()), "stdout buffered, as perl's own");
-    assert_eq!(pooled[2].0, 143);
-
-    // A die: its message, and a status that is not 0 (perl's is errno's).
-    let died = parse_probes(&sh(super::probes(&["exec perl - <<'PL'\ndie \"no such thing\\n\";\nPL"])), 1).unwrap();
-    assert_ne!(died[0].0, 0);
-    assert_eq!(died[0].1, "no such thing");
-}
