@@ -304,6 +304,11 @@ chmod 755 /root/redis6-cli"#,
     fleet.exec(1, "sed -i '1i export REDISCLI_AUTH=Probe-Secret-7' /root/.bashrc");
     drifted(&[]);
     fleet.exec(1, "REDISCLI_AUTH=Probe-Secret-7 redis-cli config set requirepass '' >/dev/null");
+    // A password Redis does not take is drift, as redis-cli's warning was.
+    let (code, refused) = drift_json(&fleet, &[]);
+    assert_eq!(code, 2, "{refused:#}");
+    let actual = host(&refused, "host1")["items"][0]["actual"].as_str().unwrap();
+    assert!(actual.starts_with("AUTH failed: ERR AUTH <password> called without any password configured"), "{actual}");
 
     // As Redis 6 answers: Redis itself moves to 6380, and what answers on
     // 6379 takes one name a CONFIG GET and asks Redis for it.

@@ -67,9 +67,16 @@ send() {
     fi
     echo "END $token"
 }
+# The token goes in perl's environment, which only its user may read, not
+# on its command line, which every user may (/proc/PID/cmdline): a file
+# that knew it could end its content early. SIGPIPE, which the lock's
+# shell ignores, ends perl as a write error ends cat: a reader gone must
+# not leave it reading (a link swapped to /dev/zero) under the lock.
 send_from_perl() {
-    perl -e '
-        my ($token, $nl, $files, $links, @paths) = @ARGV;
+    token="$token" perl -e '
+        $SIG{PIPE} = "DEFAULT";
+        my $token = $ENV{token};
+        my ($nl, $files, $links, @paths) = @ARGV;
         my @links = splice @paths, 0, $nl;
         my (%user, %group);
         binmode STDOUT;
@@ -94,7 +101,7 @@ send_from_perl() {
             for (@links) { my $target = readlink $_; defined $target ? print "$target\0" : warn "readlink: $_: $!\n" }
             print "\nLINKS-END $token\n";
         }
-    ' "$token" "$nl" "$files" "$links" "$@"
+    ' "$nl" "$files" "$links" "$@"
 }
 send_files() {
     shift "$nl"

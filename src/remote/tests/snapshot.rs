@@ -205,3 +205,52 @@ fn a_host_without_perl_reads_its_files_with_stat_cat_and_readlink_into_the_same_
     assert_eq!(out.snapshot.found.len(), 2, "{:?}", out.snapshot.found);
     assert_eq!(out.snapshot.pending_handlers, ["reload nginx"]);
 }
+
+#[test]
+fn the_snapshots_token_is_on_no_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    // A perl first on the PATH that writes its arguments down, then runs perl.
+    let path = std::env::var_os("PATH").unwrap();
+    let perl = std::env::split_paths(&path).map(|d| d.join("perl")).find(|p| p.is_file()).unwrap();
+    let (bin, record) = (dir.path().join("bin"), dir.path().join("arguments"));
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("perl"),
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{}' \"$@\"\n", record.display(), perl.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("perl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = file.display().to_string();
+    let script = snapshot(&test_state(), &[name.as_str()], &[], &[]);
+    let text = format!("PATH={}:$PATH\n{}", shell::quote(&bin.display().to_string()), script.text);
+    let out = parse_snapshot(&sh(&text), &[name.as_str()], &[], &script.token).unwrap();
+    assert!(matches!(&out.snapshot.entries[&name], Entry::File { .. }));
+    let arguments = std::fs::read_to_string(&record).expect("the snapshot ran perl");
+    assert!(arguments.contains(&name), "{arguments}");
+    assert!(!arguments.contains(&script.token), "{arguments}");
+}
+
+#[test]
+fn a_snapshot_whose_reader_goes_away_stops_reading_though_the_lock_ignores_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let endless = dir.path().join("endless");
+    // A terabyte of holes: read to its end, it takes minutes.
+    std::fs::File::create(&endless).unwrap().set_len(1 << 40).unwrap();
+    let name = endless.display().to_string();
+    let script = snapshot(&test_state(), &[name.as_str()], &[], &[]);
+    let mut child = sh_reading_stdin();
+    use std::io::{Read as _, Write as _};
+    child.stdin.take().unwrap().write_all(format!("trap '' HUP PIPE\n{}", script.text).as_bytes()).unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let gone = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(gone.elapsed().as_secs() < 10, "still reading after its reader went away");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
