@@ -11,6 +11,11 @@ pub struct Renderer {
     env: Environment<'static>,
 }
 
+/// The names under which playbook strings are compiled and kept: every host
+/// renders the same strings (a probe is kilobytes of Perl), and compiling
+/// them cost more than rendering them. No template names one by accident.
+const STRING_NAME: &str = "\0playbook string\0";
+
 /// Variables made ready for templates, once for all the templates of a
 /// host's play: converting them costs more than rendering most strings
 /// (the shipped playbook's variables hold a few kilobytes of scripts).
@@ -57,6 +62,7 @@ impl Renderer {
         );
         env.add_filter("redis_bytes", redis_bytes);
         env.add_filter("quote", quote);
+        env.set_loader(|name| Ok(name.strip_prefix(STRING_NAME).map(str::to_owned)));
         for source in sources {
             let path = dir.join(source);
             let text = crate::input::read_text(&path)?;
@@ -76,7 +82,12 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        self.env.render_named_str(origin, text, &scope.0).map_err(|e| describe(&e))
+        match self.env.get_template(&format!("{STRING_NAME}{text}")).and_then(|t| t.render(&scope.0)) {
+            Ok(rendered) => Ok(rendered),
+            // Told again under the name of where the string is written, as
+            // its error names it: rendering is the same every time.
+            Err(_) => self.env.render_named_str(origin, text, &scope.0).map_err(|e| describe(&e)),
+        }
     }
 
     /// Evaluates a `when:` expression to a boolean.
@@ -91,8 +102,13 @@ impl Renderer {
     /// A result that reads as an integer becomes a number.
     pub fn resolve_vars(&self, vars: &Vars) -> Result<Vars, String> {
         let mut resolved = vars.clone();
+        let templates = |vars: &Vars| -> Vec<String> {
+            vars.iter().filter(|(_, v)| v.as_str().is_some_and(is_template)).map(|(k, _)| k.clone()).collect()
+        };
         for _ in 0..8 {
-            let mut changed = false;
+            if templates(&resolved).is_empty() {
+                return Ok(resolved);
+            }
             let scope = Scope::of(&resolved);
             for (key, value) in resolved.iter_mut() {
                 if let Json::String(text) = value
@@ -103,16 +119,13 @@ impl Renderer {
                         Ok(n) => Json::from(n),
                         Err(_) => Json::String(rendered),
                     };
-                    changed = true;
                 }
             }
-            if !changed {
-                return Ok(resolved);
-            }
         }
-        let unresolved: Vec<_> =
-            resolved.iter().filter(|(_, v)| v.as_str().is_some_and(is_template)).map(|(k, _)| k.as_str()).collect();
-        Err(format!("variables refer to each other in a loop: {}", unresolved.join(", ")))
+        match templates(&resolved) {
+            unresolved if unresolved.is_empty() => Ok(resolved),
+            unresolved => Err(format!("variables refer to each other in a loop: {}", unresolved.join(", "))),
+        }
     }
 }
 
@@ -270,5 +283,39 @@ mod tests {
         let out = r.resolve_vars(&v).unwrap();
         assert_eq!(out["workers"], 12);
         assert_eq!(out["label"], "w=12");
+    }
+
+    #[test]
+    fn a_chain_of_eight_variables_resolves_and_a_loop_is_named() {
+        let (_dir, r) = renderer_with("");
+        let mut chain = vec![("v0".to_owned(), Json::from("a"))];
+        chain.extend((1..=8).map(|i| (format!("v{i}"), Json::from(format!("{{{{ v{} }}}}x", i - 1)))));
+        let out = r.resolve_vars(&chain.into_iter().collect()).unwrap();
+        assert_eq!(out["v8"], "axxxxxxxx");
+        let looped = vars(&[("a", "{{ b }}".into()), ("b", "{{ a }}".into()), ("c", "{{ 1 }}".into())]);
+        let err = r.resolve_vars(&looped).unwrap_err();
+        assert!(err.ends_with("in a loop: a, b"), "{err}");
+    }
+
+    #[test]
+    fn a_string_compiled_once_renders_each_scope_and_its_errors_name_where_it_is_written() {
+        let (_dir, r) = renderer_with("");
+        let text = "{{ name }} has {{ cpus * 2 }}";
+        for (name, cpus) in [("a", 1), ("b", 4), ("a", 1)] {
+            let scope = Scope::of(&vars(&[("name", name.into()), ("cpus", cpus.into())]));
+            assert_eq!(r.render_str("field", text, &scope).unwrap(), format!("{name} has {}", cpus * 2));
+        }
+        let err = r.render_str("step `x`: dest", text, &Scope::of(&vars(&[("name", "a".into())]))).unwrap_err();
+        assert!(err.starts_with("step `x`: dest:1: ") && err.contains("`cpus` is undefined"), "{err}");
+        let err = r.render_str("step `y`: line", "{{ name ", &Scope::of(&Vars::new())).unwrap_err();
+        assert!(err.starts_with("step `y`: line:1: syntax error"), "{err}");
+    }
+
+    #[test]
+    fn no_template_reaches_a_playbook_string_by_a_name_it_could_write() {
+        let (dir, r) = renderer_with("{% include 'x' %}");
+        let scope = Scope::of(&Vars::new());
+        assert_eq!(r.render_str("field", "{{ 'x' }}", &scope).unwrap(), "x");
+        assert!(r.render_file(dir.path(), "t.j2", &scope).unwrap_err().contains("not found"));
     }
 }

@@ -70,7 +70,7 @@ async fn pass(settings: &Settings, args: &DriftArgs, splay: Duration) -> Outcome
             let digest = prepared.digest.clone();
             let facts_file = facts_path();
             let mut known = facts_file.as_deref().map(KnownFacts::load).unwrap_or_default();
-            prepared.expect_facts(&known, settings);
+            prepared.expect_facts(&known);
             let reports = run::execute(prepared, settings, splay).await;
             if let (Some(path), Ok(reports)) = (&facts_file, &reports)
                 && known.learn(reports)

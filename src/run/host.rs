@@ -265,12 +265,24 @@ impl HostRun<'_> {
     async fn inspect(&mut self) -> Result<Inspection, HostFailure> {
         // Paths and guards are known before facts: they may use variables but not facts.
         // `prepare` rendered this host once with stand-in facts: reuse what it found.
-        let BeforeFacts { paths, patterns, guards, probes, .. } = &self.job.before_facts;
+        let BeforeFacts { paths, patterns, guards, probes, known_facts, .. } = &self.job.before_facts;
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let pattern_refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let guard_refs: Vec<(usize, &str)> = guards.iter().map(|(i, c)| (*i, c.as_str())).collect();
-        let probe_refs: Vec<&str> = probes.iter().map(String::as_str).collect();
-        let early_probes = self.settings.mode == Mode::Drift(Remediate::Nothing) && !probe_refs.is_empty();
+        let probing = self.settings.mode == Mode::Drift(Remediate::Nothing);
+        // The steps as the facts of the host's last pass render them, kept
+        // for when this pass reads the same facts.
+        let guessed: Option<(&Facts, HostTasks)> = match known_facts {
+            Some(known) if probing => self.render(known).ok().map(|tasks| (known, tasks)),
+            _ => None,
+        };
+        let guessed_probes: Vec<String> = match &guessed {
+            Some((_, tasks)) => tasks.probes.iter().map(|(_, command, _)| command.clone()).collect(),
+            None => Vec::new(),
+        };
+        let probe_refs: Vec<&str> =
+            if guessed.is_some() { &guessed_probes } else { probes }.iter().map(String::as_str).collect();
+        let early_probes = probing && !probe_refs.is_empty();
 
         let writes = match self.settings.mode {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
@@ -338,7 +350,10 @@ impl HostRun<'_> {
             .map_err(|e| HostFailure::unreadable_reply(Phase::Snapshot, e, &output))?;
         let facts = Facts::from_snapshot(&snap.facts, &snap.tools, remote::TOOLS)
             .map_err(|e| HostFailure::failed(Phase::Facts, format!("facts: {e}")))?;
-        let tasks = self.render(&facts)?;
+        let tasks = match guessed {
+            Some((known, tasks)) if *known == facts => tasks,
+            _ => self.render(&facts)?,
+        };
         self.report.facts = Some(facts);
         self.secrets.extend(&tasks.secrets);
         let probe_results =

@@ -33,22 +33,17 @@ impl Prepared {
         secrets
     }
 
-    /// Renders each host's live-state probes with the facts it had at its
-    /// last pass, where `known` has them: a drift pass runs the probes in
-    /// its snapshot's round trip, before it reads the facts, and keeps their
-    /// results only where this pass's facts render them alike, so a host
-    /// unlike the stand-in facts (more than 8 CPUs: more workers to count)
-    /// would run them again in a second round trip on every pass. A guess
-    /// that misses costs that round trip: probes only read.
-    pub fn expect_facts(&mut self, known: &KnownFacts, settings: &Settings) {
-        let guessed: Vec<(usize, Vec<String>)> = (self.jobs.iter().enumerate())
-            .filter_map(|(i, job)| {
-                let tasks = self.render(job, known.of(&job.host)?, settings).ok()?;
-                Some((i, tasks.probes.into_iter().map(|(_, command, _)| command).collect()))
-            })
-            .collect();
-        for (i, probes) in guessed {
-            self.jobs[i].before_facts.probes = probes;
+    /// Gives each host the facts it had at its last pass, where `known` has
+    /// them: a drift pass renders its live-state probes with them and runs
+    /// them in its snapshot's round trip, before it reads the facts, and
+    /// keeps their results (and the steps rendered) only where this pass's
+    /// facts are the same, so a host unlike the stand-in facts (more than
+    /// 8 CPUs: more workers to count) would run them again in a second
+    /// round trip on every pass. A guess that misses costs that round trip:
+    /// probes only read.
+    pub fn expect_facts(&mut self, known: &KnownFacts) {
+        for job in &mut self.jobs {
+            job.before_facts.known_facts = known.of(&job.host).cloned();
         }
     }
 
@@ -75,11 +70,12 @@ pub(super) struct BeforeFacts {
     pub(super) paths: Vec<String>,
     pub(super) patterns: Vec<String>,
     pub(super) guards: Vec<(usize, String)>,
-    /// The live-state probes as rendered with stand-in facts, or with the
-    /// host's facts at its last pass (`expect_facts`): a drift pass runs
-    /// them with its snapshot, and keeps their results when this pass's
-    /// facts render them alike.
+    /// The live-state probes as rendered with stand-in facts: a drift pass
+    /// runs them with its snapshot (unless `known_facts` renders them), and
+    /// keeps their results when this pass's facts render them alike.
     pub(super) probes: Vec<String>,
+    /// The facts the host had at its last drift pass (`expect_facts`).
+    pub(super) known_facts: Option<Facts>,
     /// What the host's reports mask from the start (facts may add to it).
     pub(super) secrets: Secrets,
 }
@@ -91,6 +87,7 @@ impl BeforeFacts {
             patterns: tasks.patterns().into_iter().map(str::to_owned).collect(),
             guards: tasks.guards().into_iter().map(|(i, c)| (i, c.to_owned())).collect(),
             probes: tasks.probes.iter().map(|(_, command, _)| command.clone()).collect(),
+            known_facts: None,
             secrets: tasks.secrets.clone(),
         }
     }
