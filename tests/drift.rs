@@ -346,6 +346,40 @@ while True:
     assert_eq!(code, 0, "{clean:#}");
 }
 
+/// What must hold: a Redis or supervisord that takes the probe's
+/// connection and then says nothing (here stopped, as a daemon is under a
+/// debugger or a busy script) is drift after `probe_timeout` seconds, with
+/// the host's other findings, not a pass held until the round trip's limit.
+#[test]
+fn a_stopped_redis_or_supervisord_is_drift_after_the_probes_timeout_not_a_hung_pass() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let limits = ["-e", "probe_timeout=2", "--command-timeout", "60"];
+    for (stopped, probe, said) in [
+        ("redis-server", "redis live config", "Redis at 127.0.0.1:6379 did not answer within 2 s (probe_timeout)"),
+        (
+            "supervisord",
+            "supervisord runs the configured programs",
+            "supervisord does not answer on /var/run/supervisor.sock: no answer within 2 s (probe_timeout)",
+        ),
+    ] {
+        fleet.exec(1, &format!("pkill -STOP -x {stopped}"));
+        let started = Instant::now();
+        let (code, found) = drift_json(&fleet, &limits);
+        let took = started.elapsed();
+        fleet.exec(1, &format!("pkill -CONT -x {stopped}"));
+        assert_eq!(code, 2, "{found:#}");
+        assert_eq!(items(&found, "host1"), [("live", probe, "host_drift")], "{found:#}");
+        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
+        assert_eq!(actual.trim(), said);
+        assert!(took < Duration::from_secs(30), "the pass took {took:?}");
+    }
+    let (code, clean) = drift_json(&fleet, &limits);
+    assert_eq!(code, 0, "{clean:#}");
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
 }
