@@ -224,14 +224,19 @@ fn the_kernels_listeners_and_proc_net_tcp_name_the_same_sockets() {
         let port = listener.local_addr().unwrap().port();
         for way in ["listeners_asked", "listeners_read"] {
             script.push_str(&format!(
-                "my $found = {way}({port}, {addresses}) or die \"{way} refused\\n\";\nprint join(' ', sort keys %$found), \"\\n\";\n"
+                "my $found = {way}({port}, {addresses}) or die \"{way} refused\\n\";\nprint join(' ', map {{ \"$_=$found->{{$_}}\" }} sort keys %$found), \"\\n\";\n"
             ));
         }
     }
     let out = Command::new("perl").arg("-e").arg(&script).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    let expected: String =
-        asked.iter().flat_map(|(listener, _)| [socket(listener), socket(listener)]).map(|s| s + "\n").collect();
+    // Each with its owner's uid (this process's, root's here).
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let expected: String = asked
+        .iter()
+        .flat_map(|(listener, _)| [socket(listener), socket(listener)])
+        .map(|s| format!("{s}={uid}\n"))
+        .collect();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }
 
@@ -342,6 +347,67 @@ while True:
         1,
         "redis-cli -p 6380 config set maxmemory-policy allkeys-lru >/dev/null && redis-cli -p 6380 config set save ''",
     );
+    let (code, clean) = drift_json(&fleet, &[]);
+    assert_eq!(code, 0, "{clean:#}");
+}
+
+/// What must hold: root's Redis password (REDISCLI_AUTH) goes only to a
+/// listener on 127.0.0.1:6379 that root or the redis user runs. A local
+/// user who takes the port while Redis is elsewhere (down, restarting, or
+/// moved) is told as drift and hears nothing.
+#[test]
+fn redis_s_password_goes_to_no_listener_a_user_runs() {
+    needs!(Sandbox);
+    let fleet = Fleet::up(1);
+    let applied = fleet.provision(&["apply", "-p", &tuning_playbook()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    fleet.exec(
+        1,
+        "redis-cli config set requirepass Probe-Secret-9 >/dev/null \
+         && sed -i '1i export REDISCLI_AUTH=Probe-Secret-9' /root/.bashrc \
+         && REDISCLI_AUTH=Probe-Secret-9 redis-cli config set port 6380 >/dev/null",
+    );
+    const LISTENER: &str = r#"import socket
+server = socket.socket()
+server.bind(("127.0.0.1", 6379))
+server.listen()
+while True:
+    client, _ = server.accept()
+    client.settimeout(3)
+    try:
+        heard = client.recv(4096)
+    except OSError:
+        heard = b""
+    with open("/var/tmp/heard", "ab") as log:
+        log.write(heard + b"|")
+    client.sendall(b"-NOAUTH Authentication required.\r\n")
+    client.close()"#;
+    fleet.exec(
+        1,
+        &format!(
+            "touch /var/tmp/heard && chown nobody /var/tmp/heard && \
+             (setsid setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c {} </dev/null >/dev/null 2>&1 &); sleep 1",
+            common::shell_quote(LISTENER)
+        ),
+    );
+    let (code, found) = drift_json(&fleet, &[]);
+    assert_eq!(code, 2, "{found:#}");
+    assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")], "{found:#}");
+    let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
+    let nobody = fleet.exec(1, "id -u nobody");
+    assert_eq!(
+        actual.trim(),
+        format!(
+            "what listens on 127.0.0.1:6379 is not run by root or redis (uid {}): REDISCLI_AUTH is not sent to it",
+            nobody.trim()
+        )
+    );
+    let heard = fleet.exec(1, "cat /var/tmp/heard");
+    assert!(!heard.contains("Probe-Secret-9"), "the user's listener heard: {heard}");
+    assert!(heard.contains('|'), "the probe did connect: {heard:?}");
+
+    // Redis back on its port: the password goes to it again.
+    fleet.exec(1, "pkill -u nobody -f 'server.bind' ; sleep 0.5; REDISCLI_AUTH=Probe-Secret-9 redis-cli -p 6380 config set port 6379 >/dev/null");
     let (code, clean) = drift_json(&fleet, &[]);
     assert_eq!(code, 0, "{clean:#}");
 }
