@@ -2,6 +2,7 @@
 //! auto-escaping, trailing newline kept. Templates are compiled once, up
 //! front, so a syntax error stops the run before any host is touched.
 
+use crate::random::random_u64;
 use crate::vars::Vars;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
 use serde_json::Value as Json;
@@ -9,12 +10,13 @@ use std::path::Path;
 
 pub struct Renderer {
     env: Environment<'static>,
+    /// The prefix of the names under which playbook strings are compiled
+    /// and kept: every host renders the same strings (a probe is kilobytes
+    /// of Perl), and compiling them cost more than rendering them. It is
+    /// random, so that no value (a computed `include` name) can name one
+    /// and have its text rendered as a template.
+    strings: String,
 }
-
-/// The names under which playbook strings are compiled and kept: every host
-/// renders the same strings (a probe is kilobytes of Perl), and compiling
-/// them cost more than rendering them. No template names one by accident.
-const STRING_NAME: &str = "\0playbook string\0";
 
 /// Variables made ready for templates, once for all the templates of a
 /// host's play: converting them costs more than rendering most strings
@@ -62,13 +64,15 @@ impl Renderer {
         );
         env.add_filter("redis_bytes", redis_bytes);
         env.add_filter("quote", quote);
-        env.set_loader(|name| Ok(name.strip_prefix(STRING_NAME).map(str::to_owned)));
+        let strings = format!("\0playbook string {:016x}{:016x}\0", random_u64(), random_u64());
+        let prefix = strings.clone();
+        env.set_loader(move |name| Ok(name.strip_prefix(prefix.as_str()).map(str::to_owned)));
         for source in sources {
             let path = dir.join(source);
             let text = crate::input::read_text(&path)?;
             env.add_template_owned(path.display().to_string(), text).map_err(|e| describe(&e))?;
         }
-        Ok(Renderer { env })
+        Ok(Renderer { env, strings })
     }
 
     pub fn render_file(&self, dir: &Path, source: &str, scope: &Scope) -> Result<String, String> {
@@ -82,7 +86,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        match self.env.get_template(&format!("{STRING_NAME}{text}")).and_then(|t| t.render(&scope.0)) {
+        match self.env.get_template(&format!("{}{text}", self.strings)).and_then(|t| t.render(&scope.0)) {
             Ok(rendered) => Ok(rendered),
             // Told again under the name of where the string is written, as
             // its error names it: rendering is the same every time.
@@ -313,9 +317,13 @@ mod tests {
 
     #[test]
     fn no_template_reaches_a_playbook_string_by_a_name_it_could_write() {
-        let (dir, r) = renderer_with("{% include 'x' %}");
-        let scope = Scope::of(&Vars::new());
-        assert_eq!(r.render_str("field", "{{ 'x' }}", &scope).unwrap(), "x");
-        assert!(r.render_file(dir.path(), "t.j2", &scope).unwrap_err().contains("not found"));
+        let (dir, r) = renderer_with("{% include name %}");
+        let text = "pw={{ pw }}";
+        let scope = |name: &str| Scope::of(&vars(&[("pw", "hunter2".into()), ("name", name.into())]));
+        assert_eq!(r.render_str("field", text, &scope("x")).unwrap(), "pw=hunter2");
+        for name in ["x".to_owned(), format!("\0playbook string\0{text}")] {
+            let err = r.render_file(dir.path(), "t.j2", &scope(&name)).unwrap_err();
+            assert!(err.contains("not found"), "{name:?}: {err}");
+        }
     }
 }
