@@ -6,6 +6,7 @@ use crate::random::random_u64;
 use crate::vars::Vars;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
 use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 pub struct Renderer {
@@ -102,33 +103,49 @@ impl Renderer {
     }
 
     /// Renders variables whose values are templates (`"{{ facts.cpus * 3 }}"`)
-    /// against the other variables, repeatedly so they may refer to each other.
-    /// A result that reads as an integer becomes a number.
+    /// against the other variables, each once, after those it names: what
+    /// one renders to is a value, never a template again, so that a fact a
+    /// host reports (`ID="{{ secret }}"` in its os-release) stays the text
+    /// it is. A result that reads as an integer becomes a number.
     pub fn resolve_vars(&self, vars: &Vars) -> Result<Vars, String> {
         let mut resolved = vars.clone();
-        let templates = |vars: &Vars| -> Vec<String> {
-            vars.iter().filter(|(_, v)| v.as_str().is_some_and(is_template)).map(|(k, _)| k.clone()).collect()
-        };
-        for _ in 0..8 {
-            if templates(&resolved).is_empty() {
-                return Ok(resolved);
+        // Each templated variable, with the names it refers to (none known
+        // when it does not compile: rendering it says why).
+        let mut waiting: BTreeMap<String, HashSet<String>> = resolved
+            .iter()
+            .filter_map(|(key, value)| value.as_str().filter(|text| is_template(text)).map(|text| (key, text)))
+            .map(|(key, text)| (key.clone(), self.names_in(text)))
+            .collect();
+        while !waiting.is_empty() {
+            let ready: Vec<String> = waiting
+                .iter()
+                .filter(|(_, names)| !names.iter().any(|name| waiting.contains_key(name)))
+                .map(|(key, _)| key.clone())
+                .collect();
+            if ready.is_empty() {
+                let names: Vec<&str> = waiting.keys().map(String::as_str).collect();
+                return Err(format!("variables refer to each other in a loop: {}", names.join(", ")));
             }
             let scope = Scope::of(&resolved);
-            for (key, value) in resolved.iter_mut() {
-                if let Json::String(text) = value
-                    && is_template(text)
-                {
-                    let rendered = self.render_str(&format!("variable `{key}`"), text, &scope)?;
-                    *value = match rendered.trim().parse::<i64>() {
-                        Ok(n) => Json::from(n),
-                        Err(_) => Json::String(rendered),
-                    };
-                }
+            for key in ready {
+                waiting.remove(&key);
+                let text = resolved[&key].as_str().unwrap_or_default().to_owned();
+                let rendered = self.render_str(&format!("variable `{key}`"), &text, &scope)?;
+                let value = match rendered.trim().parse::<i64>() {
+                    Ok(n) => Json::from(n),
+                    Err(_) => Json::String(rendered),
+                };
+                resolved.insert(key, value);
             }
         }
-        match templates(&resolved) {
-            unresolved if unresolved.is_empty() => Ok(resolved),
-            unresolved => Err(format!("variables refer to each other in a loop: {}", unresolved.join(", "))),
+        Ok(resolved)
+    }
+
+    /// The variables a playbook string names (`x` of `{{ x.y }}`).
+    fn names_in(&self, text: &str) -> HashSet<String> {
+        match self.env.get_template(&format!("{}{text}", self.strings)) {
+            Ok(template) => template.undeclared_variables(false),
+            Err(_) => HashSet::new(),
         }
     }
 }
@@ -299,6 +316,25 @@ mod tests {
         let looped = vars(&[("a", "{{ b }}".into()), ("b", "{{ a }}".into()), ("c", "{{ 1 }}".into())]);
         let err = r.resolve_vars(&looped).unwrap_err();
         assert!(err.ends_with("in a loop: a, b"), "{err}");
+        let itself = vars(&[("a", "{{ a }}x".into())]);
+        assert!(r.resolve_vars(&itself).unwrap_err().ends_with("in a loop: a"));
+    }
+
+    #[test]
+    fn a_variable_renders_after_those_it_names_and_what_it_renders_to_is_not_rendered_again() {
+        let (_dir, r) = renderer_with("");
+        let facts = serde_json::json!({"os_id": "{{ secret }}", "cpus": 4});
+        let v = vars(&[
+            ("facts", facts),
+            ("secret", "s3cret".into()),
+            ("os", "{{ facts.os_id }}".into()),
+            ("width", "{{ name | length }}".into()),
+            ("name", "{{ 'w' ~ facts.cpus }}".into()),
+        ]);
+        let out = r.resolve_vars(&v).unwrap();
+        assert_eq!(out["os"], "{{ secret }}", "a host's fact is text, not a template");
+        assert_eq!(out["name"], "w4");
+        assert_eq!(out["width"], 2, "the length of what name renders to, not of its template");
     }
 
     #[test]

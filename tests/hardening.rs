@@ -5,8 +5,9 @@
 //! root's, a state folder another user owns is refused, no secret shows on
 //! a command line, a setgid mode sticks, a pid a local user slips into a
 //! probe never reaches its arithmetic, even where sh is bash, a user's
-//! listeners elsewhere on the web port change no finding, and a user's
-//! listener on Sentry web's own address while it is down is not taken for it.
+//! listeners elsewhere on the web port change no finding, a user's
+//! listener on Sentry web's own address while it is down is not taken for
+//! it, and a template a host's root writes into its facts stays text.
 
 mod common;
 
@@ -326,4 +327,20 @@ fn a_users_listener_on_the_web_address_while_sentry_web_is_down_is_not_taken_for
     // running is in sync: the probe cannot tell, and takes the listener.
     let elsewhere = run(&fleet, "drift", &["-e", "supervisor_pidfile=/var/run/elsewhere.pid"]);
     assert_eq!(elsewhere.code, 0, "{elsewhere:?}");
+}
+
+/// What must hold: what a host reports about itself is text, never a
+/// template the controller runs. A host's root who writes a template into
+/// /etc/os-release gets it back as written, not the value of a variable
+/// the fleet's other hosts share (a variable that names `facts.os_id` is
+/// rendered once, and what it renders to is not rendered again).
+#[test]
+fn a_template_in_a_hosts_facts_is_text_and_renders_no_variable_of_the_fleet() {
+    needs!(Sandbox);
+    let fleet = Fleet::of(&["novhost"]);
+    fleet.exec(1, r#"sed -i 's/^ID=.*/ID="{{ fleet_secret }}"/' /etc/os-release"#);
+    let values = r#"{"fleet_secret": "Fleet-Secret-5", "sentry_web_host": "{{ facts.os_id }}"}"#;
+    let diff = run(&fleet, "diff", &["-e", values]);
+    assert!(diff.stdout.contains("uwsgi_pass {{ fleet_secret }}:9000;"), "the fact as written: {diff:?}");
+    assert!(!diff.stdout.contains("Fleet-Secret-5"), "no variable rendered from the host's text: {diff:?}");
 }
