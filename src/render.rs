@@ -6,7 +6,6 @@ use crate::random::random_u64;
 use crate::vars::Vars;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 pub struct Renderer {
@@ -103,51 +102,57 @@ impl Renderer {
     }
 
     /// Renders variables whose values are templates (`"{{ facts.cpus * 3 }}"`)
-    /// against the other variables, each once, after those it names: what
-    /// one renders to is a value, never a template again, so that a fact a
-    /// host reports (`ID="{{ secret }}"` in its os-release) stays the text
-    /// it is. A result that reads as an integer becomes a number.
+    /// against the other variables. Each round renders every such variable
+    /// from its text as written, against what the round before rendered
+    /// (the others as written, at first), until a round renders them all
+    /// as the one before did: so they may refer to each other in any way
+    /// a template can (`set`, `with`, `include`), and what a variable
+    /// renders to is a value, never a template again, so that a fact a host
+    /// reports (`ID="{{ secret }}"` in its os-release) stays the text it
+    /// is. A result that reads as an integer becomes a number.
     pub fn resolve_vars(&self, vars: &Vars) -> Result<Vars, String> {
-        let mut resolved = vars.clone();
-        // Each templated variable, with the names it refers to (none known
-        // when it does not compile: rendering it says why).
-        let mut waiting: BTreeMap<String, HashSet<String>> = resolved
+        let written: Vec<(String, String)> = vars
             .iter()
-            .filter_map(|(key, value)| value.as_str().filter(|text| is_template(text)).map(|text| (key, text)))
-            .map(|(key, text)| (key.clone(), self.names_in(text)))
+            .filter_map(|(key, value)| {
+                value.as_str().filter(|text| is_template(text)).map(|t| (key.clone(), t.to_owned()))
+            })
             .collect();
-        while !waiting.is_empty() {
-            let ready: Vec<String> = waiting
-                .iter()
-                .filter(|(_, names)| !names.iter().any(|name| waiting.contains_key(name)))
-                .map(|(key, _)| key.clone())
-                .collect();
-            if ready.is_empty() {
-                let names: Vec<&str> = waiting.keys().map(String::as_str).collect();
-                return Err(format!("variables refer to each other in a loop: {}", names.join(", ")));
-            }
+        // One round is enough when no template can see another's value:
+        // none names one, or includes a template that could.
+        let names_another = written.iter().any(|(_, text)| {
+            ["include", "import", "extends"].iter().any(|word| text.contains(word))
+                || written.iter().any(|(other, _)| names(text, other))
+        });
+        let mut resolved = vars.clone();
+        let mut changed: Vec<&str> = Vec::new();
+        // A chain of n variables settles in n rounds; one more shows it has.
+        for _ in 0..=written.len() {
             let scope = Scope::of(&resolved);
-            for key in ready {
-                waiting.remove(&key);
-                let text = resolved[&key].as_str().unwrap_or_default().to_owned();
-                let rendered = self.render_str(&format!("variable `{key}`"), &text, &scope)?;
+            changed.clear();
+            for (key, text) in &written {
+                let rendered = self.render_str(&format!("variable `{key}`"), text, &scope)?;
                 let value = match rendered.trim().parse::<i64>() {
                     Ok(n) => Json::from(n),
                     Err(_) => Json::String(rendered),
                 };
-                resolved.insert(key, value);
+                if resolved.get(key) != Some(&value) {
+                    changed.push(key);
+                }
+                resolved.insert(key.clone(), value);
+            }
+            if !names_another || changed.is_empty() {
+                return Ok(resolved);
             }
         }
-        Ok(resolved)
+        Err(format!("variables refer to each other in a loop: {}", changed.join(", ")))
     }
+}
 
-    /// The variables a playbook string names (`x` of `{{ x.y }}`).
-    fn names_in(&self, text: &str) -> HashSet<String> {
-        match self.env.get_template(&format!("{}{text}", self.strings)) {
-            Ok(template) => template.undeclared_variables(false),
-            Err(_) => HashSet::new(),
-        }
-    }
+/// Whether `text` mentions `name` as a word (it may not refer to it: a
+/// mention is enough to look again).
+fn names(text: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| !text[..at].ends_with(word) && !text[at + name.len()..].starts_with(word))
 }
 
 /// Redis' memory units (`1gb` = 1073741824, `1g` = 10^9, `100mb`, plain
@@ -318,6 +323,26 @@ mod tests {
         assert!(err.ends_with("in a loop: a, b"), "{err}");
         let itself = vars(&[("a", "{{ a }}x".into())]);
         assert!(r.resolve_vars(&itself).unwrap_err().ends_with("in a loop: a"));
+    }
+
+    #[test]
+    fn variables_named_through_set_with_filter_blocks_and_dead_branches_resolve() {
+        let (_dir, r) = renderer_with("");
+        let b = ("b", Json::from("{{ 'B' ~ 1 }}"));
+        for (a, expected) in [
+            ("{% set b = b %}{{ b }}", "B1"),
+            ("{% set c %}[{{ b }}]{% endset %}{{ c }}", "[B1]"),
+            ("{% with c = b %}{{ c }}{% endwith %}", "B1"),
+            ("{% filter replace('x', b) %}x{% endfilter %}", "B1"),
+        ] {
+            let out = r.resolve_vars(&vars(&[("a", a.into()), b.clone()])).unwrap();
+            assert_eq!(out["a"], expected, "{a}");
+        }
+        let dead = vars(&[("a", "{% if false %}{{ b }}{% endif %}ok".into()), ("b", "{{ a }}".into())]);
+        let out = r.resolve_vars(&dead).unwrap();
+        assert_eq!((&out["a"], &out["b"]), (&Json::from("ok"), &Json::from("ok")), "no loop where none runs");
+        let looped = vars(&[("a", "{% set b = b %}{{ b }}".into()), ("b", "{% set a = a %}{{ a }}".into())]);
+        assert!(r.resolve_vars(&looped).is_err(), "a loop through set is a loop");
     }
 
     #[test]
