@@ -394,7 +394,7 @@ while True:
         assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")], "{stage}: {found:#}");
         let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
         let expected = format!(
-            "what listens on 127.0.0.1:6379 is not run by root or redis (uid {}): it is not asked",
+            "what answers on 127.0.0.1:6379 is not run by root or redis (uid {}): it is not asked",
             nobody.trim()
         );
         assert_eq!(actual.trim(), expected, "{stage}");
