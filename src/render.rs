@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn a_variable_renders_after_those_it_names_and_what_it_renders_to_is_not_rendered_again() {
+    fn what_a_variable_renders_to_is_not_rendered_again_and_a_length_is_of_the_value() {
         let (_dir, r) = renderer_with("");
         let facts = serde_json::json!({"os_id": "{{ secret }}", "cpus": 4});
         let v = vars(&[
