@@ -34,6 +34,15 @@ fn items<'a>(document: &'a Value, name: &str) -> Vec<(&'a str, &'a str, &'a str)
         .collect()
 }
 
+/// A drift pass whose one finding is that live probe `probe` failed on
+/// host1: what it said.
+fn one_live_drift(fleet: &Fleet, extra: &[&str], probe: &str) -> String {
+    let (code, found) = drift_json(fleet, extra);
+    assert_eq!(code, 2, "{found:#}");
+    assert_eq!(items(&found, "host1"), [("live", probe, "host_drift")], "{found:#}");
+    host(&found, "host1")["items"][0]["actual"].as_str().unwrap().trim().to_owned()
+}
+
 #[test]
 fn drift_tells_hand_edits_and_live_changes_from_pending_changes_and_remediates_only_what_moved() {
     needs!(Sandbox);
@@ -286,12 +295,8 @@ chmod 755 /root/redis6-cli"#,
     assert_eq!(code, 0, "{clean:#}");
     fleet.exec(1, "redis-cli config set maxmemory-policy noeviction && redis-cli config set save '900 1'");
     let drifted = |extra: &[&str]| {
-        let (code, found) = drift_json(&fleet, extra);
-        assert_eq!(code, 2, "{found:#}");
-        assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")]);
-        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap().to_owned();
         assert_eq!(
-            actual.trim(),
+            one_live_drift(&fleet, extra, "redis live config"),
             "save: expected '', actual '900 1'\nmaxmemory-policy: expected 'allkeys-lru', actual 'noeviction'",
             "{extra:?}"
         );
@@ -389,15 +394,12 @@ while True:
     );
     let nobody = fleet.exec(1, "id -u nobody");
     let refused = |stage: &str| {
-        let (code, found) = drift_json(&fleet, &[]);
-        assert_eq!(code, 2, "{stage}: {found:#}");
-        assert_eq!(items(&found, "host1"), [("live", "redis live config", "host_drift")], "{stage}: {found:#}");
-        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
+        let actual = one_live_drift(&fleet, &[], "redis live config");
         let expected = format!(
             "what answers on 127.0.0.1:6379 is not run by root or redis (uid {}): it is not asked",
             nobody.trim()
         );
-        assert_eq!(actual.trim(), expected, "{stage}");
+        assert_eq!(actual, expected, "{stage}");
     };
     refused("without a password");
     fleet.exec(
@@ -439,13 +441,10 @@ fn a_stopped_redis_or_supervisord_is_drift_after_the_probes_timeout_not_a_hung_p
     ] {
         fleet.exec(1, &format!("pkill -STOP -x {stopped}"));
         let started = Instant::now();
-        let (code, found) = drift_json(&fleet, &limits);
+        let actual = one_live_drift(&fleet, &limits, probe);
         let took = started.elapsed();
         fleet.exec(1, &format!("pkill -CONT -x {stopped}"));
-        assert_eq!(code, 2, "{found:#}");
-        assert_eq!(items(&found, "host1"), [("live", probe, "host_drift")], "{found:#}");
-        let actual = host(&found, "host1")["items"][0]["actual"].as_str().unwrap();
-        assert_eq!(actual.trim(), said);
+        assert_eq!(actual, said);
         assert!(took < Duration::from_secs(30), "the pass took {took:?}");
     }
     let (code, clean) = drift_json(&fleet, &limits);
