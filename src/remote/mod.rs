@@ -26,10 +26,12 @@ mod tests;
 pub use handlers::{Verify, handlers, parse_handlers};
 pub use install::{FailedAt, FileWrite, Install, install, kept_path, parse_install, private_dir};
 pub use lock::{HOLDER_PATIENCE_SECONDS, LOCK_LOST, lock_probe, locked, work_lock};
-pub use probes::{parse_probes, probes, snapshot_then_probes};
+#[cfg(test)]
+pub use probes::runs_in_one_perl;
+pub use probes::{parse_probes, probes};
 pub use restore::{Restore, parse_restore, restore};
 pub use shell::{first_line, quote};
-pub use snapshot::{SnapshotScript, TOOLS, parse_snapshot, snapshot};
+pub use snapshot::{SnapshotScript, TOOLS, parse_snapshot, snapshot, snapshot_then_probes};
 pub use state::{STATE_DIR, StateFiles, folder_of};
 pub use wire::end_line;
 

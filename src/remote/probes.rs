@@ -3,31 +3,137 @@
 
 use super::shell::{PRELUDE, Word, call_with_command};
 use super::wire::{Line, decode_text, read_lines};
+use crate::random::random_u64;
 
-const PROBES_SH: &str = include_str!("probes.sh");
+pub(super) const PROBES_SH: &str = include_str!("probes.sh");
+const ONE_PERL: &str = include_str!("one_perl.pl");
 
 /// Live-state probes: each command's exit status and the tail of its output.
 pub fn probes(probes: &[&str]) -> String {
-    String::from(PRELUDE) + &probe_calls(probes)
-}
-
-/// A snapshot script followed by probes, in one round trip (a drift pass
-/// that writes nothing): the snapshot runs in a subshell, so that its
-/// variables and functions end with it and the probes start as
-/// [`probes`] starts them.
-pub fn snapshot_then_probes(snapshot: &str, probes_run: &[&str]) -> String {
-    format!("(\n{snapshot}) || exit\n{}", probes(probes_run))
-}
-
-fn probe_calls(probes: &[&str]) -> String {
-    let mut s = String::from(PROBES_SH);
-    for (i, cmd) in probes.iter().enumerate() {
-        // A subshell's $$ and PPID are the script's (see probes.sh).
-        let runner = if names_its_shells_pid(cmd) { "probe_in_own_shell" } else { "probe" };
-        call_with_command(&mut s, runner, &[Word::from(i)], cmd);
+    let (in_perl, calls) = probes_by_kind(probes);
+    let mut s = String::from(PRELUDE) + PROBES_SH + &calls;
+    if !in_perl.is_empty() {
+        s.push_str("probes_in_one_perl");
+        for (i, _) in &in_perl {
+            s.push_str(&format!(" {i}"));
+        }
+        s.push_str(&one_perl_on_stdin(&in_perl));
     }
     s.push_str("echo END\n");
     s
+}
+
+/// The Perl probes among `probes` (see [`PerlProgram`]) with their
+/// indexes, and the calls of `probes.sh` that run the others, in order.
+pub(super) fn probes_by_kind(probes: &[&str]) -> (Vec<(usize, PerlProgram)>, String) {
+    let mut in_perl = Vec::new();
+    let mut calls = String::new();
+    for (i, cmd) in probes.iter().enumerate() {
+        if let Some(program) = perl_program(cmd) {
+            in_perl.push((i, program));
+            continue;
+        }
+        // A subshell's $$ and PPID are the script's (see probes.sh).
+        let runner = if names_its_shells_pid(cmd) { "probe_in_own_shell" } else { "probe" };
+        call_with_command(&mut calls, runner, &[Word::from(i)], cmd);
+    }
+    (in_perl, calls)
+}
+
+/// ` <<'END'` and the here-document that gives a command's stdin
+/// `one_perl.pl` and, after its `__DATA__`, each Perl probe's program and
+/// arguments (`INDEX LENGTH...`, then the bytes).
+pub(super) fn one_perl_on_stdin(programs: &[(usize, PerlProgram)]) -> String {
+    let end = format!("SP_PERL_{:016x}", random_u64());
+    let mut s = format!(" <<'{end}'\n{ONE_PERL}");
+    for (i, PerlProgram { program, arguments }) in programs {
+        s.push_str(&i.to_string());
+        for text in std::iter::once(program).chain(arguments) {
+            s.push_str(&format!(" {}", text.len()));
+        }
+        s.push('\n');
+        s.push_str(program);
+        arguments.iter().for_each(|argument| s.push_str(argument));
+    }
+    s.push_str(&format!("\n{end}\n"));
+    s
+}
+
+/// Whether a probe runs in the one perl of its pass (see [`PerlProgram`]).
+#[cfg(test)]
+pub fn runs_in_one_perl(probe: &str) -> bool {
+    perl_program(probe).is_some()
+}
+
+/// A probe that is one Perl program: `exec perl - WORD... <<'END'` after
+/// nothing but blank and comment lines, its here-document (quoted: read as
+/// it is) the rest of the probe. Its words are plain (bare characters no
+/// shell treats specially, single quotes, backslashes: what `| quote`
+/// writes), so they mean here what the shell would make of them. Its
+/// program has no `#!` line (perl takes switches from one) and no
+/// `__END__` or `__DATA__` (a probe of its own reads the rest of its stdin
+/// there).
+#[derive(Debug, PartialEq)]
+pub(super) struct PerlProgram {
+    program: String,
+    arguments: Vec<String>,
+}
+
+fn perl_program(cmd: &str) -> Option<PerlProgram> {
+    let blank = |line: &str| line.trim_matches([' ', '\t']).is_empty();
+    let mut lines = cmd.split('\n');
+    let exec_line =
+        lines.by_ref().find(|line| !blank(line) && !line.trim_start_matches([' ', '\t']).starts_with('#'))?;
+    let (command, _) = exec_line.split_once("<<")?;
+    let words = plain_words(command)?;
+    let [exec, perl, dash, arguments @ ..] = words.as_slice() else { return None };
+    let [document] = here_documents(exec_line).try_into().ok()?;
+    if (exec.as_str(), perl.as_str(), dash.as_str()) != ("exec", "perl", "-")
+        || !document.quoted
+        || document.strip_tabs
+        || !document.ends_its_line
+    {
+        return None;
+    }
+    let mut program = String::new();
+    for line in lines.by_ref() {
+        if line == document.delimiter {
+            let special = |line: &str| line.starts_with("__END__") || line.starts_with("__DATA__");
+            return (lines.all(blank) && !program.starts_with("#!") && !program.split('\n').any(special))
+                .then(|| PerlProgram { program, arguments: arguments.to_vec() });
+        }
+        program.push_str(line);
+        program.push('\n');
+    }
+    None
+}
+
+/// The words of a line of shell made only of characters no shell treats
+/// specially (ASCII letters, digits and `@%+=:,./-_`), single-quoted text
+/// and backslash escapes, split at blanks; `None` for any other line.
+fn plain_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => words.extend(word.take()),
+            '\'' => {
+                let text = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => text.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c if c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c) => word.get_or_insert_with(String::new).push(c),
+            _ => return None,
+        }
+    }
+    words.extend(word);
+    Some(words)
 }
 
 /// Whether a probe's shell text names its shell's pid (`$$`, `PPID`),

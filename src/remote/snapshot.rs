@@ -9,6 +9,7 @@
 //! script arrives, marks where they end, and the script's last line is
 //! [`end_line`]. A file holding a line `END` ends nothing.
 
+use super::probes::{PROBES_SH, one_perl_on_stdin, probes_by_kind};
 use super::shell::{PRELUDE, Word, assign, call, call_with_command};
 use super::state::{StateFiles, folder_of, owed_handlers};
 use super::wire::{Printed, end_line, ended_early};
@@ -32,8 +33,30 @@ pub struct SnapshotScript {
 /// finds, then `unless` guards, then the handlers still owed and the record
 /// of the last apply.
 pub fn snapshot(state: &StateFiles, paths: &[&str], patterns: &[&str], guards: &[(usize, &str)]) -> SnapshotScript {
+    snapshot_then_probes(state, paths, patterns, guards, &[])
+}
+
+/// The snapshot, and the live probes after it in the same round trip (a
+/// drift pass that writes nothing): the Perl ones in the snapshot's one
+/// perl, the others after the snapshot, which runs in a subshell so that
+/// its variables and functions end with it and they start as
+/// [`probes`](super::probes()) starts them.
+pub fn snapshot_then_probes(
+    state: &StateFiles,
+    paths: &[&str],
+    patterns: &[&str],
+    guards: &[(usize, &str)],
+    probes: &[&str],
+) -> SnapshotScript {
     let token = format!("{:016x}", random_u64());
-    let mut s = String::from(PRELUDE);
+    let (in_perl, probe_calls) = probes_by_kind(probes);
+    let mut s = String::new();
+    if !probes.is_empty() {
+        s.push_str(PRELUDE);
+        s.push_str(PROBES_SH);
+        s.push_str("(\n");
+    }
+    s.push_str(PRELUDE);
     s.push_str(&state.shell());
     assign(&mut s, &[("token", Word::raw(&token))]);
     s.push_str(SNAPSHOT_SH);
@@ -54,7 +77,15 @@ pub fn snapshot(state: &StateFiles, paths: &[&str], patterns: &[&str], guards: &
     for (index, cmd) in guards {
         call_with_command(&mut s, "guard", &[Word::from(*index)], cmd);
     }
-    s.push_str("send \"$@\"\n");
+    let indexes: Vec<String> = in_perl.iter().map(|(i, _)| i.to_string()).collect();
+    assign(&mut s, &[("perl_probes", Word::raw(format!("'{}'", indexes.join(" "))))]);
+    s.push_str("send \"$@\"");
+    s.push_str(&one_perl_on_stdin(&in_perl));
+    if !probes.is_empty() {
+        s.push_str(") || exit\n");
+        s.push_str(&probe_calls);
+        s.push_str("echo END\n");
+    }
     SnapshotScript { text: s, token }
 }
 

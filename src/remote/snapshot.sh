@@ -53,55 +53,23 @@ found() {
 }
 guard() { if sh -c '. /dev/fd/3' >/dev/null 2>&1 </dev/null; then echo "GUARD $1"; fi; }
 # send FILE...: the first $nl are links. One perl where the host has one
-# (Debian's perl-base) prints what stat, cat and readlink would: each
-# process started costs a host a millisecond or more.
+# (one_perl.pl, on send's stdin) prints what stat, cat and readlink would,
+# the end line, and what the Perl probes of the pass say ($perl_probes,
+# their indexes): each process started costs a host a millisecond or more.
+# The token goes in perl's environment (see one_perl.pl).
 send() {
     [ -f "$pending" ] && [ -r "$pending" ] && set -- "$@" "$pending" && files="$files pending"
     [ -f "$applied" ] && [ -r "$applied" ] && set -- "$@" "$applied" && files="$files applied"
     [ -f "$state/key" ] && [ -r "$state/key" ] && set -- "$@" "$state/key" && files="$files key"
-    if [ -n "$files$links" ] && command -v perl >/dev/null 2>&1; then
-        send_from_perl "$@"
+    if [ -n "$files$links$perl_probes" ] && command -v perl >/dev/null 2>&1; then
+        token="$token" perl - "$nl" "$files" "$links" "$@"
     else
         [ -z "$files" ] || send_files "$@"
         [ -z "$links" ] || send_links "$@"
+        echo "END $token"
+        # shellcheck disable=SC2086 # indexes, split as words
+        [ -z "$perl_probes" ] || probes_in_one_perl $perl_probes
     fi
-    echo "END $token"
-}
-# The token goes in perl's environment, which only its user may read, not
-# on its command line, which every user may (/proc/PID/cmdline): a file
-# that knew it could end its content early. SIGPIPE, which the lock's
-# shell ignores, ends perl as a write error ends cat: a reader gone must
-# not leave it reading (a link swapped to /dev/zero) under the lock.
-send_from_perl() {
-    token="$token" perl -e '
-        $SIG{PIPE} = "DEFAULT";
-        my $token = $ENV{token};
-        my ($nl, $files, $links, @paths) = @ARGV;
-        my @links = splice @paths, 0, $nl;
-        my (%user, %group);
-        binmode STDOUT;
-        if ($files ne "") {
-            print "FILES$files\n";
-            for (@paths) {
-                my @meta = stat $_ or do { warn "stat: cannot stat $_: $!\n"; next };
-                $user{$meta[4]} //= getpwuid($meta[4]) // "UNKNOWN";
-                $group{$meta[5]} //= getgrgid($meta[5]) // "UNKNOWN";
-                printf "META %o %s %s %d\n", $meta[2] & 07777, $user{$meta[4]}, $group{$meta[5]}, $meta[7];
-            }
-            print "CONTENT $token\n";
-            for (@paths) {
-                open my $file, "<", $_ or do { warn "cat: $_: $!\n"; next };
-                binmode $file;
-                while (read $file, my $chunk, 65536) { print $chunk }
-            }
-            print "\nCONTENT-END $token\n";
-        }
-        if ($links ne "") {
-            print "LINKS$links\n";
-            for (@links) { my $target = readlink $_; defined $target ? print "$target\0" : warn "readlink: $_: $!\n" }
-            print "\nLINKS-END $token\n";
-        }
-    ' "$nl" "$files" "$links" "$@"
 }
 send_files() {
     shift "$nl"
@@ -119,4 +87,4 @@ send_links() {
     readlink -z -- "$@"
     printf '\nLINKS-END %s\n' "$token"
 }
-set --; files='' links='' nl=0 nf=0
+set --; files='' links='' nl=0 nf=0 perl_probes=''

@@ -288,8 +288,12 @@ impl HostRun<'_> {
             Mode::Apply | Mode::Drift(Remediate::HostDrift | Remediate::All) => true,
             Mode::Check | Mode::Drift(Remediate::Nothing) => false,
         };
+        // A drift pass that writes nothing runs its probes right after the
+        // snapshot, in the same round trip: they are read below only if the
+        // host's facts leave them as rendered before facts.
+        let probes_now: &[&str] = if early_probes { &probe_refs } else { &[] };
         let remote::SnapshotScript { text, token } =
-            remote::snapshot(&self.job.state, &path_refs, &pattern_refs, &guard_refs);
+            remote::snapshot_then_probes(&self.job.state, &path_refs, &pattern_refs, &guard_refs, probes_now);
         self.enter(Phase::Snapshot);
         let mut lock_held = false;
         let output = if writes {
@@ -336,11 +340,7 @@ impl HostRun<'_> {
             }
             output
         } else {
-            // A drift pass that writes nothing runs its probes right after
-            // the snapshot, in the same round trip: they are read below only
-            // if the host's facts leave them as rendered before facts.
-            let probed = remote::lock_probe(&self.job.state)
-                + &if early_probes { remote::snapshot_then_probes(&text, &probe_refs) } else { text };
+            let probed = remote::lock_probe(&self.job.state) + &text;
             let output = self.round_trip(Phase::Snapshot, &probed.into()).await?;
             lock_held = output.stdout.starts_with(b"LOCKHELD\n");
             output

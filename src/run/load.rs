@@ -281,3 +281,27 @@ pub fn check_playbook(
         hosts.len()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn every_probe_of_the_shipped_playbook_runs_in_the_one_perl_of_its_pass() {
+        let cli = Cli::try_parse_from(["sentry-provision", "drift", "-i", "inventory"]).unwrap();
+        let Command::Drift(drift) = cli.command else { unreachable!() };
+        let settings = drift.common.settings(super::super::Mode::Check).unwrap();
+        let prepared = load(&settings).unwrap();
+        let placeholder = Facts::placeholder(remote::TOOLS);
+        let mut probes = std::collections::BTreeSet::new();
+        for job in &prepared.jobs {
+            for (name, command, _) in prepared.render(job, &placeholder, &settings).unwrap().probes {
+                assert!(remote::runs_in_one_perl(&command), "{name}:\n{command}");
+                probes.insert(name);
+            }
+        }
+        assert_eq!(probes.len(), 4, "{probes:?}");
+    }
+}

@@ -309,14 +309,64 @@ fn a_probe_after_the_snapshot_starts_as_a_shell_of_its_own_would() {
     let listing = shell::quote(&listing.display().to_string());
     let file = dir.path().join("a file").display().to_string();
     std::fs::write(&file, "x").unwrap();
-    let script = snapshot(&test_state(), &[file.as_str()], &[], &[(0, "true")]);
     let (in_probe, own_shell) = (format!(". {listing}"), format!("sh {listing}"));
-    let text = snapshot_then_probes(&script.text, &[&in_probe, &own_shell]);
-    let stdout = sh(&text);
+    let in_perl =
+        "exec perl - one <<'PL'\nprint \"$0 @ARGV \", exists $ENV{token} ? 'token' : 'no token', \"\\n\";\nPL";
+    let script =
+        snapshot_then_probes(&test_state(), &[file.as_str()], &[], &[(0, "true")], &[&in_probe, in_perl, &own_shell]);
+    let stdout = sh(&script.text);
     let out = parse_snapshot(&stdout, &[file.as_str()], &[], &script.token).unwrap();
     assert!(matches!(out.snapshot.entries[&file], Entry::File { .. }), "the snapshot still reads");
-    let probes = parse_probes(&stdout[out.after_end..], 2).unwrap();
+    let probes = parse_probes(&stdout[out.after_end..], 3).unwrap();
     assert_eq!(probes[0].0, 0, "{probes:?}");
     assert!(probes[0].1.contains("arguments: 0") && probes[0].1.contains("variable PATH"), "{probes:?}");
-    assert_eq!(probes[0], probes[1], "a probe sees what a shell of its own would");
+    assert_eq!(probes[0], probes[2], "a probe sees what a shell of its own would");
+    assert_eq!(probes[1], (0, "- one no token".to_owned()), "the snapshot's one perl ran it, and kept its token");
+}
+
+#[test]
+fn a_perl_probe_run_in_the_one_perl_says_what_a_perl_of_its_own_would() {
+    let programs = [
+        "print \"$0 [@ARGV] \", scalar(@_), ' ', __FILE__, ' ', __PACKAGE__, ' ', defined(<STDIN>) ? 'input' : 'no input', \"\\n\";",
+        "print 'started ', abs($^T - time) <= 1 ? 'now' : 'earlier', \"\\n\"; $x = 1; print \"no strict $x\\n\";",
+        "print \"out\\n\"; print STDERR \"err\\n\"; warn \"careful\"; exit 3;",
+        "die \"no\\n\";",
+        "$! = 5; die 'with errno';",
+        "my $x = ;",
+        "kill 'TERM', $$; sleep 5;",
+        "use strict; our $y = 2; print \"$y\\n\" x 3000;",
+        "END { print \"at the end\\n\" } print 'then ';",
+    ];
+    let arguments = "a 'b c' 'it'\\''s' x\\ y";
+    let one_perl: Vec<String> =
+        programs.iter().map(|p| format!("# a comment\n\nexec perl - {arguments} <<'PL'\n{p}\nPL\n")).collect();
+    // The same program, not in the one perl's shape: a perl of its own.
+    let its_own: Vec<String> =
+        programs.iter().map(|p| format!("true\nexec perl - {arguments} <<'PL'\n{p}\nPL\n")).collect();
+    for probe in &one_perl {
+        assert!(probes(&[probe.as_str()]).contains("\nprobes_in_one_perl 0 <<"), "{probe}");
+    }
+    for probe in &its_own {
+        assert!(!probes(&[probe.as_str()]).contains("\nprobes_in_one_perl 0 <<"), "{probe}");
+    }
+    let run = |texts: &[String]| {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        parse_probes(&sh(probes(&texts)), texts.len()).unwrap()
+    };
+    let (fast, slow) = (run(&one_perl), run(&its_own));
+    for ((program, fast), slow) in programs.iter().zip(&fast).zip(&slow) {
+        // A die's status is errno, whatever perl's start left there; what
+        // perl's parser says near an error depends on how it read the text.
+        if program.starts_with("die") {
+            assert_eq!((fast.0 != 0, &fast.1), (slow.0 != 0, &slow.1), "{program}");
+        } else if program.starts_with("my $x = ;") {
+            let parts = |out: &(i32, String)| {
+                (out.0, out.1.split(',').next().unwrap().to_owned(), out.1.lines().last().unwrap().to_owned())
+            };
+            assert_eq!(parts(fast), parts(slow));
+        } else {
+            assert_eq!(fast, slow, "{program}");
+        }
+    }
+    assert_eq!(fast[0], (0, "- [a b c it's x y] 0 - main no input".to_owned()));
 }

@@ -178,13 +178,26 @@ fn a_host_without_perl_reads_its_files_with_stat_cat_and_readlink_into_the_same_
     let paths: Vec<&str> = names.iter().map(String::as_str).collect();
     let pattern = format!("{}/*", enabled.display());
     let script = snapshot(&state, &paths, &[&pattern], &[]);
-    // Every program this machine's /usr/bin has, but perl.
-    let without_perl = dir.path().join("bin");
-    std::fs::create_dir(&without_perl).unwrap();
+    let by_coreutils = sh_without_perl(dir.path(), &script.text);
+    let by_perl = sh(&script.text);
+    assert_eq!(String::from_utf8_lossy(&by_perl), String::from_utf8_lossy(&by_coreutils));
+    let out = parse_snapshot(&by_perl, &paths, &[&pattern], &script.token).unwrap();
+    assert_eq!(out.snapshot.entries[&names[3]], Entry::Link { target: "plain".into() });
+    assert!(matches!(&out.snapshot.entries[&names[2]], Entry::File { mode: 0o2755, .. }));
+    assert_eq!(out.snapshot.found.len(), 2, "{:?}", out.snapshot.found);
+    assert_eq!(out.snapshot.pending_handlers, ["reload nginx"]);
+}
+
+/// What `sh` prints of `script` with every program this machine's /usr/bin
+/// has on its PATH, but perl.
+fn sh_without_perl(dir: &std::path::Path, script: &str) -> Vec<u8> {
+    let without_perl = dir.join("bin");
+    std::fs::create_dir_all(&without_perl).unwrap();
     for program in std::fs::read_dir("/usr/bin").unwrap() {
         let program = program.unwrap();
-        if !program.file_name().to_string_lossy().starts_with("perl") {
-            std::os::unix::fs::symlink(program.path(), without_perl.join(program.file_name())).unwrap();
+        let link = without_perl.join(program.file_name());
+        if !program.file_name().to_string_lossy().starts_with("perl") && !link.exists() {
+            std::os::unix::fs::symlink(program.path(), link).unwrap();
         }
     }
     let mut child = Command::new("/bin/sh")
@@ -195,15 +208,27 @@ fn a_host_without_perl_reads_its_files_with_stat_cat_and_readlink_into_the_same_
         .spawn()
         .unwrap();
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(script.text.as_bytes()).unwrap();
-    let by_coreutils = child.wait_with_output().unwrap().stdout;
-    let by_perl = sh(&script.text);
-    assert_eq!(String::from_utf8_lossy(&by_perl), String::from_utf8_lossy(&by_coreutils));
-    let out = parse_snapshot(&by_perl, &paths, &[&pattern], &script.token).unwrap();
-    assert_eq!(out.snapshot.entries[&names[3]], Entry::Link { target: "plain".into() });
-    assert!(matches!(&out.snapshot.entries[&names[2]], Entry::File { mode: 0o2755, .. }));
-    assert_eq!(out.snapshot.found.len(), 2, "{:?}", out.snapshot.found);
-    assert_eq!(out.snapshot.pending_handlers, ["reload nginx"]);
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn a_host_without_perl_has_each_perl_probe_fail_as_its_exec_would_and_runs_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let name = file.display().to_string();
+    let probes = ["exec perl - <<'PL'\nprint 1;\nPL", "echo from the shell"];
+    for without_files in [false, true] {
+        let paths: &[&str] = if without_files { &[] } else { &[name.as_str()] };
+        let script = snapshot_then_probes(&test_state(), paths, &[], &[], &probes);
+        let stdout = sh_without_perl(dir.path(), &script.text);
+        let out = parse_snapshot(&stdout, paths, &[], &script.token).unwrap();
+        let said = parse_probes(&stdout[out.after_end..], 2).unwrap();
+        assert_eq!(said[0].0, 127, "{said:?}");
+        assert!(said[0].1.contains("perl: not found"), "{said:?}");
+        assert_eq!(said[1], (0, "from the shell".to_owned()));
+    }
 }
 
 #[test]
