@@ -6,7 +6,16 @@ use super::wire::{Line, decode_text, read_lines};
 use crate::random::random_u64;
 
 pub(super) const PROBES_SH: &str = include_str!("probes.sh");
-const ONE_PERL: &str = include_str!("one_perl.pl");
+/// `one_perl.pl` without its comment lines: at most 4 KB, which dash writes
+/// to a here-document's pipe itself, where a longer one costs a fork (an
+/// apply's snapshot sends it with no probes).
+static ONE_PERL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    include_str!("one_perl.pl")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .map(|line| line.to_owned() + "\n")
+        .collect()
+});
 
 /// Live-state probes: each command's exit status and the tail of its output.
 pub fn probes(probes: &[&str]) -> String {
@@ -45,7 +54,7 @@ pub(super) fn probes_by_kind(probes: &[&str]) -> (Vec<(usize, PerlProgram)>, Str
 /// arguments (`INDEX LENGTH...`, then the bytes).
 pub(super) fn one_perl_on_stdin(programs: &[(usize, PerlProgram)]) -> String {
     let end = format!("SP_PERL_{:016x}", random_u64());
-    let mut s = format!(" <<'{end}'\n{ONE_PERL}");
+    let mut s = format!(" <<'{end}'\n{}", *ONE_PERL);
     for (i, PerlProgram { program, arguments }) in programs {
         s.push_str(&i.to_string());
         for text in std::iter::once(program).chain(arguments) {

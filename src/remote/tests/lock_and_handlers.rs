@@ -370,3 +370,12 @@ fn a_perl_probe_run_in_the_one_perl_says_what_a_perl_of_its_own_would() {
     }
     assert_eq!(fast[0], (0, "- [a b c it's x y] 0 - main no input".to_owned()));
 }
+
+#[test]
+fn an_apply_snapshots_one_perl_fits_the_pipe_dash_writes_a_here_document_to_without_a_fork() {
+    let script = snapshot(&test_state(), &["/etc/hostname"], &[], &[]).text;
+    let (_, document) = script.split_once("send \"$@\" <<'").unwrap();
+    let (end, body) = document.split_once("'\n").unwrap();
+    let body = &body[..body.find(&format!("\n{end}\n")).unwrap()];
+    assert!(body.len() < 4096, "{} bytes and a newline", body.len());
+}
