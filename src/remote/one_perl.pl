@@ -79,15 +79,20 @@ while (defined(my $header = <DATA>)) {
     push @probes, [$index, @texts];
 }
 close DATA;
-for my $probe (@probes) {
+
+# The next probe, then the rest (a tail call, not a loop: a probe's `next`,
+# `last` or `redo` outside a loop of its own must find none, as in a perl of
+# its own).
+sub run_probes {
+    my $probe = shift @probes or return;
     my ($index, $program, @arguments) = @$probe;
     my ($output, $input);
-    pipe($output, $input) or do { print "PROBE $index 2 ", base64("cannot make a pipe: $!"), "\n"; next };
+    pipe($output, $input) or do { print "PROBE $index 2 ", base64("cannot make a pipe: $!"), "\n"; goto &run_probes };
     # fork flushes STDOUT first: no line is printed twice.
     my $child = fork;
     if (!defined $child) {
         print "PROBE $index 2 ", base64("cannot fork: $!"), "\n";
-        next;
+        goto &run_probes;
     }
     if (!$child) {
         close $output;
@@ -95,14 +100,19 @@ for my $probe (@probes) {
         close $input;
         $SIG{PIPE} = $given_sigpipe // 'DEFAULT';
         @ARGV = @arguments;
-        ($^T, $!) = (time, 0);
-        our $running = 0;
-        run("package main; \$SentryProvision::running = 1;\n#line 1 \"-\"\n$program");
-        exit 0 if $@ eq '';
+        ($^T, $!, $?) = (time, 0, 0);
+        our ($running, $finished) = (0, 0);
+        # After the program, a line that says it ran to its end: a `return`
+        # at its top level ends a string eval where it is an error in a
+        # perl of its own. It follows a `;` (the last statement may have
+        # none) and a paragraph of POD (the program may end in one).
+        run("package main; \$SentryProvision::running = 1;\n#line 1 \"-\"\n$program\n;\n\n=pod\n\n=cut\n\$SentryProvision::finished = 1;\n");
+        exit 0 if $@ eq '' && $finished;
         # As perl ends: on a program that does not compile, with 255; on a
-        # die, with errno, else the last child's status, else 255.
-        print STDERR $@;
-        if (!$running) {
+        # die (a failed BEGIN or use among them), with errno, else the last
+        # child's status, else 255.
+        print STDERR $@ eq '' ? "Can't return outside a subroutine (at the probe's top level)\n" : $@;
+        if (!$running && $@ !~ /^BEGIN failed--compilation aborted/m) {
             print STDERR "Execution of - aborted due to compilation errors.\n";
             exit 255;
         }
@@ -113,8 +123,12 @@ for my $probe (@probes) {
     close $output;
     waitpid $child, 0;
     my $status = $? & 127 ? 128 + ($? & 127) : $? >> 8;
+    # As the shell's $(...) keeps it: no NUL bytes, no newlines at the end.
+    $said =~ tr/\0//d;
     $said =~ s/\n+\z//;
     $said = substr $said, -2000 if length $said > 2000;
     print "PROBE $index $status ", ($said eq '' ? '' : base64($said)), "\n";
+    goto &run_probes;
 }
+run_probes();
 __DATA__

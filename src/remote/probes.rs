@@ -75,41 +75,47 @@ pub fn runs_in_one_perl(probe: &str) -> bool {
 }
 
 /// A probe that is one Perl program: `exec perl - WORD... <<'END'` after
-/// nothing but blank and comment lines, its here-document (quoted: read as
-/// it is) the rest of the probe. Its words are plain (bare characters no
-/// shell treats specially, single quotes, backslashes: what `| quote`
-/// writes), so they mean here what the shell would make of them. Its
-/// program has no `#!` line (perl takes switches from one) and no
-/// `__END__` or `__DATA__` (a probe of its own reads the rest of its stdin
-/// there).
+/// nothing but blank and comment lines, its here-document the rest of the
+/// probe. Its words are plain (bare characters no shell treats specially,
+/// single quotes, backslashes: what `| quote` writes), so they mean here
+/// what the shell would make of them; its end word is single-quoted (the
+/// body is read as it is) and only blanks follow it. Neither holds a NUL
+/// (dash drops them from a here-document). A program that could tell a
+/// string eval from a perl of its own, or that a string eval would end
+/// early, runs in a perl of its own: one with a `#!` line (perl takes
+/// switches from it), `__END__`, `__DATA__`, ^D or ^Z (where a perl of its
+/// own reads the rest of its stdin), CHECK or INIT blocks (a string eval
+/// runs neither), `$^S` or `caller` (they see the eval).
 #[derive(Debug, PartialEq)]
 pub(super) struct PerlProgram {
     program: String,
     arguments: Vec<String>,
 }
 
+/// What a program may contain that a string eval runs otherwise.
+const TELLS_AN_EVAL: &[&str] = &["__END__", "__DATA__", "\u{4}", "\u{1a}", "CHECK", "INIT", "^S", "caller"];
+
 fn perl_program(cmd: &str) -> Option<PerlProgram> {
     let blank = |line: &str| line.trim_matches([' ', '\t']).is_empty();
+    if cmd.contains('\0') {
+        return None;
+    }
     let mut lines = cmd.split('\n');
     let exec_line =
         lines.by_ref().find(|line| !blank(line) && !line.trim_start_matches([' ', '\t']).starts_with('#'))?;
-    let (command, _) = exec_line.split_once("<<")?;
+    let (command, document) = exec_line.split_once("<<")?;
     let words = plain_words(command)?;
     let [exec, perl, dash, arguments @ ..] = words.as_slice() else { return None };
-    let [document] = here_documents(exec_line).try_into().ok()?;
-    if (exec.as_str(), perl.as_str(), dash.as_str()) != ("exec", "perl", "-")
-        || !document.quoted
-        || document.strip_tabs
-        || !document.ends_its_line
-    {
+    let end = document.trim_start_matches([' ', '\t']).strip_prefix('\'')?;
+    let (end, after) = end.split_once('\'')?;
+    if (exec.as_str(), perl.as_str(), dash.as_str()) != ("exec", "perl", "-") || end.is_empty() || !blank(after) {
         return None;
     }
     let mut program = String::new();
     for line in lines.by_ref() {
-        if line == document.delimiter {
-            let special = |line: &str| line.starts_with("__END__") || line.starts_with("__DATA__");
-            return (lines.all(blank) && !program.starts_with("#!") && !program.split('\n').any(special))
-                .then(|| PerlProgram { program, arguments: arguments.to_vec() });
+        if line == end {
+            let tells = program.starts_with("#!") || TELLS_AN_EVAL.iter().any(|tell| program.contains(tell));
+            return (lines.all(blank) && !tells).then(|| PerlProgram { program, arguments: arguments.to_vec() });
         }
         program.push_str(line);
         program.push('\n');
