@@ -19,7 +19,7 @@ probe_in_own_shell() {
 tell() {
     if [ -z "$out" ]; then echo "PROBE $1 $2 "; else printf 'PROBE %s %s %s\n' "$1" "$2" "$(printf '%s' "$out" | tail -c 2000 | b64)"; fi
 }
-# probes_in_one_perl I...: runs probes I..., each a Perl program (probes.pl
+# probes_in_one_perl I...: runs probes I..., each a Perl program (one_perl.pl
 # on stdin, their texts after it), in one perl; where there is no perl each
 # says what its exec would have.
 probes_in_one_perl() {
