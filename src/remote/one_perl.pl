@@ -16,7 +16,7 @@
 # program and then of each argument, then those bytes), each in a child
 # forked from this perl where it started a perl of its own. A child starts
 # as that perl would have: package main, no lexicals and no pragmas in
-# scope, $0 '-', the probe's arguments in @ARGV, $^T now, the signal
+# scope, $0 '-', the probe's arguments in @ARGV, $^T now, $? 0, the signal
 # dispositions this perl was given, stdin at its end, stdout and stderr on
 # one pipe, and its program's lines numbered as `-`'s. Each says `PROBE
 # INDEX STATUS TAIL` as probes.sh's `tell` does: its exit status as a shell
@@ -39,9 +39,8 @@ sub base64 {
 }
 
 my $token = delete $ENV{token};
-my $given_sigpipe = $SIG{PIPE};
 if (@ARGV) {
-    $SIG{PIPE} = 'DEFAULT';
+    local $SIG{PIPE} = 'DEFAULT';
     my ($nl, $files, $links, @paths) = @ARGV;
     my @links = splice @paths, 0, $nl;
     my (%user, %group);
@@ -98,19 +97,23 @@ sub run_probes {
         close $output;
         open(STDOUT, '>&', $input) && open(STDERR, '>&', $input) && open(STDIN, '<', '/dev/null') or exit 2;
         close $input;
-        $SIG{PIPE} = $given_sigpipe // 'DEFAULT';
         @ARGV = @arguments;
         ($^T, $!, $?) = (time, 0, 0);
         our ($running, $finished) = (0, 0);
         # After the program, a line that says it ran to its end: a `return`
         # at its top level ends a string eval where it is an error in a
         # perl of its own. It follows a `;` (the last statement may have
-        # none) and a paragraph of POD (the program may end in one).
-        run("package main; \$SentryProvision::running = 1;\n#line 1 \"-\"\n$program\n;\n\n=pod\n\n=cut\n\$SentryProvision::finished = 1;\n");
+        # none) and POD (the program may end in some), each line ending in
+        # a word the program does not hold, so that none ends a
+        # here-document or a format it leaves open.
+        my $mark = 'SP_END_' . join '', map { int rand 10 } 1 .. 16;
+        $mark .= 'X' while index($program, $mark) >= 0;
+        run("package main; \$SentryProvision::running = 1;\n#line 1 \"-\"\n$program; # $mark\n=pod $mark\n=cut $mark\n\$SentryProvision::finished = 1; # $mark\n");
         exit 0 if $@ eq '' && $finished;
         # As perl ends: on a program that does not compile, with 255; on a
         # die (a failed BEGIN or use among them), with errno, else the last
         # child's status, else 255.
+        ($\, $,) = (undef, undef);
         print STDERR $@ eq '' ? "Can't return outside a subroutine (at the probe's top level)\n" : $@;
         if (!$running && $@ !~ /^BEGIN failed--compilation aborted/m) {
             print STDERR "Execution of - aborted due to compilation errors.\n";

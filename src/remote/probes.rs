@@ -84,16 +84,21 @@ pub fn runs_in_one_perl(probe: &str) -> bool {
 /// string eval from a perl of its own, or that a string eval would end
 /// early, runs in a perl of its own: one with a `#!` line (perl takes
 /// switches from it), `__END__`, `__DATA__`, ^D or ^Z (where a perl of its
-/// own reads the rest of its stdin), CHECK or INIT blocks (a string eval
-/// runs neither), `$^S` or `caller` (they see the eval).
+/// own reads the rest of its stdin), a byte-order mark (which it skips),
+/// CHECK or INIT blocks (a string eval runs neither), `$^S`, `caller` or
+/// Carp (they see the eval).
 #[derive(Debug, PartialEq)]
 pub(super) struct PerlProgram {
     program: String,
     arguments: Vec<String>,
 }
 
-/// What a program may contain that a string eval runs otherwise.
-const TELLS_AN_EVAL: &[&str] = &["__END__", "__DATA__", "\u{4}", "\u{1a}", "CHECK", "INIT", "^S", "caller"];
+/// What a program may contain that a string eval runs otherwise (Carp
+/// reports where its caller was called from).
+const TELLS_AN_EVAL: &[&str] = &[
+    "__END__", "__DATA__", "\u{4}", "\u{1a}", "\u{feff}", "CHECK", "INIT", "^S", "caller", "Carp", "carp", "croak",
+    "confess", "cluck",
+];
 
 fn perl_program(cmd: &str) -> Option<PerlProgram> {
     let blank = |line: &str| line.trim_matches([' ', '\t']).is_empty();

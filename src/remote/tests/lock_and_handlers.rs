@@ -333,6 +333,7 @@ fn a_perl_probe_run_in_the_one_perl_says_what_a_perl_of_its_own_would() {
     enum Agree {
         Exactly,
         FailingWithTheSameOutput,
+        FailingWithTheSameFirstLine,
         OnTheSyntaxError,
         OnTheReturn,
     }
@@ -364,6 +365,11 @@ fn a_perl_probe_run_in_the_one_perl_says_what_a_perl_of_its_own_would() {
         ("BEGIN { die \"early\\n\" }", FailingWithTheSameOutput),
         ("use No::Such::Module;", FailingWithTheSameOutput),
         ("return; exit 4;", OnTheReturn),
+        ("print <<';';\nhello", FailingWithTheSameFirstLine),
+        ("print <<'=cut';\nhello", FailingWithTheSameFirstLine),
+        ("print <<'.';\nhello", FailingWithTheSameFirstLine),
+        ("$\\ = \"END\"; die \"x\\n\";", FailingWithTheSameOutput),
+        ("print defined $SIG{PIPE} ? \"set\\n\" : \"unset\\n\";", Exactly),
     ];
     let arguments = "a 'b c' 'it'\\''s' x\\ y";
     let one_perl: Vec<String> =
@@ -389,6 +395,10 @@ fn a_perl_probe_run_in_the_one_perl_says_what_a_perl_of_its_own_would() {
             FailingWithTheSameOutput => {
                 assert_eq!((fast.0 != 0, &fast.1), (slow.0 != 0, &slow.1), "{program}");
                 assert_ne!(fast.0, 0, "{program}");
+            }
+            FailingWithTheSameFirstLine => {
+                assert!(fast.0 != 0 && slow.0 != 0, "{program}: {fast:?} {slow:?}");
+                assert_eq!(fast.1.lines().next(), slow.1.lines().next(), "{program}");
             }
             OnTheSyntaxError => {
                 assert_eq!((fast.0, first_words(fast)), (slow.0, first_words(slow)), "{program}");
@@ -417,6 +427,8 @@ fn a_probe_the_one_perl_could_run_otherwise_runs_in_a_perl_of_its_own() {
         "$SIG{__DIE__} = sub { return if $^S; exit 1 };",
         "print scalar caller;",
         "print 'a\0b';",
+        "use Carp; croak 'bad';",
+        "\u{feff}print 1;",
     ];
     let shapes = [
         "exec perl - <<'PL'\r\nprint 1;\nPL\r",
