@@ -111,15 +111,17 @@ sub run_probes {
         run("package main; \$SentryProvision::running = 1;\n#line 1 \"-\"\n$program; # $mark\n=pod $mark\n=cut $mark\n\$SentryProvision::finished = 1; # $mark\n");
         exit 0 if $@ eq '' && $finished;
         # As perl ends: on a program that does not compile, with 255; on a
-        # die (a failed BEGIN or use among them), with errno, else the last
-        # child's status, else 255.
+        # die (a failed BEGIN or use among them), with errno (as the die
+        # left it: printing may change it), else the last child's status,
+        # else 255.
+        my $errno = $! + 0;
         ($\, $,) = (undef, undef);
         print STDERR $@ eq '' ? "Can't return outside a subroutine (at the probe's top level)\n" : $@;
         if (!$running && $@ !~ /^BEGIN failed--compilation aborted/m) {
             print STDERR "Execution of - aborted due to compilation errors.\n";
             exit 255;
         }
-        exit(($! + 0) || ($? >> 8) || 255);
+        exit($errno || ($? >> 8) || 255);
     }
     close $input;
     my $said = do { local $/; <$output> } // '';
