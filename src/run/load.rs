@@ -292,7 +292,7 @@ mod tests {
     fn every_probe_of_the_shipped_playbook_runs_in_the_one_perl_of_its_pass() {
         let cli = Cli::try_parse_from(["sentry-provision", "drift", "-i", "inventory"]).unwrap();
         let Command::Drift(drift) = cli.command else { unreachable!() };
-        let settings = drift.common.settings(super::super::Mode::Check).unwrap();
+        let settings = drift.common.settings(crate::run::Mode::Check).unwrap();
         let prepared = load(&settings).unwrap();
         let placeholder = Facts::placeholder(remote::TOOLS);
         let mut probes = std::collections::BTreeSet::new();
